@@ -1,0 +1,121 @@
+# baton: one Makefile, out-of-tree build/. Sources are discovered by folder, so a new module is
+# a new file, not a Makefile edit. See README.md for the targets.
+BUILD ?= build
+CC    ?= cc
+OPT   ?= -O2 -g
+WERROR ?= -Werror
+PKGS   = libzmq libprotobuf-c liburing libmicrohttpd libcjson libxxhash libpcre2-8
+WARN   = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+         -Wcast-qual -Wvla -Wdouble-promotion -Wformat=2 -Wundef -Wwrite-strings \
+         -Wimplicit-fallthrough -Werror=implicit-function-declaration \
+         -Werror=incompatible-pointer-types $(WERROR)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fno-omit-frame-pointer -MMD -MP -I. -I$(BUILD) \
+          $(PKG_CFLAGS)
+LDLIBS += $(PKG_LIBS) -lpthread -lm
+
+# ISA-specific kernels: each file gets its own -m flags; ops_init() picks one at run time.
+AVX2_FLAGS   = -mavx2 -mfma -mf16c
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+
+PROTO_SRCS := $(wildcard proto/*.proto)
+PROTO_GEN  := $(PROTO_SRCS:proto/%.proto=$(BUILD)/proto/%.pb-c.c)
+LIB_SRCS   := $(wildcard common/*.c engine/*.c ops/*.c proto/*.c)
+LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_GEN:.c=.o)
+CLI_SRCS   := $(wildcard client/*.c)
+COORD_SRCS := $(wildcard coordinator/*.c)
+WORKER_SRCS:= $(wildcard worker/*.c)
+TEST_SRCS  := $(wildcard tests/test_*.c)
+TEST_BINS  := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
+FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
+
+BINS := $(BUILD)/baton
+ifneq ($(COORD_SRCS),)
+BINS += $(BUILD)/baton-coordinator
+endif
+ifneq ($(WORKER_SRCS),)
+BINS += $(BUILD)/baton-worker
+endif
+
+.SECONDARY:
+.PHONY: all test asan tsan bench fuzz demo deps lint format clean tests benches
+all: $(BINS)
+
+$(BUILD)/libbaton.a: $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.c | $(PROTO_GEN)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.pb-c.o: $(BUILD)/%.pb-c.c
+	$(CC) $(filter-out $(WARN),$(CFLAGS)) -w -c $< -o $@
+
+$(BUILD)/proto/%.pb-c.c: proto/%.proto
+	@mkdir -p $(@D)
+	protoc-c --c_out=$(BUILD) $<
+
+$(BUILD)/ops/%_avx2.o:   CFLAGS += $(AVX2_FLAGS)
+$(BUILD)/ops/%_avx512.o: CFLAGS += $(AVX512_FLAGS)
+
+$(BUILD)/baton: $(CLI_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/baton-coordinator: $(COORD_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/baton-worker: $(WORKER_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+tests: $(BINS) $(TEST_BINS)
+benches: $(BINS) $(BENCH_BINS)
+
+# The test command of the README: every Criterion suite, then tests/e2e/*.sh; the last line
+# printed is the runner's summary (tests/run.sh).
+test: tests
+	@BUILD=$(BUILD) bash tests/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all" test
+
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread" test
+
+bench: benches
+	@BUILD=$(BUILD) bash tests/bench/run.sh
+
+# libFuzzer targets, built with clang; each runs FUZZ_SECS seconds (default 60).
+FUZZ_SECS ?= 60
+FUZZ_BUILD = build-fuzz
+fuzz:
+	@BUILD=$(FUZZ_BUILD) FUZZ_SECS=$(FUZZ_SECS) bash tests/fuzz/run.sh
+
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+	@mkdir -p $(@D)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(FUZZ_BUILD) \
+	    $(PKG_CFLAGS) $(AVX2_FLAGS) $< $(filter-out ops/%_avx512.c,$(LIB_SRCS)) -o $@ $(LDLIBS)
+
+demo: all
+	@bash tests/e2e/demo.sh
+
+deps:
+	bash .ci/deps.sh
+
+lint:
+	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-*
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

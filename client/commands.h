@@ -1,0 +1,14 @@
+/* client/commands.h: the subcommands of the `baton` CLI, one file each (client/cmd_<name>.c).
+ * Each takes argc/argv starting at the subcommand name and returns the process exit status. */
+#ifndef BT_CLIENT_COMMANDS_H
+#define BT_CLIENT_COMMANDS_H
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+extern const struct command commands[];
+
+#endif

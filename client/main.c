@@ -1,0 +1,33 @@
+/* client/main.c: `baton SUBCOMMAND ...`, dispatching to client/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "client/commands.h"
+#include "common/log.h"
+
+// clang-format off
+const struct command commands[] = {
+    {NULL, NULL, NULL},
+};
+// clang-format on
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: baton COMMAND [OPTIONS]   (baton COMMAND --help for its options)\n\n");
+    for (const struct command *c = commands; c->name; c++)
+        fprintf(f, "  %-12s %s\n", c->name, c->summary);
+}
+
+int main(int argc, char **argv) {
+    bt_log_set_name("baton");
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (const struct command *c = commands; c->name; c++)
+        if (!strcmp(c->name, argv[1]))
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "baton: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

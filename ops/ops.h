@@ -1,0 +1,87 @@
+/* ops/ops.h: the kernel table, the only ops header engine/ includes (besides threadpool.h).
+ *
+ * One struct ops_table per instruction set ("ref", "avx2", "avx512", "neon"). ops_ref.c is the
+ * scalar reference for every kernel: the executable spec (qwen35.md §3-§6). ops_init() picks the
+ * best table the CPU supports (or the one named by force_isa / $BT_ISA), fills every NULL slot
+ * from ops_ref, and logs the choice. The table is read-only afterwards.
+ *
+ * Kernels never fail and never allocate: shapes are checked once at load time. Kernels that the
+ * forward pass splits across threads take a row range [r0, r1); splitting rows (never a
+ * reduction) keeps results independent of the thread count. All math is fp32. */
+#ifndef BT_OPS_OPS_H
+#define BT_OPS_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engine/dtype.h"
+
+/* A weight matrix as stored: rows x cols elements of dtype dt, rows contiguous, each row
+ * row_bytes = dtype_row_bytes(dt, cols) bytes. A 1-D tensor is rows = 1. */
+struct mat {
+    enum dtype dt;
+    const void *data;
+    int64_t rows, cols;
+    size_t row_bytes;
+};
+
+/* y[t * ldy + r] = sum_c W[r][c] * x[t * ldx + c] for t in [0, n), r in [r0, r1).
+ * Weights are read once for all n tokens (the batch shares one pass over W). */
+typedef void (*matmul_fn)(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,
+                          float *restrict y, int64_t ldy, int64_t r0, int64_t r1);
+
+struct ops_table {
+    const char *isa;
+
+    matmul_fn matmul[DT_COUNT];
+    /* Row of n elements (n a multiple of the block) to/from f32. quantize_row may be NULL for
+     * a type baton only reads. */
+    void (*dequantize_row[DT_COUNT])(const void *restrict src, float *restrict dst, int64_t n);
+    void (*quantize_row[DT_COUNT])(const float *restrict src, void *restrict dst, int64_t n);
+
+    /* y = x / sqrt(mean(x^2) + eps) * w  (w may be NULL: no weight). y may alias x. */
+    void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
+    /* y = rmsnorm(x; w) * silu(z), over one head of n values (spec §3.2). y may alias x. */
+    void (*gated_rmsnorm)(float *y, const float *x, const float *z, const float *w, int64_t n,
+                          float eps);
+    /* x = x / sqrt(sum(x^2) + eps) * scale, in place (spec §3.3; eps inside the root). */
+    void (*l2norm_scale)(float *x, int64_t n, float eps, float scale);
+    /* NeoX rotation of dims [0, n_rot) of one head: pairs (i, i + n_rot/2), angle
+     * pos * theta^(-2i/n_rot). Dims >= n_rot untouched. In place. */
+    void (*rope_neox)(float *x, int64_t n_rot, int64_t pos, float theta);
+    /* Causal depthwise conv over channels [c0, c1) for one new token: state holds the previous
+     * (k-1) raw inputs per channel, oldest first ([channel][k-1]); taps w is [channel][k]
+     * (oldest first, w[k-1] multiplies x). out = silu(conv); state is shifted to include x. */
+    void (*conv1d_step)(float *out, float *state, const float *x, const float *w, int64_t k,
+                        int64_t c0, int64_t c1);
+    /* One token of the gated delta rule for one value head (spec §6.6), state S stored
+     * transposed: S[c * dk + i] (value index major). q already L2-normed and scaled, k
+     * L2-normed. decay = exp(g). o gets dv values. */
+    void (*delta_rule_step)(float *S, const float *q, const float *k, const float *v,
+                            float decay, float beta, float *o, int64_t dk, int64_t dv);
+    /* Causal attention of one query head over n_ctx cached positions (kv cache rows of
+     * stride kv_stride floats, for the query's KV head): o = softmax(q.K^T * scale) V.
+     * scratch holds n_ctx floats. */
+    void (*attention)(float *o, const float *q, const float *k_cache, const float *v_cache,
+                      int64_t kv_stride, int64_t n_ctx, int64_t head_dim, float scale,
+                      float *scratch);
+    /* out[i] = silu(g[i]) * u[i] */
+    void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
+    /* y[i] += x[i] */
+    void (*add)(float *y, const float *x, int64_t n);
+    /* In-place softmax over n values. */
+    void (*softmax)(float *x, int64_t n);
+};
+
+extern const struct ops_table ops_ref;
+extern const struct ops_table *ops; /* set by ops_init(); read-only afterwards */
+
+/* NULL or "" = best for this CPU (or $BT_ISA when set). BT_EUNSUPPORTED if the forced ISA is
+ * unknown or not supported by this CPU. Idempotent for the same choice. */
+int ops_init(const char *force_isa, bt_err *e);
+/* Names of the ISAs this CPU can run, best first, NULL-terminated (always ends with "ref"). */
+const char *const *ops_available_isas(void);
+/* Table for a named ISA, or NULL if this CPU cannot run it; with NULL slots filled from ref. */
+const struct ops_table *ops_table_for(const char *isa);
+
+#endif
