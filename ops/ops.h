@@ -51,7 +51,8 @@ struct ops_table {
     void (*rope_neox)(float *x, int64_t n_rot, int64_t pos, float theta);
     /* Causal depthwise conv over channels [c0, c1) for one new token: state holds the previous
      * (k-1) raw inputs per channel, oldest first ([channel][k-1]); taps w is [channel][k]
-     * (oldest first, w[k-1] multiplies x). out = silu(conv); state is shifted to include x. */
+     * (oldest first, w[k-1] multiplies x). out = silu(conv); state is shifted to include x.
+     * out, state, x and w are all indexed by absolute channel (out[c], x[c] for c in [c0,c1)). */
     void (*conv1d_step)(float *out, float *state, const float *x, const float *w, int64_t k,
                         int64_t c0, int64_t c1);
     /* One token of the gated delta rule for one value head (spec §6.6), state S stored
@@ -59,6 +60,19 @@ struct ops_table {
      * L2-normed. decay = exp(g). o gets dv values. */
     void (*delta_rule_step)(float *S, const float *q, const float *k, const float *v,
                             float decay, float beta, float *o, int64_t dk, int64_t dv);
+    /* The gated delta rule over n tokens of one value head at once (spec §6.7): same result
+     * as n calls of delta_rule_step (up to float rounding), in chunks of DELTA_CHUNK tokens.
+     * Token t reads q + t*ldq, k + t*ldk (dk values, prepared as for delta_rule_step),
+     * v + t*ldv (dv values), the log decay g[t] (<= 0; decay = exp(g[t])) and beta[t], and
+     * writes o + t*ldo (dv values). scratch holds delta_rule_chunk_scratch(dk, dv) floats. */
+    void (*delta_rule_chunk)(float *S, const float *q, int64_t ldq, const float *k, int64_t ldk,
+                             const float *v, int64_t ldv, const float *g, const float *beta,
+                             float *o, int64_t ldo, int64_t n, int64_t dk, int64_t dv,
+                             float *scratch);
+    /* conv1d_step over n tokens: token t reads x + t*ldx and writes out + t*ldo (channels
+     * [c0, c1) of each); equal to n calls of conv1d_step. */
+    void (*conv1d_seq)(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
+                       int64_t n, const float *w, int64_t k, int64_t c0, int64_t c1);
     /* Causal attention of one query head over n_ctx cached positions (kv cache rows of
      * stride kv_stride floats, for the query's KV head): o = softmax(q.K^T * scale) V.
      * scratch holds n_ctx floats. */
@@ -72,6 +86,12 @@ struct ops_table {
     /* In-place softmax over n values. */
     void (*softmax)(float *x, int64_t n);
 };
+
+/* Tokens per chunk of delta_rule_chunk, and the scratch floats it needs. */
+#define DELTA_CHUNK 64
+static inline size_t delta_rule_chunk_scratch(int64_t dk, int64_t dv) {
+    return (size_t)DELTA_CHUNK * (size_t)(DELTA_CHUNK + dk + dv + 1);
+}
 
 extern const struct ops_table ops_ref;
 extern const struct ops_table *ops; /* set by ops_init(); read-only afterwards */

@@ -1,0 +1,105 @@
+/* ops/ops.c: ISA detection and table choice (see ops.h). The SIMD tables are weak references
+ * so a build without one of the ISA files (e.g. the clang fuzz build, which leaves out the
+ * AVX-512 file) still links; a missing table simply is not offered. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "ops/ops.h"
+
+extern const struct ops_table ops_avx2 __attribute__((weak));
+extern const struct ops_table ops_avx512 __attribute__((weak));
+
+const struct ops_table *ops;
+
+enum { ISA_AVX512, ISA_AVX2, ISA_REF, ISA_COUNT };
+
+static struct ops_table filled[ISA_COUNT]; /* each ISA's table with NULL slots from ref */
+static const char *avail[ISA_COUNT + 1];   /* NULL-terminated, best first */
+static int supported[ISA_COUNT];
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Copies ref into every slot the ISA table leaves NULL. Slots are compared as bytes of
+ * function pointers, which is what the table is made of besides the name. */
+static void fill(struct ops_table *dst, const struct ops_table *src) {
+    *dst = *src;
+    for (int t = 0; t < DT_COUNT; t++) {
+        if (!dst->matmul[t])
+            dst->matmul[t] = ops_ref.matmul[t];
+        if (!dst->dequantize_row[t])
+            dst->dequantize_row[t] = ops_ref.dequantize_row[t];
+        if (!dst->quantize_row[t])
+            dst->quantize_row[t] = ops_ref.quantize_row[t];
+    }
+#define FILL(f)                                                                                    \
+    if (!dst->f)                                                                                   \
+    dst->f = ops_ref.f
+    FILL(rmsnorm);
+    FILL(gated_rmsnorm);
+    FILL(l2norm_scale);
+    FILL(rope_neox);
+    FILL(conv1d_step);
+    FILL(delta_rule_step);
+    FILL(delta_rule_chunk);
+    FILL(conv1d_seq);
+    FILL(attention);
+    FILL(silu_mul);
+    FILL(add);
+    FILL(softmax);
+#undef FILL
+}
+
+static void setup(void) {
+    __builtin_cpu_init();
+    int fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    supported[ISA_AVX512] = &ops_avx512 != NULL && fma_f16c &&
+                            __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("avx512dq");
+    supported[ISA_AVX2] = &ops_avx2 != NULL && fma_f16c && __builtin_cpu_supports("avx2");
+    supported[ISA_REF] = 1;
+    const struct ops_table *src[ISA_COUNT] = {&ops_avx512, &ops_avx2, &ops_ref};
+    int n = 0;
+    for (int i = 0; i < ISA_COUNT; i++) {
+        if (!supported[i])
+            continue;
+        fill(&filled[i], src[i]);
+        avail[n++] = filled[i].isa;
+    }
+    avail[n] = NULL;
+}
+
+const char *const *ops_available_isas(void) {
+    pthread_once(&once, setup);
+    return avail;
+}
+
+const struct ops_table *ops_table_for(const char *isa) {
+    pthread_once(&once, setup);
+    for (int i = 0; i < ISA_COUNT; i++)
+        if (supported[i] && isa && !strcmp(filled[i].isa, isa))
+            return &filled[i];
+    return NULL;
+}
+
+int ops_init(const char *force_isa, bt_err *e) {
+    pthread_once(&once, setup);
+    const char *want = force_isa && *force_isa ? force_isa : getenv("BT_ISA");
+    const struct ops_table *t = avail[0] ? ops_table_for(avail[0]) : NULL;
+    if (want && *want) {
+        t = ops_table_for(want);
+        if (!t)
+            return bt_fail(e, BT_EUNSUPPORTED, "ops: isa '%s' unknown or not supported by this CPU",
+                           want);
+    }
+    pthread_mutex_lock(&init_lock);
+    int changed = ops != t;
+    ops = t;
+    pthread_mutex_unlock(&init_lock);
+    if (changed)
+        BT_LOG(INFO, "ops", "isa=%s (override with BT_ISA=)", t->isa);
+    return 0;
+}

@@ -1,0 +1,278 @@
+/* ops/ops_ref.c: the scalar reference of every kernel in struct ops_table, written to read like
+ * the formulas of qwen35.md §3-§6 and §12.2. Every SIMD kernel is tested against these. All
+ * math is fp32 except the RoPE angles, which are computed in double so that large positions
+ * keep their precision. */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+#include "ops/quant.h"
+
+typedef void (*dequant_fn)(const void *restrict, float *restrict, int64_t);
+
+static const dequant_fn dequant[DT_COUNT] = {
+    [DT_F32] = dequantize_row_f32,   [DT_F16] = dequantize_row_f16,
+    [DT_BF16] = dequantize_row_bf16, [DT_Q4_0] = dequantize_row_q4_0,
+    [DT_Q4_1] = dequantize_row_q4_1, [DT_Q5_0] = dequantize_row_q5_0,
+    [DT_Q5_1] = dequantize_row_q5_1, [DT_Q8_0] = dequantize_row_q8_0,
+    [DT_Q4_K] = dequantize_row_q4_k, [DT_Q5_K] = dequantize_row_q5_k,
+    [DT_Q6_K] = dequantize_row_q6_k,
+};
+
+static float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* Every dtype: dequantize one block (or 256 elements of a float type) of the row, then dot it
+ * with each token's activations, adding the block's partial sum into y. Each weight block is
+ * read once for all n tokens. */
+static void matmul_ref(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,
+                       float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
+    const struct dtype_traits *tr = &dtype_traits[w->dt];
+    dequant_fn deq = dequant[w->dt];
+    int64_t step = tr->block > 1 ? tr->block : 256; /* elements dequantized at a time */
+    float buf[256];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t = 0; t < n; t++)
+            y[t * ldy + r] = 0.0f;
+        for (int64_t c = 0; c < w->cols; c += step) {
+            int64_t len = w->cols - c < step ? w->cols - c : step;
+            deq(row + (size_t)(c / tr->block) * tr->block_bytes, buf, len);
+            for (int64_t t = 0; t < n; t++)
+                y[t * ldy + r] += dot(buf, x + t * ldx + c, len);
+        }
+    }
+}
+
+static void rmsnorm_ref(float *y, const float *x, const float *w, int64_t n, float eps) {
+    float ss = dot(x, x, n);
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * inv * (w ? w[i] : 1.0f);
+}
+
+static void gated_rmsnorm_ref(float *y, const float *x, const float *z, const float *w, int64_t n,
+                              float eps) {
+    float ss = dot(x, x, n);
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * inv * (w ? w[i] : 1.0f) * silu(z[i]);
+}
+
+static void l2norm_scale_ref(float *x, int64_t n, float eps, float scale) {
+    float inv = scale / sqrtf(dot(x, x, n) + eps);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+static void rope_neox_ref(float *x, int64_t n_rot, int64_t pos, float theta) {
+    int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double freq = pow((double)theta, -2.0 * (double)i / (double)n_rot);
+        double ang = (double)pos * freq;
+        float c = (float)cos(ang), s = (float)sin(ang);
+        float a = x[i], b = x[i + half];
+        x[i] = a * c - b * s;
+        x[i + half] = a * s + b * c;
+    }
+}
+
+static void conv1d_step_ref(float *out, float *state, const float *x, const float *w, int64_t k,
+                            int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) {
+        float *st = state + c * (k - 1);
+        const float *wc = w + c * k;
+        float acc = wc[k - 1] * x[c];
+        for (int64_t i = 0; i < k - 1; i++)
+            acc += wc[i] * st[i];
+        for (int64_t i = 0; i + 1 < k - 1; i++) /* drop the oldest input, append x */
+            st[i] = st[i + 1];
+        if (k > 1)
+            st[k - 2] = x[c];
+        out[c] = silu(acc);
+    }
+}
+
+static void conv1d_seq_ref(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
+                           int64_t n, const float *w, int64_t k, int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < n; t++)
+        conv1d_step_ref(out + t * ldo, state, x + t * ldx, w, k, c0, c1);
+}
+
+/* Spec §6.6, with row c of the transposed state S_c = S[c*dk .. c*dk+dk) holding column c of
+ * the spec's S. Steps per row: decay, read u = S_c.k, delta, write S_c += k*delta, output from
+ * the updated row. Rows are independent, so doing all five steps row by row is exact. */
+static void delta_rule_step_ref(float *S, const float *q, const float *k, const float *v,
+                                float decay, float beta, float *o, int64_t dk, int64_t dv) {
+    for (int64_t c = 0; c < dv; c++) {
+        float *Sc = S + c * dk;
+        for (int64_t i = 0; i < dk; i++)
+            Sc[i] *= decay;
+        float u = dot(Sc, k, dk);
+        float delta = beta * (v[c] - u);
+        for (int64_t i = 0; i < dk; i++)
+            Sc[i] += k[i] * delta;
+        o[c] = dot(Sc, q, dk);
+    }
+}
+
+/* Spec §6.7 for chunks of up to DELTA_CHUNK tokens. Scratch: A (C x C; the decayed k.k
+ * system, later the decayed q.k weights), U (C x dv; becomes Delta), W (C x dk), gam (C). */
+static void delta_rule_chunk_ref(float *S, const float *q, int64_t ldq, const float *k,
+                                 int64_t ldk, const float *v, int64_t ldv, const float *g,
+                                 const float *beta, float *o, int64_t ldo, int64_t n, int64_t dk,
+                                 int64_t dv, float *scratch) {
+    const int64_t C = DELTA_CHUNK;
+    float *A = scratch, *U = A + C * C, *W = U + C * dv, *gam = W + C * dk;
+    for (int64_t t0 = 0; t0 < n; t0 += C) {
+        int64_t m = n - t0 < C ? n - t0 : C;
+        const float *qc = q + t0 * ldq, *kc = k + t0 * ldk, *vc = v + t0 * ldv;
+        const float *bc = beta + t0;
+        float *oc = o + t0 * ldo;
+        /* gamma_i: cumulative log decay inside the chunk */
+        for (int64_t i = 0; i < m; i++)
+            gam[i] = (i ? gam[i - 1] : 0.0f) + g[t0 + i];
+        /* A_ij = beta_i exp(gam_i - gam_j) k_i.k_j, j < i */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < i; j++)
+                A[i * C + j] = bc[i] * expf(gam[i] - gam[j]) * dot(kc + i * ldk, kc + j * ldk, dk);
+        /* forward substitution: (I + A) U = beta v, (I + A) W = beta Gamma k */
+        for (int64_t i = 0; i < m; i++) {
+            float *Ui = U + i * dv, *Wi = W + i * dk;
+            float bg = bc[i] * expf(gam[i]);
+            for (int64_t c = 0; c < dv; c++)
+                Ui[c] = bc[i] * vc[i * ldv + c];
+            for (int64_t c = 0; c < dk; c++)
+                Wi[c] = bg * kc[i * ldk + c];
+            for (int64_t j = 0; j < i; j++) {
+                float a = A[i * C + j];
+                for (int64_t c = 0; c < dv; c++)
+                    Ui[c] -= a * U[j * dv + c];
+                for (int64_t c = 0; c < dk; c++)
+                    Wi[c] -= a * W[j * dk + c];
+            }
+        }
+        /* Delta = U - W S0: row i is token i's delta */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t c = 0; c < dv; c++)
+                U[i * dv + c] -= dot(W + i * dk, S + c * dk, dk);
+        /* outputs: o_i = Gamma_i q_i S0 + sum_{j<=i} exp(gam_i - gam_j) (q_i.k_j) Delta_j */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j <= i; j++)
+                A[i * C + j] = expf(gam[i] - gam[j]) * dot(qc + i * ldq, kc + j * ldk, dk);
+        for (int64_t i = 0; i < m; i++) {
+            float Gi = expf(gam[i]);
+            for (int64_t c = 0; c < dv; c++) {
+                float acc = Gi * dot(qc + i * ldq, S + c * dk, dk);
+                for (int64_t j = 0; j <= i; j++)
+                    acc += A[i * C + j] * U[j * dv + c];
+                oc[i * ldo + c] = acc;
+            }
+        }
+        /* state: S = Gamma_m S0 + sum_j exp(gam_m - gam_j) k_j Delta_j^T */
+        float Gm = expf(gam[m - 1]);
+        for (int64_t j = 0; j < m; j++)
+            gam[j] = expf(gam[m - 1] - gam[j]); /* gam is not needed any more */
+        for (int64_t c = 0; c < dv; c++) {
+            float *Sc = S + c * dk;
+            for (int64_t i = 0; i < dk; i++)
+                Sc[i] *= Gm;
+            for (int64_t j = 0; j < m; j++) {
+                float f = gam[j] * U[j * dv + c];
+                const float *kj = kc + j * ldk;
+                for (int64_t i = 0; i < dk; i++)
+                    Sc[i] += f * kj[i];
+            }
+        }
+    }
+}
+
+static void softmax_ref(float *x, int64_t n) {
+    if (n <= 0)
+        return;
+    float mx = x[0];
+    for (int64_t i = 1; i < n; i++)
+        mx = fmaxf(mx, x[i]);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+static void attention_ref(float *o, const float *q, const float *k_cache, const float *v_cache,
+                          int64_t kv_stride, int64_t n_ctx, int64_t head_dim, float scale,
+                          float *scratch) {
+    for (int64_t t = 0; t < n_ctx; t++)
+        scratch[t] = dot(q, k_cache + t * kv_stride, head_dim) * scale;
+    softmax_ref(scratch, n_ctx);
+    for (int64_t i = 0; i < head_dim; i++)
+        o[i] = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const float *vt = v_cache + t * kv_stride;
+        for (int64_t i = 0; i < head_dim; i++)
+            o[i] += scratch[t] * vt[i];
+    }
+}
+
+static void silu_mul_ref(float *out, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = silu(g[i]) * u[i];
+}
+
+static void add_ref(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+const struct ops_table ops_ref = {
+    .isa = "ref",
+    .matmul =
+        {
+            [DT_F32] = matmul_ref,  [DT_F16] = matmul_ref,  [DT_BF16] = matmul_ref,
+            [DT_Q4_0] = matmul_ref, [DT_Q4_1] = matmul_ref, [DT_Q5_0] = matmul_ref,
+            [DT_Q5_1] = matmul_ref, [DT_Q8_0] = matmul_ref, [DT_Q4_K] = matmul_ref,
+            [DT_Q5_K] = matmul_ref, [DT_Q6_K] = matmul_ref,
+        },
+    .dequantize_row =
+        {
+            [DT_F32] = dequantize_row_f32,   [DT_F16] = dequantize_row_f16,
+            [DT_BF16] = dequantize_row_bf16, [DT_Q4_0] = dequantize_row_q4_0,
+            [DT_Q4_1] = dequantize_row_q4_1, [DT_Q5_0] = dequantize_row_q5_0,
+            [DT_Q5_1] = dequantize_row_q5_1, [DT_Q8_0] = dequantize_row_q8_0,
+            [DT_Q4_K] = dequantize_row_q4_k, [DT_Q5_K] = dequantize_row_q5_k,
+            [DT_Q6_K] = dequantize_row_q6_k,
+        },
+    .quantize_row =
+        {
+            [DT_F32] = quantize_row_f32,   [DT_F16] = quantize_row_f16,
+            [DT_BF16] = quantize_row_bf16, [DT_Q4_0] = quantize_row_q4_0,
+            [DT_Q4_1] = quantize_row_q4_1, [DT_Q5_0] = quantize_row_q5_0,
+            [DT_Q5_1] = quantize_row_q5_1, [DT_Q8_0] = quantize_row_q8_0,
+            [DT_Q4_K] = quantize_row_q4_k, [DT_Q5_K] = quantize_row_q5_k,
+            [DT_Q6_K] = quantize_row_q6_k,
+        },
+    .rmsnorm = rmsnorm_ref,
+    .gated_rmsnorm = gated_rmsnorm_ref,
+    .l2norm_scale = l2norm_scale_ref,
+    .rope_neox = rope_neox_ref,
+    .conv1d_step = conv1d_step_ref,
+    .delta_rule_step = delta_rule_step_ref,
+    .delta_rule_chunk = delta_rule_chunk_ref,
+    .conv1d_seq = conv1d_seq_ref,
+    .attention = attention_ref,
+    .silu_mul = silu_mul_ref,
+    .add = add_ref,
+    .softmax = softmax_ref,
+};
