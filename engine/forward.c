@@ -1,0 +1,435 @@
+/* engine/forward.c: the Qwen3.5 forward pass over a layer range, see forward.h. One helper per
+ * block kind (spec §4 MLP, §5 gated attention, §6 Gated DeltaNet); each reads like the spec.
+ * Threading: matrices through pool_matmul (rows split), per-sequence parts through pool_run
+ * split over channels, heads or (token, head) pairs; never a split reduction. */
+#include "engine/forward.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/assert.h"
+
+/* Shorthands for the hyperparameters, computed once. */
+struct dims {
+    int64_t H, I, V;                 /* hidden, ffn, vocabulary */
+    int64_t n_head, n_kv, hd, QG, KVD, OD, n_rot;
+    int64_t Hk, Hv, dk, dv, KD, VD, CD, K; /* GDN */
+};
+
+struct forward_ctx {
+    const struct weights *w;
+    const struct qwen35_hparams *hp;
+    seqstate_pool_t *st;
+    pool_t *pool;
+    int nth;
+    int max_tokens;
+    struct dims d;
+    /* per-token tables of the current batch */
+    int *tok_seq;     /* [max_tokens] sequence index of each token */
+    int64_t *tok_pos; /* [max_tokens] position of each token */
+    int *seq_first;   /* [max_tokens] first token of each sequence */
+    const struct fwd_batch *b;
+    int64_t n_tokens; /* tokens in the current batch */
+    /* activations, rows = tokens */
+    float *x;        /* [n][H] residual stream */
+    float *xb;       /* [n][H] normed input of a block; final-norm rows on the last range */
+    float *hb;       /* [n][H] block output before the residual add */
+    float *qkv;      /* [n][CD] GDN projection m (raw, what the conv state keeps) */
+    float *mconv;    /* [n][CD] silu(conv(m)) */
+    float *z;        /* [n][VD] GDN output gate */
+    float *beta;     /* [n][Hv] raw b, then sigmoid */
+    float *alpha;    /* [n][Hv] raw alpha */
+    float *gdn_o;    /* [n][VD] delta rule output, then gated-normed */
+    float *qg;       /* [n][QG] attention query|gate per head */
+    float *kb, *vb;  /* [n][KVD] attention k, v */
+    float *att;      /* [n][OD] attention output, gated */
+    float *ffn_g, *ffn_u; /* [n][I] */
+    /* per-thread scratch */
+    float *thr;      /* [nth][thr_floats] */
+    size_t thr_floats;
+    void *mem[24];
+    int n_mem;
+    int layer;       /* layer being run (for the pool_run callbacks) */
+};
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* softplus, exactly x above 20 like both references (trap §16.22). */
+static float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+static void run(forward_ctx_t *c, pool_fn fn) {
+    if (c->pool)
+        pool_run(c->pool, fn, c);
+    else
+        fn(c, 0, 1);
+}
+
+static void matmul(forward_ctx_t *c, const struct mat *w, const float *x, int64_t ldx, int64_t n,
+                   float *y, int64_t ldy) {
+    pool_matmul(c->pool, w, x, ldx, n, y, ldy);
+}
+
+/* ---- Gated DeltaNet (spec §6) ---- */
+
+/* Causal conv over the batch's tokens, channels split across threads (§6.2). */
+static void gdn_conv_job(void *ctx, int ith, int nth) {
+    forward_ctx_t *c = ctx;
+    const struct dims *d = &c->d;
+    const struct layer_weights *L = &c->w->layers[c->layer];
+    int64_t c0, c1;
+    pool_slice(d->CD, ith, nth, 16, &c0, &c1);
+    if (c0 >= c1)
+        return;
+    for (int s = 0; s < c->b->n_seq; s++) {
+        const struct fwd_seq *sq = &c->b->seq[s];
+        int64_t t0 = c->seq_first[s];
+        float *state = seqstate_conv(c->st, sq->slot, c->layer);
+        ops->conv1d_seq(c->mconv + t0 * d->CD, d->CD, state, c->qkv + t0 * d->CD, d->CD,
+                        sq->n_tokens, L->conv.data, d->K, c0, c1);
+    }
+}
+
+/* q/k normalisation, gates and the delta rule, (sequence, value head) pairs split across
+ * threads (§6.3-§6.6), then the gated norm (§6.8). */
+static void gdn_heads_job(void *ctx, int ith, int nth) {
+    forward_ctx_t *c = ctx;
+    const struct dims *d = &c->d;
+    const struct layer_weights *L = &c->w->layers[c->layer];
+    const float *ssm_a = L->ssm_a.data, *ssm_dt = L->ssm_dt.data, *norm_w = L->ssm_norm.data;
+    float eps = c->hp->rms_eps, q_scale = 1.0f / sqrtf((float)d->dk);
+    int64_t i0, i1;
+    pool_slice((int64_t)c->b->n_seq * d->Hv, ith, nth, 1, &i0, &i1);
+    float *scr = c->thr + (size_t)ith * c->thr_floats;
+    for (int64_t item = i0; item < i1; item++) {
+        int s = (int)(item / d->Hv);
+        int64_t j = item % d->Hv;
+        int64_t a = j % d->Hk; /* GGUF tiled order: value head j reads key head j mod H_k (§6.5) */
+        const struct fwd_seq *sq = &c->b->seq[s];
+        int64_t t0 = c->seq_first[s], n = sq->n_tokens;
+        float *S = seqstate_delta(c->st, sq->slot, c->layer) + j * d->dv * d->dk;
+        /* Per-token inputs of this head, contiguous: q [n][dk], k [n][dk], g [n], beta [n]. */
+        float *q = scr, *k = q + n * d->dk, *g = k + n * d->dk, *bt = g + n;
+        float *chunk_scratch = bt + n;
+        for (int64_t t = 0; t < n; t++) {
+            const float *m = c->mconv + (t0 + t) * d->CD;
+            memcpy(q + t * d->dk, m + a * d->dk, (size_t)d->dk * sizeof(float));
+            memcpy(k + t * d->dk, m + d->KD + a * d->dk, (size_t)d->dk * sizeof(float));
+            ops->l2norm_scale(q + t * d->dk, d->dk, eps, q_scale); /* q scaled, k not (§16.10) */
+            ops->l2norm_scale(k + t * d->dk, d->dk, eps, 1.0f);
+            bt[t] = sigmoidf(c->beta[(t0 + t) * d->Hv + j]);                    /* β = σ(b) */
+            g[t] = ssm_a[j] * softplusf(c->alpha[(t0 + t) * d->Hv + j] + ssm_dt[j]); /* §16.3 */
+        }
+        const float *v = c->mconv + t0 * d->CD + 2 * d->KD + j * d->dv;
+        float *o = c->gdn_o + t0 * d->VD + j * d->dv;
+        if (n >= DELTA_CHUNK / 2 && ops->delta_rule_chunk) {
+            ops->delta_rule_chunk(S, q, d->dk, k, d->dk, v, d->CD, g, bt, o, d->VD, n, d->dk,
+                                  d->dv, chunk_scratch);
+        } else {
+            for (int64_t t = 0; t < n; t++)
+                ops->delta_rule_step(S, q + t * d->dk, k + t * d->dk, v + t * d->CD, expf(g[t]),
+                                     bt[t], o + t * d->VD, d->dk, d->dv);
+        }
+        for (int64_t t = 0; t < n; t++) /* normalise, then gate with silu(z) (§3.2, §16.8) */
+            ops->gated_rmsnorm(o + t * d->VD, o + t * d->VD, c->z + (t0 + t) * d->VD + j * d->dv,
+                               norm_w, d->dv, eps);
+    }
+}
+
+static void linear_attn_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
+    const struct dims *d = &c->d;
+    matmul(c, &L->wqkv, c->xb, d->H, n, c->qkv, d->CD);    /* m = [q | k | v] */
+    matmul(c, &L->wz, c->xb, d->H, n, c->z, d->VD);        /* z: output gate */
+    matmul(c, &L->wbeta, c->xb, d->H, n, c->beta, d->Hv);  /* b -> β */
+    matmul(c, &L->walpha, c->xb, d->H, n, c->alpha, d->Hv); /* α -> g */
+    run(c, gdn_conv_job);                                  /* causal conv + silu on m */
+    run(c, gdn_heads_job);                                 /* delta rule per value head */
+    matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H);
+}
+
+/* ---- gated full attention (spec §5) ---- */
+
+/* q/k RMSNorm, RoPE and the KV cache append, tokens split across threads. */
+static void attn_prep_job(void *ctx, int ith, int nth) {
+    forward_ctx_t *c = ctx;
+    const struct dims *d = &c->d;
+    const struct layer_weights *L = &c->w->layers[c->layer];
+    float eps = c->hp->rms_eps, theta = c->hp->rope_theta;
+    int64_t t0, t1;
+    pool_slice(c->n_tokens, ith, nth, 1, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t pos = c->tok_pos[t];
+        int slot = c->b->seq[c->tok_seq[t]].slot;
+        for (int64_t h = 0; h < d->n_head; h++) {
+            float *q = c->qg + t * d->QG + h * 2 * d->hd; /* per head [query | gate] (§16.7) */
+            ops->rmsnorm(q, q, L->q_norm.data, d->hd, eps);
+            ops->rope_neox(q, d->n_rot, pos, theta); /* after the norm (§16.9) */
+        }
+        float *kc = seqstate_k(c->st, slot, c->layer) + pos * d->KVD;
+        float *vc = seqstate_v(c->st, slot, c->layer) + pos * d->KVD;
+        for (int64_t g = 0; g < d->n_kv; g++) {
+            float *k = c->kb + t * d->KVD + g * d->hd;
+            ops->rmsnorm(k, k, L->k_norm.data, d->hd, eps);
+            ops->rope_neox(k, d->n_rot, pos, theta);
+        }
+        memcpy(kc, c->kb + t * d->KVD, (size_t)d->KVD * sizeof(float));
+        memcpy(vc, c->vb + t * d->KVD, (size_t)d->KVD * sizeof(float));
+    }
+}
+
+/* Causal GQA attention and the sigmoid output gate, (token, head) pairs split. */
+static void attn_job(void *ctx, int ith, int nth) {
+    forward_ctx_t *c = ctx;
+    const struct dims *d = &c->d;
+    int64_t i0, i1;
+    pool_slice(c->n_tokens * d->n_head, ith, nth, 1, &i0, &i1);
+    float *scores = c->thr + (size_t)ith * c->thr_floats;
+    int64_t group = d->n_head / d->n_kv;
+    for (int64_t item = i0; item < i1; item++) {
+        int64_t t = item / d->n_head, h = item % d->n_head, g = h / group; /* ⌊h/group⌋ (§16.5) */
+        int slot = c->b->seq[c->tok_seq[t]].slot;
+        const float *q = c->qg + t * d->QG + h * 2 * d->hd, *gate = q + d->hd;
+        const float *kc = seqstate_k(c->st, slot, c->layer) + g * d->hd;
+        const float *vc = seqstate_v(c->st, slot, c->layer) + g * d->hd;
+        float *o = c->att + t * d->OD + h * d->hd;
+        ops->attention(o, q, kc, vc, d->KVD, c->tok_pos[t] + 1, d->hd, c->hp->attn_scale, scores);
+        for (int64_t i = 0; i < d->hd; i++)
+            o[i] *= sigmoidf(gate[i]); /* attention gate is a sigmoid (§16.8) */
+    }
+}
+
+static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
+    const struct dims *d = &c->d;
+    matmul(c, &L->wq, c->xb, d->H, n, c->qg, d->QG); /* query | gate, per head */
+    matmul(c, &L->wk, c->xb, d->H, n, c->kb, d->KVD);
+    matmul(c, &L->wv, c->xb, d->H, n, c->vb, d->KVD);
+    run(c, attn_prep_job);                           /* q/k norm, rope, append to cache */
+    run(c, attn_job);                                /* softmax(qK/√d)V ⊙ σ(gate) */
+    matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H);
+}
+
+/* ---- MLP (spec §4) ---- */
+
+static void mlp_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
+    const struct dims *d = &c->d;
+    matmul(c, &L->ffn_gate, c->xb, d->H, n, c->ffn_g, d->I);
+    matmul(c, &L->ffn_up, c->xb, d->H, n, c->ffn_u, d->I);
+    ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I);
+    matmul(c, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H);
+}
+
+static void rmsnorm_rows(float *y, const float *x, const struct mat *w, int64_t n, int64_t H,
+                         float eps) {
+    for (int64_t t = 0; t < n; t++)
+        ops->rmsnorm(y + t * H, x + t * H, w->data, H, eps);
+}
+
+/* ---- the pass ---- */
+
+int forward_n_out(const struct fwd_batch *b) {
+    int n = 0;
+    for (int s = 0; s < b->n_seq; s++)
+        n += b->seq[s].out == FWD_OUT_ALL ? b->seq[s].n_tokens : b->seq[s].out == FWD_OUT_LAST;
+    return n;
+}
+
+static int check_batch(forward_ctx_t *c, const struct fwd_batch *b, int *n_tokens, bt_err *e) {
+    const struct weights *w = c->w;
+    int n = 0;
+    if (b->n_seq < 1 || !b->seq)
+        return bt_fail(e, BT_EINVAL, "forward: empty batch");
+    for (int s = 0; s < b->n_seq; s++) {
+        const struct fwd_seq *sq = &b->seq[s];
+        if (sq->n_tokens < 1 || sq->n_tokens > c->max_tokens - n)
+            return bt_fail(e, BT_EINVAL, "forward: sequence %d has %d tokens; batch limit %d", s,
+                           sq->n_tokens, c->max_tokens);
+        if (!seqstate_in_use(c->st, sq->slot))
+            return bt_fail(e, BT_EINVAL, "forward: sequence %d: slot %d not acquired", s,
+                           sq->slot);
+        for (int r = 0; r < s; r++)
+            if (b->seq[r].slot == sq->slot)
+                return bt_fail(e, BT_EINVAL, "forward: slot %d appears twice in the batch",
+                               sq->slot);
+        int64_t pos = seqstate_pos(c->st, sq->slot);
+        if (pos + sq->n_tokens > seqstate_max_ctx(c->st))
+            return bt_fail(e, BT_ECAPACITY, "forward: slot %d at position %lld + %d tokens "
+                           "exceeds the context of %d", sq->slot, (long long)pos, sq->n_tokens,
+                           seqstate_max_ctx(c->st));
+        if ((unsigned)sq->out > FWD_OUT_NONE)
+            return bt_fail(e, BT_EINVAL, "forward: sequence %d: bad output mode %d", s,
+                           (int)sq->out);
+        n += sq->n_tokens;
+    }
+    if (w->lo == 0) {
+        if (!b->tokens)
+            return bt_fail(e, BT_EINVAL, "forward: first stage needs token ids");
+        for (int t = 0; t < n; t++)
+            if (b->tokens[t] < 0 || b->tokens[t] >= c->hp->n_vocab)
+                return bt_fail(e, BT_EINVAL, "forward: token %d = %d outside [0, %d)", t,
+                               b->tokens[t], c->hp->n_vocab);
+    } else if (!b->hidden) {
+        return bt_fail(e, BT_EINVAL, "forward: stage [%d, %d) needs hidden states", w->lo,
+                       w->hi);
+    }
+    if (!b->out)
+        return bt_fail(e, BT_EINVAL, "forward: no output buffer");
+    *n_tokens = n;
+    return 0;
+}
+
+int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
+    const struct weights *w = c->w;
+    const struct dims *d = &c->d;
+    float eps = c->hp->rms_eps;
+    int n = 0;
+    int rc = check_batch(c, b, &n, e);
+    if (rc)
+        return rc;
+    c->b = b;
+    c->n_tokens = n;
+    for (int s = 0, t = 0; s < b->n_seq; s++) {
+        int slot = b->seq[s].slot;
+        c->seq_first[s] = t;
+        for (int i = 0; i < b->seq[s].n_tokens; i++, t++) {
+            c->tok_seq[t] = s;
+            c->tok_pos[t] = seqstate_pos(c->st, slot) + i;
+        }
+    }
+
+    /* input: embedding rows (no scaling, §2) or the previous stage's hidden states */
+    if (w->lo == 0) {
+        for (int t = 0; t < n; t++)
+            ops->dequantize_row[w->tok_embd.dt]((const char *)w->tok_embd.data +
+                                                    (size_t)b->tokens[t] * w->tok_embd.row_bytes,
+                                                c->x + (size_t)t * d->H, d->H);
+    } else {
+        memcpy(c->x, b->hidden, (size_t)n * d->H * sizeof(float));
+    }
+
+    for (int l = w->lo; l < w->hi; l++) {
+        const struct layer_weights *L = &w->layers[l];
+        c->layer = l;
+        rmsnorm_rows(c->xb, c->x, &L->attn_norm, n, d->H, eps); /* pre-norm */
+        if (L->kind == LAYER_LINEAR_ATTN)
+            linear_attn_block(c, L, n); /* conv1d + gated delta rule */
+        else
+            full_attn_block(c, L, n);   /* rope + KV cache + gated attention */
+        ops->add(c->x, c->hb, (int64_t)n * d->H);                 /* residual */
+        rmsnorm_rows(c->xb, c->x, &L->post_norm, n, d->H, eps);   /* post-attention norm */
+        mlp_block(c, L, n);                                       /* SwiGLU */
+        ops->add(c->x, c->hb, (int64_t)n * d->H);                 /* residual */
+    }
+
+    for (int s = 0; s < b->n_seq; s++) /* every stage counts the tokens it consumed */
+        seqstate_set_pos(c->st, b->seq[s].slot,
+                         seqstate_pos(c->st, b->seq[s].slot) + b->seq[s].n_tokens);
+
+    if (w->hi < c->hp->n_layer) {
+        memcpy(b->out, c->x, (size_t)n * d->H * sizeof(float));
+        return 0;
+    }
+    /* last stage: final norm of the requested rows, then the LM head (§7) */
+    int n_out = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        const struct fwd_seq *sq = &b->seq[s];
+        int first = sq->out == FWD_OUT_ALL ? 0 : sq->out == FWD_OUT_LAST ? sq->n_tokens - 1
+                                                                          : sq->n_tokens;
+        for (int i = first; i < sq->n_tokens; i++, n_out++)
+            ops->rmsnorm(c->xb + (size_t)n_out * d->H, c->x + (size_t)(c->seq_first[s] + i) * d->H,
+                         w->output_norm.data, d->H, eps);
+    }
+    if (b->final_norm)
+        memcpy(b->final_norm, c->xb, (size_t)n_out * d->H * sizeof(float));
+    if (n_out)
+        matmul(c, &w->output, c->xb, d->H, n_out, b->out, d->V);
+    return 0;
+}
+
+/* ---- setup ---- */
+
+static float *scratch(forward_ctx_t *c, size_t floats, int need) {
+    if (!need || !floats)
+        return NULL;
+    void *p = NULL;
+    BT_ASSERT(c->n_mem < (int)(sizeof c->mem / sizeof *c->mem));
+    if (posix_memalign(&p, 64, floats * sizeof(float)))
+        return NULL;
+    c->mem[c->n_mem++] = p;
+    return p;
+}
+
+int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_t *st,
+                    pool_t *pool, int max_tokens, bt_err *e) {
+    *out = NULL;
+    if (max_tokens < 1)
+        return bt_fail(e, BT_EINVAL, "forward: max_tokens %d", max_tokens);
+    if (!ops)
+        return bt_fail(e, BT_EINVAL, "forward: ops_init() has not been called");
+    int st_lo, st_hi;
+    seqstate_range(st, &st_lo, &st_hi);
+    if (st_lo != w->lo || st_hi != w->hi)
+        return bt_fail(e, BT_EINVAL, "forward: state pool covers layers [%d, %d), weights [%d, %d)",
+                       st_lo, st_hi, w->lo, w->hi);
+    forward_ctx_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return bt_fail(e, -ENOMEM, "forward ctx");
+    const struct qwen35_hparams *hp = &w->m->hp;
+    c->w = w;
+    c->hp = hp;
+    c->st = st;
+    c->pool = pool;
+    c->nth = pool ? pool_size(pool) : 1;
+    c->max_tokens = max_tokens;
+    struct dims *d = &c->d;
+    d->H = hp->n_embd, d->I = hp->n_ff, d->V = hp->n_vocab;
+    d->n_head = hp->n_head, d->n_kv = hp->n_head_kv, d->hd = hp->head_dim, d->n_rot = hp->n_rot;
+    d->QG = 2 * d->n_head * d->hd, d->KVD = d->n_kv * d->hd, d->OD = d->n_head * d->hd;
+    d->Hk = hp->ssm_n_group, d->Hv = hp->ssm_dt_rank, d->dk = hp->ssm_d_state;
+    d->dv = hp->ssm_head_v_dim, d->KD = d->Hk * d->dk, d->VD = hp->ssm_d_inner;
+    d->CD = 2 * d->KD + d->VD, d->K = hp->conv_kernel;
+
+    int has_lin = 0, has_full = 0;
+    for (int l = w->lo; l < w->hi; l++)
+        has_lin |= hp->kind[l] == LAYER_LINEAR_ATTN, has_full |= hp->kind[l] == LAYER_FULL_ATTN;
+    size_t n = (size_t)max_tokens;
+    /* per thread: attention scores over the context, or a head's q, k, g, β for the batch
+     * plus the chunked delta rule's scratch */
+    size_t thr_attn = has_full ? (size_t)seqstate_max_ctx(st) : 0;
+    size_t thr_gdn = has_lin ? n * (size_t)(2 * d->dk + 2) +
+                                   delta_rule_chunk_scratch(d->dk, d->dv)
+                             : 0;
+    c->thr_floats = (thr_attn > thr_gdn ? thr_attn : thr_gdn) + 16;
+    c->thr_floats = (c->thr_floats + 15) & ~(size_t)15;
+
+    int ok = (c->tok_seq = calloc(n, sizeof *c->tok_seq)) &&
+             (c->tok_pos = calloc(n, sizeof *c->tok_pos)) &&
+             (c->seq_first = calloc(n, sizeof *c->seq_first)) &&
+             (c->x = scratch(c, n * d->H, 1)) && (c->xb = scratch(c, n * d->H, 1)) &&
+             (c->hb = scratch(c, n * d->H, 1)) &&
+             (c->ffn_g = scratch(c, n * d->I, 1)) && (c->ffn_u = scratch(c, n * d->I, 1)) &&
+             (c->thr = scratch(c, (size_t)c->nth * c->thr_floats, 1));
+    if (ok && has_lin)
+        ok = (c->qkv = scratch(c, n * d->CD, 1)) && (c->mconv = scratch(c, n * d->CD, 1)) &&
+             (c->z = scratch(c, n * d->VD, 1)) && (c->beta = scratch(c, n * d->Hv, 1)) &&
+             (c->alpha = scratch(c, n * d->Hv, 1)) && (c->gdn_o = scratch(c, n * d->VD, 1));
+    if (ok && has_full)
+        ok = (c->qg = scratch(c, n * d->QG, 1)) && (c->kb = scratch(c, n * d->KVD, 1)) &&
+             (c->vb = scratch(c, n * d->KVD, 1)) && (c->att = scratch(c, n * d->OD, 1));
+    if (!ok) {
+        forward_ctx_free(c);
+        return bt_fail(e, -ENOMEM, "forward: scratch for %d tokens", max_tokens);
+    }
+    *out = c;
+    return 0;
+}
+
+void forward_ctx_free(forward_ctx_t *c) {
+    if (!c)
+        return;
+    for (int i = 0; i < c->n_mem; i++)
+        free(c->mem[i]);
+    free(c->tok_seq);
+    free(c->tok_pos);
+    free(c->seq_first);
+    free(c);
+}
