@@ -115,6 +115,13 @@ static const char *req_name(const struct load_req *r) {
     return r->what ? r->what : "(unnamed)";
 }
 
+/* Buffered reads: whole extents are read front to back, so ask for the larger readahead. */
+static int open_buffered(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    return fd;
+}
+
 static int open_files(struct ctx *c) {
     for (int i = 0; i < c->n_files; i++) {
         struct file_state *f = &c->files[i];
@@ -131,7 +138,7 @@ static int open_files(struct ctx *c) {
             }
         }
         if (f->fd_direct < 0) {
-            f->fd_buffered = open(f->path, O_RDONLY | O_CLOEXEC);
+            f->fd_buffered = open_buffered(f->path);
             if (f->fd_buffered < 0)
                 return bt_fail(c->e, -errno, "loader: open %s: %s", f->path, strerror(errno));
         }
@@ -156,7 +163,7 @@ static void close_files(struct ctx *c) {
 static int fall_back(struct ctx *c, int file) {
     struct file_state *f = &c->files[file];
     if (f->fd_buffered < 0) {
-        f->fd_buffered = open(f->path, O_RDONLY | O_CLOEXEC);
+        f->fd_buffered = open_buffered(f->path);
         if (f->fd_buffered < 0)
             return bt_fail(c->e, -errno, "loader: open %s: %s", f->path, strerror(errno));
         BT_LOG(WARN, "loader", "%s: O_DIRECT read refused (EINVAL), using buffered reads", f->path);
