@@ -25,6 +25,10 @@ LIB_SRCS   := $(wildcard common/*.c engine/*.c ops/*.c proto/*.c)
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_GEN:.c=.o)
 CLI_SRCS   := $(wildcard client/*.c)
 COORD_SRCS := $(wildcard coordinator/*.c)
+# Coordinator modules other than main.c also go into libcoord.a, which tests link (a suite
+# for sched or http needs them without the daemon's main).
+COORD_LIB_SRCS := $(filter-out coordinator/main.c,$(COORD_SRCS))
+COORD_LIB_OBJS := $(COORD_LIB_SRCS:%.c=$(BUILD)/%.o)
 WORKER_SRCS:= $(wildcard worker/*.c)
 TEST_SRCS  := $(wildcard tests/test_*.c)
 TEST_BINS  := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
@@ -33,7 +37,7 @@ BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
 
 BINS := $(BUILD)/baton
-ifneq ($(COORD_SRCS),)
+ifneq ($(wildcard coordinator/main.c),)
 BINS += $(BUILD)/baton-coordinator
 endif
 ifneq ($(WORKER_SRCS),)
@@ -69,7 +73,12 @@ $(BUILD)/baton-coordinator: $(COORD_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
 $(BUILD)/baton-worker: $(WORKER_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbaton.a
+$(BUILD)/libcoord.a: $(COORD_LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libcoord.a $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
 	@mkdir -p $(@D)
@@ -98,10 +107,11 @@ FUZZ_BUILD = build-fuzz
 fuzz:
 	@BUILD=$(FUZZ_BUILD) FUZZ_SECS=$(FUZZ_SECS) bash tests/fuzz/run.sh
 
-$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(COORD_LIB_SRCS)
 	@mkdir -p $(@D)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. -I$(FUZZ_BUILD) \
-	    $(PKG_CFLAGS) $(AVX2_FLAGS) $< $(filter-out ops/%_avx512.c,$(LIB_SRCS)) -o $@ $(LDLIBS)
+	    $(PKG_CFLAGS) $(AVX2_FLAGS) $< $(filter-out ops/%_avx512.c,$(LIB_SRCS)) \
+	    $(COORD_LIB_SRCS) -o $@ $(LDLIBS)
 
 demo: all
 	@bash tests/e2e/demo.sh
