@@ -5,7 +5,10 @@
  * u64 ne, u32 ggml type, u64 offset relative to the data section); padding to
  * general.alignment (default 32); the data section. Strings are u64 length + bytes, no NUL.
  * Value types: 0 u8 1 i8 2 u16 3 i16 4 u32 5 i32 6 f32 7 bool 8 string 9 array 10 u64 11 i64
- * 12 f64; arrays are u32 element type + u64 count + elements, and may nest.
+ * 12 f64; arrays are u32 element type + u64 count + elements, and may nest (at most 8 deep).
+ * Rejected: keys or tensor names containing NUL, duplicate keys or tensor names, n_dims
+ * outside 1..4, ne[0] not a multiple of the dtype's block, element/byte counts that overflow,
+ * offsets not a multiple of general.alignment (an integer, nonzero power of two).
  *
  * gguf_parse() does no I/O: it reads only the bytes it is given (the file's head) and checks
  * every count, length, offset and overflow against them and against file_size. Errors name the
@@ -85,5 +88,9 @@ struct gguf_arr {
 int gguf_get_arr(const gguf_t *g, const char *key, const struct gguf_arr **out, bt_err *e);
 /* Element i of an integer/bool/float array as int64 / double; BT_ETYPE / BT_EINVAL on misuse. */
 int gguf_arr_i64(const struct gguf_arr *a, uint64_t i, int64_t *out);
+/* Element i of a numeric array as double (integers converted; bool is BT_ETYPE). */
+int gguf_arr_f64(const struct gguf_arr *a, uint64_t i, double *out);
+/* "u32", "string", ... ; "?" for an unknown type. */
+const char *gguf_type_name(enum gguf_type t);
 
 #endif
