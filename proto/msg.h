@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include "common/err.h"
+/* Note: the generated BATON__X__INIT macros cast away const (protobuf_c_empty_string) and
+ * fail our -Wcast-qual -Werror build; initialise with the generated baton__x__init(&m). */
 #include "proto/baton.pb-c.h"
 
 #define MSG_PROTOCOL_VERSION 1u
