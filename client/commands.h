@@ -11,4 +11,7 @@ struct command {
 
 extern const struct command commands[];
 
+int cmd_tokenize(int argc, char **argv);   /* client/cmd_tokenize.c */
+int cmd_detokenize(int argc, char **argv); /* client/cmd_tokenize.c */
+
 #endif

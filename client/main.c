@@ -7,6 +7,8 @@
 
 // clang-format off
 const struct command commands[] = {
+    {"tokenize",   cmd_tokenize,   "text on stdin -> token ids (--model FILE)"},
+    {"detokenize", cmd_detokenize, "token ids on stdin -> text (--model FILE)"},
     {NULL, NULL, NULL},
 };
 // clang-format on
