@@ -37,7 +37,7 @@ struct load_req {
 struct loader_opts {
     int backend;     /* LOADER_AUTO (io_uring, pread fallback), LOADER_URING, LOADER_PREAD */
     int direct;      /* 1 = try O_DIRECT (falls back to buffered if open/reads refuse it) */
-    int queue_depth; /* requests in flight; 0 = 16 */
+    int queue_depth; /* requests in flight; 0 = 16 (buffered reads: at most ~8 MiB in flight) */
     size_t chunk;    /* bytes per read request; 0 = 1 MiB (rounded up to 4 KiB, max 64 MiB) */
     /* Called with done <= total bytes of the planned reads, non-decreasing, at least every
      * 64 MiB (and about 32 times on small loads); the last call has done == total. */
