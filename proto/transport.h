@@ -17,7 +17,9 @@
  * a sign of life. A peer silent for heartbeat_ms * liveness is reported once by transport_recv
  * as BT_EPEERLOST with out->peer naming it (a server then forgets it; a client keeps
  * reconnecting with backoff and reports it alive again implicitly when frames arrive). A thread
- * busy for longer than that window must call transport_tick() now and then.
+ * busy for longer than that window must call transport_tick() now and then. Pings queue
+ * behind data on the same connection, so the window must also exceed the time the largest
+ * message takes to transfer (8 MB at 1 Gbit/s: 70 ms; the 1 s x 3 default is ample).
  *
  * Threading: one thread uses a transport at a time; transport_wakeup() alone may be called
  * from any thread (or a signal handler: it writes an eventfd). */
