@@ -9,6 +9,9 @@
 const struct command commands[] = {
     {"tokenize",   cmd_tokenize,   "text on stdin -> token ids (--model FILE)"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text (--model FILE)"},
+    {"eval",       cmd_eval,       "logits (or hidden states) of every position of token ids"},
+    {"generate",   cmd_generate,   "N generated token ids after prompt ids (greedy by default)"},
+    {"run",        cmd_run,        "generate text from a prompt locally, streaming"},
     {NULL, NULL, NULL},
 };
 // clang-format on
