@@ -3,7 +3,7 @@
  * api_parse_request() turns a request body (untrusted bytes) into a struct api_request or an
  * api_error carrying the HTTP status and the OpenAI error shape; it does no I/O and is fuzzed
  * (tests/fuzz/fuzz_api_json.c). The builders return malloc'd JSON text (caller frees with
- * free()). api_render_chat() renders chat messages to the model's ChatML prompt text.
+ * free()). Chat messages are rendered to prompt text by engine/chat.
  *
  * Status mapping (OpenAI error types in brackets):
  *   400 [invalid_request_error]  malformed JSON, wrong types, values out of range, missing or
@@ -82,19 +82,6 @@ int api_error_set(struct api_error *err, int status, const char *type, const cha
                   const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* {"error":{"message","type","param","code"}} */
 char *api_build_error(const struct api_error *err);
-
-/* Chat prompt formats: Qwen3's ChatML template (tiny-a's GGUF: thinking unless disabled, and
- * then an empty think block) and Qwen3.5's (spec §14: `<think>\n` opens when thinking, the empty
- * block closes it otherwise; contents trimmed). */
-enum api_chat_style { CHAT_QWEN3 = 0, CHAT_QWEN35 = 1 };
-struct api_chat_format {
-    enum api_chat_style style;
-    int think_default; /* when the request does not say: 1 thinking, 0 not */
-};
-/* Chooses the style from a GGUF tokenizer.chat_template text (NULL: Qwen3.5, thinking). */
-void api_chat_format_detect(const char *jinja, struct api_chat_format *out);
-/* Rendered prompt (ends with the generation prompt); caller frees. NULL only on ENOMEM. */
-char *api_render_chat(const struct api_request *r, const struct api_chat_format *f);
 
 /* One generated token with its text, for logprobs. */
 struct api_top {

@@ -13,6 +13,7 @@
 #include "common/assert.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "engine/sampler.h"
 
 struct sched_handle {
     pthread_mutex_t mu;
@@ -35,12 +36,8 @@ struct sched_handle {
     int32_t pending; /* sampled, not yet fed */
     int has_pending;
     struct exec_sampling sp;
-    char *stop[SCHED_MAX_STOP];
-    int n_stop;
-    size_t stop_max; /* longest stop string */
-    tok_stream_t *ts;
-    char *hold; /* final-UTF-8 text held back as a possible stop-string start */
-    size_t hold_len, hold_cap;
+    tok_stream_t *ts;  /* token bytes -> complete UTF-8 */
+    stopper_t *stopper; /* complete UTF-8 -> text before any stop string */
     uint64_t cost[EXEC_MAX_STAGES]; /* state bytes reserved per stage */
     int64_t t_arrive, t_last;
 };
@@ -93,10 +90,8 @@ static void handle_unref(sched_handle_t *h) {
         ev = n;
     }
     free(h->prompt);
-    for (int i = 0; i < h->n_stop; i++)
-        free(h->stop[i]);
     tok_stream_free(h->ts);
-    free(h->hold);
+    stopper_free(h->stopper);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -271,17 +266,8 @@ int sched_submit(sched_t *s, const struct sched_req *r, sched_handle_t **out, bt
     int rc = h->prompt ? 0 : -ENOMEM;
     if (!rc)
         memcpy(h->prompt, r->prompt, (size_t)r->n_prompt * sizeof *h->prompt);
-    for (int i = 0; !rc && i < r->n_stop; i++) {
-        size_t n = strlen(r->stop[i]);
-        if (!(h->stop[i] = malloc(n + 1)))
-            rc = -ENOMEM;
-        else {
-            memcpy(h->stop[i], r->stop[i], n + 1);
-            h->n_stop++;
-            if (n > h->stop_max)
-                h->stop_max = n;
-        }
-    }
+    if (!rc)
+        rc = stopper_new(&h->stopper, r->stop, (size_t)r->n_stop, e);
     if (!rc)
         rc = tok_stream_new(&h->ts, s->o.tok, 0, e);
     if (rc) {
@@ -401,69 +387,42 @@ static void finish(sched_t *s, sched_handle_t *h, const char *reason, int at_sto
     size_t n = 0;
     /* Whatever the stream still holds is an incomplete character: it ends as U+FFFD. */
     tok_stream_flush(h->ts, &t, &n);
-    if (at_stop)
-        n = 0;
     struct sched_event *ev = NULL;
-    size_t total = h->hold_len + n;
-    char *buf = malloc(total + 1);
-    if (buf) {
-        memcpy(buf, h->hold ? h->hold : "", h->hold_len);
-        if (n)
-            memcpy(buf + h->hold_len, t, n);
-        ev = event_new(SEV_DONE, buf, total);
-        free(buf);
+    char *buf = NULL;
+    size_t len = 0;
+    if (!at_stop) {
+        /* Both stages' leftovers; the stopper's output is borrowed only until its next call. */
+        const char *u = NULL, *f = NULL;
+        size_t un = 0, fn = 0;
+        if (n && stopper_feed(h->stopper, t, n, &u, &un) < 0)
+            goto done;
+        if (!(buf = malloc(un + 1)))
+            goto done;
+        if (un)
+            memcpy(buf, u, un);
+        len = un;
+        stopper_flush(h->stopper, &f, &fn);
+        char *p = realloc(buf, len + fn + 1);
+        if (!p)
+            goto done;
+        buf = p;
+        if (fn)
+            memcpy(buf + len, f, fn);
+        len += fn;
     }
+    ev = event_new(SEV_DONE, buf ? buf : "", len);
     if (ev) {
         ev->finish_reason = reason;
         ev->prompt_tokens = h->n_prompt;
         ev->completion_tokens = h->n_gen;
     }
+done:
+    free(buf);
     push_or_fail(h, ev);
     int64_t now = bt_now_ns();
     metrics_observe(s->o.metrics, MH_E2E, (double)(now - h->t_arrive) * 1e-9);
     metrics_add(s->o.metrics, MC_REQ_FINISHED, 1);
     retire(s, h);
-}
-
-/* Appends final text to the hold buffer. */
-static int hold_add(sched_handle_t *h, const char *t, size_t n) {
-    if (h->hold_len + n + 1 > h->hold_cap) {
-        size_t cap = h->hold_cap ? h->hold_cap * 2 : 64;
-        while (cap < h->hold_len + n + 1)
-            cap *= 2;
-        char *p = realloc(h->hold, cap);
-        if (!p)
-            return -ENOMEM;
-        h->hold = p;
-        h->hold_cap = cap;
-    }
-    memcpy(h->hold + h->hold_len, t, n);
-    h->hold_len += n;
-    h->hold[h->hold_len] = 0;
-    return 0;
-}
-
-/* Position of the first stop string in hold, or -1; the longest hold suffix that could still
- * become a stop string goes into *keep. */
-static long stop_scan(const sched_handle_t *h, size_t *keep) {
-    long best = -1;
-    *keep = 0;
-    for (int i = 0; i < h->n_stop; i++) {
-        const char *p = memmem(h->hold, h->hold_len, h->stop[i], strlen(h->stop[i]));
-        if (p && (best < 0 || p - h->hold < best))
-            best = p - h->hold;
-    }
-    if (best >= 0)
-        return best;
-    for (int i = 0; i < h->n_stop; i++) {
-        size_t sl = strlen(h->stop[i]);
-        for (size_t k = sl - 1 < h->hold_len ? sl - 1 : h->hold_len; k > *keep; k--)
-            if (!memcmp(h->hold + h->hold_len - k, h->stop[i], k)) {
-                *keep = k;
-                break;
-            }
-    }
-    return -1;
 }
 
 /* One sampled token for h: emit, then finish or queue it for the next step. */
@@ -487,26 +446,20 @@ static void on_token(sched_t *s, sched_handle_t *h, const struct exec_result *r)
         retire(s, h);
         return;
     }
-    if (n && hold_add(h, t, n) < 0) {
+    const char *emit = "";
+    size_t emit_len = 0;
+    int at_stop = n ? stopper_feed(h->stopper, t, n, &emit, &emit_len) : 0;
+    if (at_stop < 0) {
         push_error(h, -ENOMEM, "out of memory");
         retire(s, h);
         return;
     }
-    size_t keep = 0;
-    long at = h->n_stop ? stop_scan(h, &keep) : -1;
-    size_t emit = at >= 0 ? (size_t)at : h->hold_len - keep;
-    struct sched_event *ev = event_new(SEV_TOKEN, h->hold ? h->hold : "", emit);
+    struct sched_event *ev = event_new(SEV_TOKEN, emit, emit_len);
     if (ev)
         ev->tok = *r;
     push_or_fail(h, ev);
-    if (at >= 0) {
-        h->hold_len = 0; /* the stop string and what follows it are dropped */
-    } else if (emit) {
-        memmove(h->hold, h->hold + emit, h->hold_len - emit);
-        h->hold_len -= emit;
-    }
-    if (at >= 0 || eog)
-        finish(s, h, "stop", at >= 0);
+    if (at_stop || eog)
+        finish(s, h, "stop", at_stop);
     else if (h->n_gen >= h->max_tokens)
         finish(s, h, "length", 0);
     else {
