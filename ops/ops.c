@@ -1,6 +1,6 @@
-/* ops/ops.c: ISA detection and table choice (see ops.h). The SIMD tables are weak references
- * so a build without one of the ISA files (e.g. the clang fuzz build, which leaves out the
- * AVX-512 file) still links; a missing table simply is not offered. */
+/* ops/ops.c: ISA detection and table choice (see ops.h). The SIMD tables are strong references
+ * on purpose: a weak one would not pull ops_avx2.o / ops_avx512.o out of libbaton.a, and the
+ * build would silently fall back to the scalar kernels. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +8,8 @@
 #include "common/log.h"
 #include "ops/ops.h"
 
-extern const struct ops_table ops_avx2 __attribute__((weak));
-extern const struct ops_table ops_avx512 __attribute__((weak));
+extern const struct ops_table ops_avx2;
+extern const struct ops_table ops_avx512;
 
 const struct ops_table *ops;
 
@@ -54,12 +54,12 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
 static void setup(void) {
     __builtin_cpu_init();
     int fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    supported[ISA_AVX512] = &ops_avx512 != NULL && fma_f16c &&
+    supported[ISA_AVX512] = fma_f16c &&
                             __builtin_cpu_supports("avx512f") &&
                             __builtin_cpu_supports("avx512bw") &&
                             __builtin_cpu_supports("avx512vl") &&
                             __builtin_cpu_supports("avx512dq");
-    supported[ISA_AVX2] = &ops_avx2 != NULL && fma_f16c && __builtin_cpu_supports("avx2");
+    supported[ISA_AVX2] = fma_f16c && __builtin_cpu_supports("avx2");
     supported[ISA_REF] = 1;
     const struct ops_table *src[ISA_COUNT] = {&ops_avx512, &ops_avx2, &ops_ref};
     int n = 0;
