@@ -1,12 +1,12 @@
 /* client/cli_util.c: see cli_util.h. */
 #include "client/cli_util.h"
 
+#include "ops/ops.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ops/ops.h"
 
 static int parse_layers(struct cli_pipe *p, const char *layers, bt_err *e) {
     int L = p->m->hp.n_layer;
@@ -21,10 +21,11 @@ static int parse_layers(struct cli_pipe *p, const char *layers, bt_err *e) {
         int lo, hi, used;
         if (p->n_stages == CLI_MAX_STAGES || sscanf(s, "%d:%d%n", &lo, &hi, &used) != 2)
             return bt_fail(e, BT_EINVAL, "--layers '%s': expected lo:hi[,lo:hi...]", layers);
-        if (lo < 0 || hi > L || lo >= hi ||
-            (p->n_stages && lo != p->s[p->n_stages - 1].hi))
-            return bt_fail(e, BT_EINVAL, "--layers '%s': range %d:%d does not chain inside "
-                           "[0, %d)", layers, lo, hi, L);
+        if (lo < 0 || hi > L || lo >= hi || (p->n_stages && lo != p->s[p->n_stages - 1].hi))
+            return bt_fail(e, BT_EINVAL,
+                           "--layers '%s': range %d:%d does not chain inside "
+                           "[0, %d)",
+                           layers, lo, hi, L);
         p->s[p->n_stages].lo = lo, p->s[p->n_stages].hi = hi;
         p->n_stages++;
         s += used;
@@ -33,8 +34,7 @@ static int parse_layers(struct cli_pipe *p, const char *layers, bt_err *e) {
         else if (*s)
             return bt_fail(e, BT_EINVAL, "--layers '%s': unexpected '%c'", layers, *s);
     }
-    if (!p->n_stages)
-        return bt_fail(e, BT_EINVAL, "--layers: empty");
+    if (!p->n_stages) return bt_fail(e, BT_EINVAL, "--layers: empty");
     return 0;
 }
 
@@ -95,7 +95,7 @@ int cli_pipe_run(struct cli_pipe *p, const int32_t *ids, const float *hidden, in
             struct fwd_seq sq = {s->slot, k, FWD_OUT_NONE};
             float *o = p->hid[i & 1];
             if (is_last && last_is_head) {
-                sq.out = out == FWD_OUT_ALL ? FWD_OUT_ALL
+                sq.out = out == FWD_OUT_ALL                   ? FWD_OUT_ALL
                          : out == FWD_OUT_LAST && final_chunk ? FWD_OUT_LAST
                                                               : FWD_OUT_NONE;
                 o = out == FWD_OUT_ALL ? dst + (size_t)t * V : dst;
@@ -104,8 +104,7 @@ int cli_pipe_run(struct cli_pipe *p, const int32_t *ids, const float *hidden, in
             }
             struct fwd_batch b = {1, &sq, s->lo == 0 ? ids + t : NULL, in, o, NULL};
             int rc = forward(s->fc, &b, e);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             in = o;
         }
     }
@@ -115,14 +114,12 @@ int cli_pipe_run(struct cli_pipe *p, const int32_t *ids, const float *hidden, in
 void cli_layers_ends(const char *layers, int *lo, int *hi) {
     const char *last = strrchr(layers, ':');
     *lo = (int)strtol(layers, NULL, 10);
-    if (last)
-        *hi = (int)strtol(last + 1, NULL, 10);
+    if (last) *hi = (int)strtol(last + 1, NULL, 10);
 }
 
 int cli_read_ids(const char *path, int32_t **ids, int *n, bt_err *e) {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
+    if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
     int cap = 256, cnt = 0;
     int32_t *a = malloc((size_t)cap * sizeof *a);
     long v;
@@ -135,16 +132,14 @@ int cli_read_ids(const char *path, int32_t **ids, int *n, bt_err *e) {
         }
         if (cnt == cap) {
             int32_t *b = realloc(a, (size_t)(cap *= 2) * sizeof *a);
-            if (!b)
-                break;
+            if (!b) break;
             a = b;
         }
         a[cnt++] = (int32_t)v;
     }
     int bad = !feof(f);
     fclose(f);
-    if (!a)
-        return bt_fail(e, -ENOMEM, "%s", path);
+    if (!a) return bt_fail(e, -ENOMEM, "%s", path);
     if (bad || cnt == 0) {
         free(a);
         return bt_fail(e, BT_EINVAL, "%s: %s", path,
@@ -157,8 +152,7 @@ int cli_read_ids(const char *path, int32_t **ids, int *n, bt_err *e) {
 
 int cli_read_f32(const char *path, float **data, size_t *n, bt_err *e) {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
+    if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -180,11 +174,9 @@ int cli_read_f32(const char *path, float **data, size_t *n, bt_err *e) {
 
 int cli_write_f32(const char *path, const float *data, size_t n, bt_err *e) {
     FILE *f = fopen(path, "wb");
-    if (!f)
-        return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
+    if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
     size_t w = fwrite(data, sizeof(float), n, f);
-    if (fclose(f) || w != n)
-        return bt_fail(e, -EIO, "%s: write failed", path);
+    if (fclose(f) || w != n) return bt_fail(e, -EIO, "%s: write failed", path);
     return 0;
 }
 
@@ -193,8 +185,7 @@ int cli_parse_int(const char *flag, const char *s, int min, int max, int *out, b
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < min || v > max)
-        return bt_fail(e, BT_EINVAL, "%s '%s': expected an integer in [%d, %d]", flag, s, min,
-                       max);
+        return bt_fail(e, BT_EINVAL, "%s '%s': expected an integer in [%d, %d]", flag, s, min, max);
     *out = (int)v;
     return 0;
 }

@@ -7,14 +7,14 @@
  * weights, state pool (one slot) and forward ctx, exactly as pipeline workers would. */
 #ifndef BT_CLIENT_CLI_UTIL_H
 #define BT_CLIENT_CLI_UTIL_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/seqstate.h"
 #include "ops/threadpool.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 #define CLI_MAX_STAGES 32
 
@@ -31,9 +31,9 @@ struct cli_pipe {
     pool_t *pool;
     int n_stages;
     struct cli_stage s[CLI_MAX_STAGES];
-    int max_tokens;  /* tokens per forward call (the prefill chunk) */
-    float *hid[2];   /* [max_tokens][H] hand-over buffers between stages */
-    int lo, hi;      /* the whole pipeline's range */
+    int max_tokens; /* tokens per forward call (the prefill chunk) */
+    float *hid[2];  /* [max_tokens][H] hand-over buffers between stages */
+    int lo, hi;     /* the whole pipeline's range */
 };
 
 /* layers: NULL = "0:n_layer"; else "lo:hi[,lo:hi...]" with each range starting where the

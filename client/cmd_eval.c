@@ -2,14 +2,14 @@
  * little-endian f32 [n][V] (the layout of the reference fixtures), evaluated as one sequence in
  * prefill chunks. With --layers covering only part of the model it reads/writes hidden states
  * [n][H] at the open ends, so a pipeline can be checked stage by stage. */
+#include "client/cli_util.h"
+#include "client/commands.h"
+#include "common/log.h"
+
 #include <argp.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include "client/cli_util.h"
-#include "client/commands.h"
-#include "common/log.h"
 
 struct eval_args {
     const char *model, *tokens, *logits, *layers, *hidden_in, *hidden_out;
@@ -32,12 +32,24 @@ static const struct argp_option eval_opts[] = {
 static error_t eval_parse(int key, char *arg, struct argp_state *st) {
     struct eval_args *a = st->input;
     switch (key) {
-    case 'm': a->model = arg; break;
-    case 't': a->tokens = arg; break;
-    case 'o': a->logits = arg; break;
-    case 'l': a->layers = arg; break;
-    case 'i': a->hidden_in = arg; break;
-    case 'h': a->hidden_out = arg; break;
+    case 'm':
+        a->model = arg;
+        break;
+    case 't':
+        a->tokens = arg;
+        break;
+    case 'o':
+        a->logits = arg;
+        break;
+    case 'l':
+        a->layers = arg;
+        break;
+    case 'i':
+        a->hidden_in = arg;
+        break;
+    case 'h':
+        a->hidden_out = arg;
+        break;
     case 'j':
         if ((a->rc = cli_parse_int("--threads", arg, 1, 1024, &a->threads, &a->e)))
             argp_error(st, "%s", a->e.msg);
@@ -47,20 +59,20 @@ static error_t eval_parse(int key, char *arg, struct argp_state *st) {
             argp_error(st, "%s", a->e.msg);
         break;
     case ARGP_KEY_END:
-        if (!a->model)
-            argp_error(st, "--model is required");
+        if (!a->model) argp_error(st, "--model is required");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
     struct eval_args a = {.chunk = 64};
-    struct argp argp = {eval_opts, eval_parse, NULL,
-                        "Writes the logits of every position of a token sequence.", 0, 0, 0};
-    if (argp_parse(&argp, argc, argv, 0, NULL, &a))
-        return 2;
+    struct argp argp = {
+        eval_opts, eval_parse, NULL, "Writes the logits of every position of a token sequence.",
+        0,         0,          0};
+    if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     struct cli_pipe p = {0};
     int32_t *ids = NULL;
     float *hin = NULL, *out = NULL;
@@ -68,29 +80,25 @@ int cmd_eval(int argc, char **argv) {
     bt_err e = {0};
     /* Metadata first: the input's size decides the context the stages are built for. */
     struct model_desc *m = NULL;
-    if ((rc = model_open(&m, a.model, &e)))
-        goto fail;
+    if ((rc = model_open(&m, a.model, &e))) goto fail;
     int H = m->hp.n_embd, V = m->hp.n_vocab, L = m->hp.n_layer;
     model_close(m);
     int lo = 0, hi = L;
-    if (a.layers)
-        cli_layers_ends(a.layers, &lo, &hi);
+    if (a.layers) cli_layers_ends(a.layers, &lo, &hi);
     int at_end = hi == L;
     if (lo == 0) {
         if (!a.tokens) {
             rc = bt_fail(&e, BT_EINVAL, "--tokens is required when the range starts at layer 0");
             goto fail;
         }
-        if ((rc = cli_read_ids(a.tokens, &ids, &n, &e)))
-            goto fail;
+        if ((rc = cli_read_ids(a.tokens, &ids, &n, &e))) goto fail;
     } else {
         size_t nf;
         if (!a.hidden_in) {
             rc = bt_fail(&e, BT_EINVAL, "--hidden-in is required for a range starting at %d", lo);
             goto fail;
         }
-        if ((rc = cli_read_f32(a.hidden_in, &hin, &nf, &e)))
-            goto fail;
+        if ((rc = cli_read_f32(a.hidden_in, &hin, &nf, &e))) goto fail;
         if (nf == 0 || nf % (size_t)H) {
             rc = bt_fail(&e, BT_EFORMAT, "%s: %zu floats is not [n][%d]", a.hidden_in, nf, H);
             goto fail;
@@ -102,8 +110,7 @@ int cmd_eval(int argc, char **argv) {
         rc = bt_fail(&e, BT_EINVAL, "%s is required", at_end ? "--logits" : "--hidden-out");
         goto fail;
     }
-    if ((rc = cli_pipe_open(&p, a.model, a.layers, a.threads, a.chunk, n, &e)))
-        goto fail;
+    if ((rc = cli_pipe_open(&p, a.model, a.layers, a.threads, a.chunk, n, &e))) goto fail;
     size_t n_out = (size_t)n * (at_end ? V : H);
     if (!(out = malloc(n_out * sizeof(float)))) {
         rc = bt_fail(&e, -ENOMEM, "output buffer");

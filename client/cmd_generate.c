@@ -2,14 +2,14 @@
  * the generated ids on one line. --greedy (the default without --temp) takes the first index of
  * the maximum, like the reference fixtures' greedy.txt; --layers splits the model into chained
  * in-process stages, which must not change the result. */
+#include "client/cli_util.h"
+#include "client/commands.h"
+#include "engine/sampler.h"
+
 #include <argp.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include "client/cli_util.h"
-#include "client/commands.h"
-#include "engine/sampler.h"
 
 struct gen_args {
     const char *model, *tokens, *layers;
@@ -34,15 +34,26 @@ static const struct argp_option gen_opts[] = {
 static error_t gen_parse(int key, char *arg, struct argp_state *st) {
     struct gen_args *a = st->input;
     switch (key) {
-    case 'm': a->model = arg; break;
-    case 't': a->tokens = arg; break;
-    case 'l': a->layers = arg; break;
-    case 'g': a->greedy = 1; break;
-    case 'T': a->temp = strtof(arg, NULL); break;
-    case 's': a->seed = strtoull(arg, NULL, 10); break;
+    case 'm':
+        a->model = arg;
+        break;
+    case 't':
+        a->tokens = arg;
+        break;
+    case 'l':
+        a->layers = arg;
+        break;
+    case 'g':
+        a->greedy = 1;
+        break;
+    case 'T':
+        a->temp = strtof(arg, NULL);
+        break;
+    case 's':
+        a->seed = strtoull(arg, NULL, 10);
+        break;
     case 'n':
-        if (cli_parse_int("-n", arg, 0, 1 << 20, &a->n_gen, &a->e))
-            argp_error(st, "%s", a->e.msg);
+        if (cli_parse_int("-n", arg, 0, 1 << 20, &a->n_gen, &a->e)) argp_error(st, "%s", a->e.msg);
         break;
     case 'j':
         if (cli_parse_int("--threads", arg, 1, 1024, &a->threads, &a->e))
@@ -53,20 +64,19 @@ static error_t gen_parse(int key, char *arg, struct argp_state *st) {
             argp_error(st, "%s", a->e.msg);
         break;
     case ARGP_KEY_END:
-        if (!a->model || !a->tokens)
-            argp_error(st, "--model and --tokens are required");
+        if (!a->model || !a->tokens) argp_error(st, "--model and --tokens are required");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
 
 int cmd_generate(int argc, char **argv) {
     struct gen_args a = {.chunk = 64, .n_gen = 32};
-    struct argp argp = {gen_opts, gen_parse, NULL, "Generates N token ids after a prompt.", 0, 0,
-                        0};
-    if (argp_parse(&argp, argc, argv, 0, NULL, &a))
-        return 2;
+    struct argp argp = {gen_opts, gen_parse, NULL, "Generates N token ids after a prompt.",
+                        0,        0,         0};
+    if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     struct cli_pipe p = {0};
     sampler_t *smp = NULL;
     int32_t *ids = NULL, *hist = NULL;
@@ -113,8 +123,7 @@ int cmd_generate(int argc, char **argv) {
     printf("\n");
     rc = 0;
 fail:
-    if (rc)
-        fprintf(stderr, "baton generate: %s\n", bt_errmsg(&e, rc));
+    if (rc) fprintf(stderr, "baton generate: %s\n", bt_errmsg(&e, rc));
     sampler_free(smp);
     cli_pipe_close(&p);
     free(ids), free(hist), free(lg);

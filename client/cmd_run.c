@@ -3,18 +3,18 @@
  * template (engine/chat, thinking switch explicit), prefills in chunks, then samples and
  * streams the decoded text to stdout until N tokens or an end-of-generation token. Prompt and
  * generation speeds go to stderr. */
-#include <argp.h>
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "client/cli_util.h"
 #include "client/commands.h"
 #include "common/clock.h"
 #include "engine/chat.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
+
+#include <argp.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 struct run_args {
     const char *model, *prompt, *layers;
@@ -46,21 +46,44 @@ static const struct argp_option run_opts[] = {
 static error_t run_parse(int key, char *arg, struct argp_state *st) {
     struct run_args *a = st->input;
     switch (key) {
-    case 'm': a->model = arg; break;
-    case 'p': a->prompt = arg; break;
-    case 'l': a->layers = arg; break;
-    case 'C': a->chat = 1; break;
-    case OPT_THINK: a->think = 1; break;
-    case OPT_NO_THINK: a->think = 0; break;
-    case 'T': a->sp.temperature = strtof(arg, NULL); break;
-    case OPT_TOPK: a->sp.top_k = (int32_t)strtol(arg, NULL, 10); break;
-    case OPT_TOPP: a->sp.top_p = strtof(arg, NULL); break;
-    case OPT_MINP: a->sp.min_p = strtof(arg, NULL); break;
-    case OPT_REP: a->sp.repetition_penalty = strtof(arg, NULL); break;
-    case OPT_SEED: a->sp.seed = strtoull(arg, NULL, 10); break;
+    case 'm':
+        a->model = arg;
+        break;
+    case 'p':
+        a->prompt = arg;
+        break;
+    case 'l':
+        a->layers = arg;
+        break;
+    case 'C':
+        a->chat = 1;
+        break;
+    case OPT_THINK:
+        a->think = 1;
+        break;
+    case OPT_NO_THINK:
+        a->think = 0;
+        break;
+    case 'T':
+        a->sp.temperature = strtof(arg, NULL);
+        break;
+    case OPT_TOPK:
+        a->sp.top_k = (int32_t)strtol(arg, NULL, 10);
+        break;
+    case OPT_TOPP:
+        a->sp.top_p = strtof(arg, NULL);
+        break;
+    case OPT_MINP:
+        a->sp.min_p = strtof(arg, NULL);
+        break;
+    case OPT_REP:
+        a->sp.repetition_penalty = strtof(arg, NULL);
+        break;
+    case OPT_SEED:
+        a->sp.seed = strtoull(arg, NULL, 10);
+        break;
     case 'n':
-        if (cli_parse_int("-n", arg, 0, 1 << 20, &a->n_gen, &a->e))
-            argp_error(st, "%s", a->e.msg);
+        if (cli_parse_int("-n", arg, 0, 1 << 20, &a->n_gen, &a->e)) argp_error(st, "%s", a->e.msg);
         break;
     case 'j':
         if (cli_parse_int("--threads", arg, 1, 1024, &a->threads, &a->e))
@@ -71,10 +94,10 @@ static error_t run_parse(int key, char *arg, struct argp_state *st) {
             argp_error(st, "%s", a->e.msg);
         break;
     case ARGP_KEY_END:
-        if (!a->model || !a->prompt)
-            argp_error(st, "--model and -p are required");
+        if (!a->model || !a->prompt) argp_error(st, "--model and -p are required");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
@@ -84,8 +107,7 @@ int cmd_run(int argc, char **argv) {
     sampler_params_default(&a.sp);
     a.sp.temperature = 0.7f, a.sp.top_k = 20, a.sp.top_p = 0.95f;
     struct argp argp = {run_opts, run_parse, NULL, "Generates text from a prompt.", 0, 0, 0};
-    if (argp_parse(&argp, argc, argv, 0, NULL, &a))
-        return 2;
+    if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     struct cli_pipe p = {0};
     tok_t *tok = NULL;
     tok_stream_t *ts = NULL;
@@ -106,27 +128,23 @@ int cmd_run(int argc, char **argv) {
     if (a.chat) {
         struct chat_msg msg = {.role = "user", .content = a.prompt};
         struct chat_opts co = {chat_detect(tokenizer_chat_template(tok)), 1, a.think, NULL};
-        if ((rc = chat_render(&msg, 1, &co, &text, &len, &e)))
-            goto fail;
+        if ((rc = chat_render(&msg, 1, &co, &text, &len, &e))) goto fail;
         prompt = text;
     }
-    if ((rc = tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &e)))
-        goto fail;
+    if ((rc = tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_ids, &e))) goto fail;
     if (n_ids == 0) {
         rc = bt_fail(&e, BT_EINVAL, "the prompt has no tokens");
         goto fail;
     }
     int n = (int)n_ids;
-    if ((rc = cli_pipe_open(&p, a.model, a.layers, a.threads, a.chunk, n + a.n_gen, &e)))
-        goto fail;
+    if ((rc = cli_pipe_open(&p, a.model, a.layers, a.threads, a.chunk, n + a.n_gen, &e))) goto fail;
     if (p.lo != 0 || p.hi != p.m->hp.n_layer) {
         rc = bt_fail(&e, BT_EINVAL, "--layers must cover all %d layers", p.m->hp.n_layer);
         goto fail;
     }
     int V = p.m->hp.n_vocab;
     int32_t n_real = tokenizer_n_real(tok);
-    if (n_real > V)
-        n_real = V;
+    if (n_real > V) n_real = V;
     if (!(lg = malloc((size_t)V * sizeof(float))) ||
         !(hist = malloc((size_t)(n + a.n_gen + 1) * sizeof(int32_t)))) {
         rc = bt_fail(&e, -ENOMEM, "buffers");
@@ -137,23 +155,19 @@ int cmd_run(int argc, char **argv) {
         goto fail;
 
     uint64_t t0 = bt_now_ns();
-    if ((rc = cli_pipe_run(&p, ids, NULL, n, FWD_OUT_LAST, lg, &e)))
-        goto fail;
+    if ((rc = cli_pipe_run(&p, ids, NULL, n, FWD_OUT_LAST, lg, &e))) goto fail;
     uint64_t t1 = bt_now_ns();
     int gen = 0;
     while (gen < a.n_gen) {
         int32_t t = sampler_sample(smp, lg, hist, (size_t)(n + gen), NULL);
         hist[n + gen++] = t;
-        if (tokenizer_is_eog(tok, t) || sampler_is_stop_id(smp, t))
-            break;
+        if (tokenizer_is_eog(tok, t) || sampler_is_stop_id(smp, t)) break;
         const char *piece;
         size_t plen;
-        if ((rc = tok_stream_push(ts, t, &piece, &plen, &e)))
-            goto fail;
+        if ((rc = tok_stream_push(ts, t, &piece, &plen, &e))) goto fail;
         fwrite(piece, 1, plen, stdout);
         fflush(stdout);
-        if (gen < a.n_gen && (rc = cli_pipe_run(&p, &t, NULL, 1, FWD_OUT_LAST, lg, &e)))
-            goto fail;
+        if (gen < a.n_gen && (rc = cli_pipe_run(&p, &t, NULL, 1, FWD_OUT_LAST, lg, &e))) goto fail;
     }
     const char *rest;
     size_t rlen;
@@ -162,12 +176,13 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     uint64_t t2 = bt_now_ns();
     double ps = (double)(t1 - t0) * 1e-9, gs = (double)(t2 - t1) * 1e-9;
-    fprintf(stderr, "prompt: %d tokens, %.2f s, %.1f tok/s | generation: %d tokens, %.2f s, "
-            "%.1f tok/s\n", n, ps, ps > 0 ? n / ps : 0.0, gen, gs, gs > 0 ? gen / gs : 0.0);
+    fprintf(stderr,
+            "prompt: %d tokens, %.2f s, %.1f tok/s | generation: %d tokens, %.2f s, "
+            "%.1f tok/s\n",
+            n, ps, ps > 0 ? n / ps : 0.0, gen, gs, gs > 0 ? gen / gs : 0.0);
     rc = 0;
 fail:
-    if (rc)
-        fprintf(stderr, "baton run: %s\n", bt_errmsg(&e, rc));
+    if (rc) fprintf(stderr, "baton run: %s\n", bt_errmsg(&e, rc));
     model_close(m);
     tok_stream_free(ts);
     sampler_free(smp);

@@ -4,16 +4,16 @@
  * split over channels, heads or (token, head) pairs; never a split reduction. */
 #include "engine/forward.h"
 
+#include "common/assert.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/assert.h"
-
 /* Shorthands for the hyperparameters, computed once. */
 struct dims {
-    int64_t H, I, V;                 /* hidden, ffn, vocabulary */
+    int64_t H, I, V; /* hidden, ffn, vocabulary */
     int64_t n_head, n_kv, hd, QG, KVD, OD, n_rot;
     int64_t Hk, Hv, dk, dv, KD, VD, CD, K; /* GDN */
 };
@@ -33,30 +33,34 @@ struct forward_ctx {
     const struct fwd_batch *b;
     int64_t n_tokens; /* tokens in the current batch */
     /* activations, rows = tokens */
-    float *x;        /* [n][H] residual stream */
-    float *xb;       /* [n][H] normed input of a block; final-norm rows on the last range */
-    float *hb;       /* [n][H] block output before the residual add */
-    float *qkv;      /* [n][CD] GDN projection m (raw, what the conv state keeps) */
-    float *mconv;    /* [n][CD] silu(conv(m)) */
-    float *z;        /* [n][VD] GDN output gate */
-    float *beta;     /* [n][Hv] raw b, then sigmoid */
-    float *alpha;    /* [n][Hv] raw alpha */
-    float *gdn_o;    /* [n][VD] delta rule output, then gated-normed */
-    float *qg;       /* [n][QG] attention query|gate per head */
-    float *kb, *vb;  /* [n][KVD] attention k, v */
-    float *att;      /* [n][OD] attention output, gated */
+    float *x;             /* [n][H] residual stream */
+    float *xb;            /* [n][H] normed input of a block; final-norm rows on the last range */
+    float *hb;            /* [n][H] block output before the residual add */
+    float *qkv;           /* [n][CD] GDN projection m (raw, what the conv state keeps) */
+    float *mconv;         /* [n][CD] silu(conv(m)) */
+    float *z;             /* [n][VD] GDN output gate */
+    float *beta;          /* [n][Hv] raw b, then sigmoid */
+    float *alpha;         /* [n][Hv] raw alpha */
+    float *gdn_o;         /* [n][VD] delta rule output, then gated-normed */
+    float *qg;            /* [n][QG] attention query|gate per head */
+    float *kb, *vb;       /* [n][KVD] attention k, v */
+    float *att;           /* [n][OD] attention output, gated */
     float *ffn_g, *ffn_u; /* [n][I] */
     /* per-thread scratch */
-    float *thr;      /* [nth][thr_floats] */
+    float *thr; /* [nth][thr_floats] */
     size_t thr_floats;
     void *mem[24];
     int n_mem;
-    int layer;       /* layer being run (for the pool_run callbacks) */
+    int layer; /* layer being run (for the pool_run callbacks) */
 };
 
-static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float sigmoidf(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
 /* softplus, exactly x above 20 like both references (trap §16.22). */
-static float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static float softplusf(float x) {
+    return x > 20.0f ? x : log1pf(expf(x));
+}
 
 static void run(forward_ctx_t *c, pool_fn fn) {
     if (c->pool)
@@ -79,8 +83,7 @@ static void gdn_conv_job(void *ctx, int ith, int nth) {
     const struct layer_weights *L = &c->w->layers[c->layer];
     int64_t c0, c1;
     pool_slice(d->CD, ith, nth, 16, &c0, &c1);
-    if (c0 >= c1)
-        return;
+    if (c0 >= c1) return;
     for (int s = 0; s < c->b->n_seq; s++) {
         const struct fwd_seq *sq = &c->b->seq[s];
         int64_t t0 = c->seq_first[s];
@@ -117,14 +120,14 @@ static void gdn_heads_job(void *ctx, int ith, int nth) {
             memcpy(k + t * d->dk, m + d->KD + a * d->dk, (size_t)d->dk * sizeof(float));
             ops->l2norm_scale(q + t * d->dk, d->dk, eps, q_scale); /* q scaled, k not (§16.10) */
             ops->l2norm_scale(k + t * d->dk, d->dk, eps, 1.0f);
-            bt[t] = sigmoidf(c->beta[(t0 + t) * d->Hv + j]);                    /* β = σ(b) */
+            bt[t] = sigmoidf(c->beta[(t0 + t) * d->Hv + j]); /* β = σ(b) */
             g[t] = ssm_a[j] * softplusf(c->alpha[(t0 + t) * d->Hv + j] + ssm_dt[j]); /* §16.3 */
         }
         const float *v = c->mconv + t0 * d->CD + 2 * d->KD + j * d->dv;
         float *o = c->gdn_o + t0 * d->VD + j * d->dv;
         if (n >= DELTA_CHUNK / 2 && ops->delta_rule_chunk) {
-            ops->delta_rule_chunk(S, q, d->dk, k, d->dk, v, d->CD, g, bt, o, d->VD, n, d->dk,
-                                  d->dv, chunk_scratch);
+            ops->delta_rule_chunk(S, q, d->dk, k, d->dk, v, d->CD, g, bt, o, d->VD, n, d->dk, d->dv,
+                                  chunk_scratch);
         } else {
             for (int64_t t = 0; t < n; t++)
                 ops->delta_rule_step(S, q + t * d->dk, k + t * d->dk, v + t * d->CD, expf(g[t]),
@@ -138,12 +141,12 @@ static void gdn_heads_job(void *ctx, int ith, int nth) {
 
 static void linear_attn_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
-    matmul(c, &L->wqkv, c->xb, d->H, n, c->qkv, d->CD);    /* m = [q | k | v] */
-    matmul(c, &L->wz, c->xb, d->H, n, c->z, d->VD);        /* z: output gate */
-    matmul(c, &L->wbeta, c->xb, d->H, n, c->beta, d->Hv);  /* b -> β */
+    matmul(c, &L->wqkv, c->xb, d->H, n, c->qkv, d->CD);     /* m = [q | k | v] */
+    matmul(c, &L->wz, c->xb, d->H, n, c->z, d->VD);         /* z: output gate */
+    matmul(c, &L->wbeta, c->xb, d->H, n, c->beta, d->Hv);   /* b -> β */
     matmul(c, &L->walpha, c->xb, d->H, n, c->alpha, d->Hv); /* α -> g */
-    run(c, gdn_conv_job);                                  /* causal conv + silu on m */
-    run(c, gdn_heads_job);                                 /* delta rule per value head */
+    run(c, gdn_conv_job);                                   /* causal conv + silu on m */
+    run(c, gdn_heads_job);                                  /* delta rule per value head */
     matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H);
 }
 
@@ -203,8 +206,8 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
     matmul(c, &L->wq, c->xb, d->H, n, c->qg, d->QG); /* query | gate, per head */
     matmul(c, &L->wk, c->xb, d->H, n, c->kb, d->KVD);
     matmul(c, &L->wv, c->xb, d->H, n, c->vb, d->KVD);
-    run(c, attn_prep_job);                           /* q/k norm, rope, append to cache */
-    run(c, attn_job);                                /* softmax(qK/√d)V ⊙ σ(gate) */
+    run(c, attn_prep_job); /* q/k norm, rope, append to cache */
+    run(c, attn_job);      /* softmax(qK/√d)V ⊙ σ(gate) */
     matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H);
 }
 
@@ -236,43 +239,39 @@ int forward_n_out(const struct fwd_batch *b) {
 static int check_batch(forward_ctx_t *c, const struct fwd_batch *b, int *n_tokens, bt_err *e) {
     const struct weights *w = c->w;
     int n = 0;
-    if (b->n_seq < 1 || !b->seq)
-        return bt_fail(e, BT_EINVAL, "forward: empty batch");
+    if (b->n_seq < 1 || !b->seq) return bt_fail(e, BT_EINVAL, "forward: empty batch");
     for (int s = 0; s < b->n_seq; s++) {
         const struct fwd_seq *sq = &b->seq[s];
         if (sq->n_tokens < 1 || sq->n_tokens > c->max_tokens - n)
             return bt_fail(e, BT_EINVAL, "forward: sequence %d has %d tokens; batch limit %d", s,
                            sq->n_tokens, c->max_tokens);
         if (!seqstate_in_use(c->st, sq->slot))
-            return bt_fail(e, BT_EINVAL, "forward: sequence %d: slot %d not acquired", s,
-                           sq->slot);
+            return bt_fail(e, BT_EINVAL, "forward: sequence %d: slot %d not acquired", s, sq->slot);
         for (int r = 0; r < s; r++)
             if (b->seq[r].slot == sq->slot)
                 return bt_fail(e, BT_EINVAL, "forward: slot %d appears twice in the batch",
                                sq->slot);
         int64_t pos = seqstate_pos(c->st, sq->slot);
         if (pos + sq->n_tokens > seqstate_max_ctx(c->st))
-            return bt_fail(e, BT_ECAPACITY, "forward: slot %d at position %lld + %d tokens "
-                           "exceeds the context of %d", sq->slot, (long long)pos, sq->n_tokens,
-                           seqstate_max_ctx(c->st));
+            return bt_fail(e, BT_ECAPACITY,
+                           "forward: slot %d at position %lld + %d tokens "
+                           "exceeds the context of %d",
+                           sq->slot, (long long)pos, sq->n_tokens, seqstate_max_ctx(c->st));
         if ((unsigned)sq->out > FWD_OUT_NONE)
             return bt_fail(e, BT_EINVAL, "forward: sequence %d: bad output mode %d", s,
                            (int)sq->out);
         n += sq->n_tokens;
     }
     if (w->lo == 0) {
-        if (!b->tokens)
-            return bt_fail(e, BT_EINVAL, "forward: first stage needs token ids");
+        if (!b->tokens) return bt_fail(e, BT_EINVAL, "forward: first stage needs token ids");
         for (int t = 0; t < n; t++)
             if (b->tokens[t] < 0 || b->tokens[t] >= c->hp->n_vocab)
                 return bt_fail(e, BT_EINVAL, "forward: token %d = %d outside [0, %d)", t,
                                b->tokens[t], c->hp->n_vocab);
     } else if (!b->hidden) {
-        return bt_fail(e, BT_EINVAL, "forward: stage [%d, %d) needs hidden states", w->lo,
-                       w->hi);
+        return bt_fail(e, BT_EINVAL, "forward: stage [%d, %d) needs hidden states", w->lo, w->hi);
     }
-    if (!b->out)
-        return bt_fail(e, BT_EINVAL, "forward: no output buffer");
+    if (!b->out) return bt_fail(e, BT_EINVAL, "forward: no output buffer");
     *n_tokens = n;
     return 0;
 }
@@ -283,8 +282,7 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
     float eps = c->hp->rms_eps;
     int n = 0;
     int rc = check_batch(c, b, &n, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     c->b = b;
     c->n_tokens = n;
     for (int s = 0, t = 0; s < b->n_seq; s++) {
@@ -313,11 +311,11 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
         if (L->kind == LAYER_LINEAR_ATTN)
             linear_attn_block(c, L, n); /* conv1d + gated delta rule */
         else
-            full_attn_block(c, L, n);   /* rope + KV cache + gated attention */
-        ops->add(c->x, c->hb, (int64_t)n * d->H);                 /* residual */
-        rmsnorm_rows(c->xb, c->x, &L->post_norm, n, d->H, eps);   /* post-attention norm */
-        mlp_block(c, L, n);                                       /* SwiGLU */
-        ops->add(c->x, c->hb, (int64_t)n * d->H);                 /* residual */
+            full_attn_block(c, L, n);             /* rope + KV cache + gated attention */
+        ops->add(c->x, c->hb, (int64_t)n * d->H); /* residual */
+        rmsnorm_rows(c->xb, c->x, &L->post_norm, n, d->H, eps); /* post-attention norm */
+        mlp_block(c, L, n);                                     /* SwiGLU */
+        ops->add(c->x, c->hb, (int64_t)n * d->H);               /* residual */
     }
 
     for (int s = 0; s < b->n_seq; s++) /* every stage counts the tokens it consumed */
@@ -332,47 +330,41 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
     int n_out = 0;
     for (int s = 0; s < b->n_seq; s++) {
         const struct fwd_seq *sq = &b->seq[s];
-        int first = sq->out == FWD_OUT_ALL ? 0 : sq->out == FWD_OUT_LAST ? sq->n_tokens - 1
-                                                                          : sq->n_tokens;
+        int first = sq->out == FWD_OUT_ALL    ? 0
+                    : sq->out == FWD_OUT_LAST ? sq->n_tokens - 1
+                                              : sq->n_tokens;
         for (int i = first; i < sq->n_tokens; i++, n_out++)
             ops->rmsnorm(c->xb + (size_t)n_out * d->H, c->x + (size_t)(c->seq_first[s] + i) * d->H,
                          w->output_norm.data, d->H, eps);
     }
-    if (b->final_norm)
-        memcpy(b->final_norm, c->xb, (size_t)n_out * d->H * sizeof(float));
-    if (n_out)
-        matmul(c, &w->output, c->xb, d->H, n_out, b->out, d->V);
+    if (b->final_norm) memcpy(b->final_norm, c->xb, (size_t)n_out * d->H * sizeof(float));
+    if (n_out) matmul(c, &w->output, c->xb, d->H, n_out, b->out, d->V);
     return 0;
 }
 
 /* ---- setup ---- */
 
 static float *scratch(forward_ctx_t *c, size_t floats, int need) {
-    if (!need || !floats)
-        return NULL;
+    if (!need || !floats) return NULL;
     void *p = NULL;
     BT_ASSERT(c->n_mem < (int)(sizeof c->mem / sizeof *c->mem));
-    if (posix_memalign(&p, 64, floats * sizeof(float)))
-        return NULL;
+    if (posix_memalign(&p, 64, floats * sizeof(float))) return NULL;
     c->mem[c->n_mem++] = p;
     return p;
 }
 
-int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_t *st,
-                    pool_t *pool, int max_tokens, bt_err *e) {
+int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_t *st, pool_t *pool,
+                    int max_tokens, bt_err *e) {
     *out = NULL;
-    if (max_tokens < 1)
-        return bt_fail(e, BT_EINVAL, "forward: max_tokens %d", max_tokens);
-    if (!ops)
-        return bt_fail(e, BT_EINVAL, "forward: ops_init() has not been called");
+    if (max_tokens < 1) return bt_fail(e, BT_EINVAL, "forward: max_tokens %d", max_tokens);
+    if (!ops) return bt_fail(e, BT_EINVAL, "forward: ops_init() has not been called");
     int st_lo, st_hi;
     seqstate_range(st, &st_lo, &st_hi);
     if (st_lo != w->lo || st_hi != w->hi)
         return bt_fail(e, BT_EINVAL, "forward: state pool covers layers [%d, %d), weights [%d, %d)",
                        st_lo, st_hi, w->lo, w->hi);
     forward_ctx_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return bt_fail(e, -ENOMEM, "forward ctx");
+    if (!c) return bt_fail(e, -ENOMEM, "forward ctx");
     const struct qwen35_hparams *hp = &w->m->hp;
     c->w = w;
     c->hp = hp;
@@ -395,17 +387,15 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
     /* per thread: attention scores over the context, or a head's q, k, g, β for the batch
      * plus the chunked delta rule's scratch */
     size_t thr_attn = has_full ? (size_t)seqstate_max_ctx(st) : 0;
-    size_t thr_gdn = has_lin ? n * (size_t)(2 * d->dk + 2) +
-                                   delta_rule_chunk_scratch(d->dk, d->dv)
-                             : 0;
+    size_t thr_gdn =
+        has_lin ? n * (size_t)(2 * d->dk + 2) + delta_rule_chunk_scratch(d->dk, d->dv) : 0;
     c->thr_floats = (thr_attn > thr_gdn ? thr_attn : thr_gdn) + 16;
     c->thr_floats = (c->thr_floats + 15) & ~(size_t)15;
 
     int ok = (c->tok_seq = calloc(n, sizeof *c->tok_seq)) &&
              (c->tok_pos = calloc(n, sizeof *c->tok_pos)) &&
-             (c->seq_first = calloc(n, sizeof *c->seq_first)) &&
-             (c->x = scratch(c, n * d->H, 1)) && (c->xb = scratch(c, n * d->H, 1)) &&
-             (c->hb = scratch(c, n * d->H, 1)) &&
+             (c->seq_first = calloc(n, sizeof *c->seq_first)) && (c->x = scratch(c, n * d->H, 1)) &&
+             (c->xb = scratch(c, n * d->H, 1)) && (c->hb = scratch(c, n * d->H, 1)) &&
              (c->ffn_g = scratch(c, n * d->I, 1)) && (c->ffn_u = scratch(c, n * d->I, 1)) &&
              (c->thr = scratch(c, (size_t)c->nth * c->thr_floats, 1));
     if (ok && has_lin)
@@ -424,8 +414,7 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
 }
 
 void forward_ctx_free(forward_ctx_t *c) {
-    if (!c)
-        return;
+    if (!c) return;
     for (int i = 0; i < c->n_mem; i++)
         free(c->mem[i]);
     free(c->tok_seq);

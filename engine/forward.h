@@ -18,12 +18,12 @@
  * forward(). The ctx borrows the weights, state pool and thread pool; one thread uses it. */
 #ifndef BT_ENGINE_FORWARD_H
 #define BT_ENGINE_FORWARD_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/model.h"
 #include "engine/seqstate.h"
 #include "ops/threadpool.h"
+
+#include <stdint.h>
 
 typedef struct forward_ctx forward_ctx_t;
 
@@ -50,8 +50,8 @@ struct fwd_batch {
 
 /* Scratch for up to max_tokens tokens per batch (and max_tokens sequences). The state pool
  * must cover the same layer range as w. pool may be NULL (single thread). */
-int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_t *st,
-                    pool_t *pool, int max_tokens, bt_err *e);
+int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_t *st, pool_t *pool,
+                    int max_tokens, bt_err *e);
 void forward_ctx_free(forward_ctx_t *c); /* NULL ok */
 
 /* Rows of logits the batch produces on the last range. */

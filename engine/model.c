@@ -3,6 +3,12 @@
  * range through engine/loader and builds the per-layer weight views forward() uses. */
 #include "engine/model.h"
 
+#include "common/log.h"
+#include "engine/gguf.h"
+#include "engine/hf.h"
+#include "engine/loader.h"
+#include "engine/xform.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -12,19 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/log.h"
-#include "engine/gguf.h"
-#include "engine/hf.h"
-#include "engine/loader.h"
-#include "engine/xform.h"
-
 /* ---- GGUF hyperparameters (spec §11) ---- */
 
 static int get_int(const gguf_t *g, const char *key, int lo, int hi, int *out, bt_err *e) {
     int64_t v;
     int rc = gguf_get_i64(g, key, &v, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (v < lo || v > hi)
         return bt_fail(e, BT_ESHAPE, "%s = %lld, expected %d..%d", key, (long long)v, lo, hi);
     *out = (int)v;
@@ -44,8 +43,7 @@ static int read_hparams(const gguf_t *g, struct qwen35_hparams *hp, bt_err *e) {
     const char *arch;
     size_t len;
     int rc = gguf_get_str(g, "general.architecture", &arch, &len, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (len != 6 || memcmp(arch, "qwen35", 6))
         return bt_fail(e, BT_EUNSUPPORTED, "general.architecture = '%.*s', expected 'qwen35'",
                        (int)(len > 64 ? 64 : len), arch);
@@ -59,8 +57,7 @@ static int read_hparams(const gguf_t *g, struct qwen35_hparams *hp, bt_err *e) {
         (rc = get_int(g, "qwen35.attention.head_count", 1, 1024, &hp->n_head, e)) ||
         (rc = get_int(g, "qwen35.attention.head_count_kv", 1, 1024, &hp->n_head_kv, e)) ||
         (rc = get_int(g, "qwen35.attention.key_length", 1, 4096, &hp->head_dim, e)) ||
-        (rc = get_int_opt(g, "qwen35.attention.value_length", 1, 4096, hp->head_dim, &kv_len,
-                          e)) ||
+        (rc = get_int_opt(g, "qwen35.attention.value_length", 1, 4096, hp->head_dim, &kv_len, e)) ||
         (rc = get_int(g, "qwen35.rope.dimension_count", 0, 4096, &hp->n_rot, e)) ||
         (rc = get_int(g, "qwen35.ssm.conv_kernel", 2, 64, &hp->conv_kernel, e)) ||
         (rc = get_int(g, "qwen35.ssm.state_size", 1, 4096, &hp->ssm_d_state, e)) ||
@@ -101,8 +98,7 @@ static int read_hparams(const gguf_t *g, struct qwen35_hparams *hp, bt_err *e) {
                        (double)hp->rms_eps, (double)hp->rope_theta);
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     if (gguf_find_kv(g, "qwen35.attention.scale") >= 0) {
-        if ((rc = gguf_get_f32(g, "qwen35.attention.scale", &hp->attn_scale, e)))
-            return rc;
+        if ((rc = gguf_get_f32(g, "qwen35.attention.scale", &hp->attn_scale, e))) return rc;
         if (!(hp->attn_scale > 0.0f) || !isfinite(hp->attn_scale))
             return bt_fail(e, BT_ESHAPE, "qwen35.attention.scale = %g", (double)hp->attn_scale);
     }
@@ -110,11 +106,12 @@ static int read_hparams(const gguf_t *g, struct qwen35_hparams *hp, bt_err *e) {
     /* Layer kinds: the per-layer array is authoritative, else the interval rule (§1.3). */
     if (gguf_find_kv(g, "qwen35.attention.recurrent_layers") >= 0) {
         const struct gguf_arr *a;
-        if ((rc = gguf_get_arr(g, "qwen35.attention.recurrent_layers", &a, e)))
-            return rc;
+        if ((rc = gguf_get_arr(g, "qwen35.attention.recurrent_layers", &a, e))) return rc;
         if (a->n < (uint64_t)hp->n_layer)
-            return bt_fail(e, BT_ESHAPE, "qwen35.attention.recurrent_layers has %llu entries, "
-                           "expected >= %d", (unsigned long long)a->n, hp->n_layer);
+            return bt_fail(e, BT_ESHAPE,
+                           "qwen35.attention.recurrent_layers has %llu entries, "
+                           "expected >= %d",
+                           (unsigned long long)a->n, hp->n_layer);
         for (int l = 0; l < hp->n_layer; l++) {
             int64_t v;
             if (gguf_arr_i64(a, (uint64_t)l, &v))
@@ -180,12 +177,11 @@ static int check_shape(const struct tensor_desc *t, const struct tensor_spec *s,
     for (int d = 0; d < 4; d++) {
         int64_t have = d < t->n_dims ? t->ne[d] : 1;
         if (have != want[d])
-            return bt_fail(e, BT_ESHAPE,
-                           "tensor %s: ne = [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
-                           t->name, (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1),
-                           (long long)(t->n_dims > 2 ? t->ne[2] : 1),
-                           (long long)(t->n_dims > 3 ? t->ne[3] : 1), (long long)s->ne0,
-                           (long long)s->ne1);
+            return bt_fail(
+                e, BT_ESHAPE, "tensor %s: ne = [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+                t->name, (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1),
+                (long long)(t->n_dims > 2 ? t->ne[2] : 1),
+                (long long)(t->n_dims > 3 ? t->ne[3] : 1), (long long)s->ne0, (long long)s->ne1);
     }
     if (s->n_dims == 2 && dtype_row_bytes(t->dtype, t->ne[0]) == 0)
         return bt_fail(e, BT_ESHAPE, "tensor %s: row of %lld is not a multiple of the %s block",
@@ -195,8 +191,7 @@ static int check_shape(const struct tensor_desc *t, const struct tensor_spec *s,
 
 const struct tensor_desc *model_find(const struct model_desc *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, name))
-            return &m->tensors[i];
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
     return NULL;
 }
 
@@ -214,48 +209,42 @@ static int model_validate(struct model_desc *m, bt_err *e) {
                 if (hp->kind[l] == LAYER_FULL_ATTN && !strcmp(specs[i].suffix, "attn_q.weight")) {
                     snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
                     if (model_find(m, name))
-                        return bt_fail(e, BT_EUNSUPPORTED, "blk.%d: fused attention qkv "
-                                       "(--fuse-qkv) files are not supported", l);
+                        return bt_fail(e, BT_EUNSUPPORTED,
+                                       "blk.%d: fused attention qkv "
+                                       "(--fuse-qkv) files are not supported",
+                                       l);
                 }
                 return bt_fail(e, BT_ENOKEY, "tensor %s missing (layer %d is %s attention)", name,
                                l, hp->kind[l] == LAYER_FULL_ATTN ? "full" : "linear");
             }
             int rc = check_shape(t, &specs[i], e);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     }
     const struct tensor_desc *emb = model_find(m, "token_embd.weight");
-    if (!emb)
-        return bt_fail(e, BT_ENOKEY, "tensor token_embd.weight missing");
+    if (!emb) return bt_fail(e, BT_ENOKEY, "tensor token_embd.weight missing");
     if (emb->n_dims < 2 || emb->ne[1] < 1 || emb->ne[1] > INT32_MAX)
         return bt_fail(e, BT_ESHAPE, "tensor token_embd.weight: n_dims = %d", emb->n_dims);
     m->hp.n_vocab = (int)emb->ne[1];
     struct tensor_spec s_emb = {"", 2, hp->n_embd, hp->n_vocab};
     struct tensor_spec s_norm = {"", 1, hp->n_embd, 1};
     int rc = check_shape(emb, &s_emb, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     const struct tensor_desc *onorm = model_find(m, "output_norm.weight");
-    if (!onorm)
-        return bt_fail(e, BT_ENOKEY, "tensor output_norm.weight missing");
-    if ((rc = check_shape(onorm, &s_norm, e)))
-        return rc;
+    if (!onorm) return bt_fail(e, BT_ENOKEY, "tensor output_norm.weight missing");
+    if ((rc = check_shape(onorm, &s_norm, e))) return rc;
     const struct tensor_desc *out = model_find(m, "output.weight");
     m->hp.tied_embeddings = out == NULL; /* trap §16.15 */
-    if (out && (rc = check_shape(out, &s_emb, e)))
-        return rc;
+    if (out && (rc = check_shape(out, &s_emb, e))) return rc;
     return 0;
 }
 
 /* "blk.17.attn_q.weight" -> 17; -1 for a global tensor (or a malformed index). */
 static int block_index(const char *name) {
-    if (strncmp(name, "blk.", 4))
-        return -1;
+    if (strncmp(name, "blk.", 4)) return -1;
     char *end;
     long v = strtol(name + 4, &end, 10);
-    if (end == name + 4 || *end != '.' || v < 0 || v > 1000000)
-        return -1;
+    if (end == name + 4 || *end != '.' || v < 0 || v > 1000000) return -1;
     return (int)v;
 }
 
@@ -266,11 +255,9 @@ static int is_global_tensor(const char *name) {
 
 static int is_gguf_path(const char *path) {
     size_t n = strlen(path);
-    if (n >= 5 && !strcmp(path + n - 5, ".gguf"))
-        return 1;
+    if (n >= 5 && !strcmp(path + n - 5, ".gguf")) return 1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     char magic[4];
     ssize_t r = pread(fd, magic, 4, 0);
     close(fd);
@@ -281,11 +268,9 @@ static int open_gguf(struct model_desc **out, const char *path, bt_err *e) {
     gguf_t *g = NULL;
     struct model_desc *m = NULL;
     int rc = gguf_open(&g, path, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = -ENOMEM;
-    if (!(m = calloc(1, sizeof *m)))
-        goto fail;
+    if (!(m = calloc(1, sizeof *m))) goto fail;
     m->format = MODEL_GGUF;
     m->n_files = 1;
     char abs[4096];
@@ -294,21 +279,19 @@ static int open_gguf(struct model_desc **out, const char *path, bt_err *e) {
         goto fail;
     const char *gname;
     size_t glen;
-    if (gguf_find_kv(g, "general.name") >= 0 && !gguf_get_str(g, "general.name", &gname, &glen, NULL))
+    if (gguf_find_kv(g, "general.name") >= 0 &&
+        !gguf_get_str(g, "general.name", &gname, &glen, NULL))
         m->name = strndup(gname, glen);
     else {
         const char *slash = strrchr(m->files[0], '/');
         m->name = strdup(slash ? slash + 1 : m->files[0]);
     }
-    if (!m->name)
-        goto fail;
-    if ((rc = read_hparams(g, &m->hp, e)))
-        goto fail;
+    if (!m->name) goto fail;
+    if ((rc = read_hparams(g, &m->hp, e))) goto fail;
 
     int64_t nt = gguf_n_tensors(g);
     rc = -ENOMEM;
-    if (!(m->tensors = calloc((size_t)(nt > 0 ? nt : 1), sizeof *m->tensors)))
-        goto fail;
+    if (!(m->tensors = calloc((size_t)(nt > 0 ? nt : 1), sizeof *m->tensors))) goto fail;
     for (int64_t i = 0; i < nt; i++) {
         const struct gguf_tensor *gt = gguf_tensor(g, i);
         int blk = block_index(gt->name);
@@ -331,8 +314,7 @@ static int open_gguf(struct model_desc **out, const char *path, bt_err *e) {
         t->layer = blk;
         m->total_bytes += t->n_bytes;
     }
-    if ((rc = model_validate(m, e)))
-        goto fail;
+    if ((rc = model_validate(m, e))) goto fail;
     gguf_free(g);
     *out = m;
     return 0;
@@ -344,11 +326,9 @@ fail:
 
 int model_open(struct model_desc **out, const char *path, bt_err *e) {
     *out = NULL;
-    if (is_gguf_path(path))
-        return open_gguf(out, path, e);
+    if (is_gguf_path(path)) return open_gguf(out, path, e);
     int rc = hf_open(out, path, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if ((rc = model_validate(*out, e))) { /* same checks and derived fields for both formats */
         model_close(*out);
         *out = NULL;
@@ -357,8 +337,7 @@ int model_open(struct model_desc **out, const char *path, bt_err *e) {
 }
 
 void model_close(struct model_desc *m) {
-    if (!m)
-        return;
+    if (!m) return;
     for (int i = 0; i < m->n_files; i++)
         free(m->files[i]);
     free(m->tokenizer_path);
@@ -375,20 +354,17 @@ int model_range(const struct model_desc *m, int lo, int hi, struct layer_range *
         return bt_fail(e, BT_EINVAL, "layer range [%d, %d) not inside [0, %d)", lo, hi,
                        m->hp.n_layer);
     const struct tensor_desc **list = calloc((size_t)m->n_tensors + 1, sizeof *list);
-    if (!list)
-        return bt_fail(e, -ENOMEM, "layer range [%d, %d): tensor list", lo, hi);
+    if (!list) return bt_fail(e, -ENOMEM, "layer range [%d, %d): tensor list", lo, hi);
     int n = 0;
     const struct tensor_desc *emb = model_find(m, "token_embd.weight");
     int last = hi == m->hp.n_layer;
     if (lo == 0 || (last && m->hp.tied_embeddings))
         list[n++] = emb; /* once, even when the first stage is also the last and tied */
     for (int i = 0; i < m->n_tensors; i++)
-        if (m->tensors[i].layer >= lo && m->tensors[i].layer < hi)
-            list[n++] = &m->tensors[i];
+        if (m->tensors[i].layer >= lo && m->tensors[i].layer < hi) list[n++] = &m->tensors[i];
     if (last) {
         list[n++] = model_find(m, "output_norm.weight");
-        if (!m->hp.tied_embeddings)
-            list[n++] = model_find(m, "output.weight");
+        if (!m->hp.tied_embeddings) list[n++] = model_find(m, "output.weight");
     }
     out->lo = lo;
     out->hi = hi;
@@ -437,8 +413,7 @@ static int engine_form(struct weights_impl *wi, const struct model_desc *m,
         return bt_fail(e, -ENOMEM, "tensor %s: %zu bytes", t->name, n_out);
     wi->owned[wi->n_owned++] = buf;
     int rc = xform_apply(m, t, bytes, buf, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *out = mat_of(t, buf, dt);
     return 0;
 }
@@ -471,17 +446,14 @@ static struct mat *layer_field(struct layer_weights *L, const char *suffix) {
         {"ssm_out.weight", offsetof(struct layer_weights, ssm_out)},
     };
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(suffix, map[i].suffix))
-            return (struct mat *)((char *)L + map[i].off);
+        if (!strcmp(suffix, map[i].suffix)) return (struct mat *)((char *)L + map[i].off);
     return NULL;
 }
 
 /* Every matrix forward() multiplies must have a kernel for its dtype. */
 static int check_kernel(const struct mat *w, const char *name, bt_err *e) {
-    if (!w->data)
-        return bt_fail(e, BT_ENOKEY, "tensor %s not loaded", name);
-    if (!ops)
-        return bt_fail(e, BT_EINVAL, "ops_init() has not been called");
+    if (!w->data) return bt_fail(e, BT_ENOKEY, "tensor %s not loaded", name);
+    if (!ops) return bt_fail(e, BT_EINVAL, "ops_init() has not been called");
     if (!ops->matmul[w->dt] || !ops->dequantize_row[w->dt])
         return bt_fail(e, BT_EUNSUPPORTED, "tensor %s: no kernel for dtype %s", name,
                        dtype_name(w->dt));
@@ -493,8 +465,7 @@ int weights_load(struct weights **out, const struct model_desc *m, int lo, int h
     *out = NULL;
     struct layer_range r;
     int rc = model_range(m, lo, hi, &r, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     struct load_req *reqs = NULL;
     struct weights_impl *wi = calloc(1, sizeof *wi);
     rc = -ENOMEM;
@@ -545,17 +516,13 @@ int weights_load(struct weights **out, const struct model_desc *m, int lo, int h
         } else {
             continue;
         }
-        if ((rc = engine_form(wi, m, t, reqs[i].data, dst, e)))
-            goto fail;
+        if ((rc = engine_form(wi, m, t, reqs[i].data, dst, e))) goto fail;
     }
     if (hi == m->hp.n_layer) {
-        if (m->hp.tied_embeddings)
-            w->output = w->tok_embd;
-        if ((rc = check_kernel(&w->output, "output.weight", e)))
-            goto fail;
+        if (m->hp.tied_embeddings) w->output = w->tok_embd;
+        if ((rc = check_kernel(&w->output, "output.weight", e))) goto fail;
     }
-    if (lo == 0 && (rc = check_kernel(&w->tok_embd, "token_embd.weight", e)))
-        goto fail;
+    if (lo == 0 && (rc = check_kernel(&w->tok_embd, "token_embd.weight", e))) goto fail;
     for (int l = lo; l < hi; l++) {
         const struct layer_weights *L = &w->layers[l];
         const struct mat *mats[9];
@@ -564,13 +531,12 @@ int weights_load(struct weights **out, const struct model_desc *m, int lo, int h
         if (L->kind == LAYER_FULL_ATTN)
             mats[n++] = &L->wq, mats[n++] = &L->wk, mats[n++] = &L->wv, mats[n++] = &L->wo;
         else
-            mats[n++] = &L->wqkv, mats[n++] = &L->wz, mats[n++] = &L->wbeta,
-            mats[n++] = &L->walpha, mats[n++] = &L->ssm_out;
+            mats[n++] = &L->wqkv, mats[n++] = &L->wz, mats[n++] = &L->wbeta, mats[n++] = &L->walpha,
+            mats[n++] = &L->ssm_out;
         for (int i = 0; i < n; i++) {
             char name[48];
             snprintf(name, sizeof name, "blk.%d matrix %d", l, i);
-            if ((rc = check_kernel(mats[i], name, e)))
-                goto fail;
+            if ((rc = check_kernel(mats[i], name, e))) goto fail;
         }
     }
     BT_LOG(DEBUG, "model", "weights layers=%d..%d tensors=%d bytes=%llu converted=%d", lo, hi, r.n,
@@ -587,8 +553,7 @@ fail:
 }
 
 void weights_free(struct weights *w) {
-    if (!w)
-        return;
+    if (!w) return;
     struct weights_impl *wi = (struct weights_impl *)w; /* w is the first member */
     for (int i = 0; i < wi->n_owned; i++)
         free(wi->owned[i]);

@@ -2,11 +2,11 @@
  * of the range, the arrays of that layer's kind at fixed offsets computed once. */
 #include "engine/seqstate.h"
 
+#include "common/assert.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "common/assert.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "seqstate_save writes host floats as little-endian");
@@ -14,12 +14,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 struct seqstate_pool {
     struct qwen35_hparams hp;
     int lo, hi, n_slots, max_ctx;
-    size_t slot_floats;                /* floats per slot */
-    size_t off_a[BT_MAX_LAYERS];       /* linear: conv; full: K (floats into the slot) */
-    size_t off_b[BT_MAX_LAYERS];       /* linear: delta; full: V */
-    float *mem;                        /* [n_slots][slot_floats] */
-    int64_t *pos;                      /* [n_slots] */
-    unsigned char *used;               /* [n_slots] */
+    size_t slot_floats;          /* floats per slot */
+    size_t off_a[BT_MAX_LAYERS]; /* linear: conv; full: K (floats into the slot) */
+    size_t off_b[BT_MAX_LAYERS]; /* linear: delta; full: V */
+    float *mem;                  /* [n_slots][slot_floats] */
+    int64_t *pos;                /* [n_slots] */
+    unsigned char *used;         /* [n_slots] */
 };
 
 static size_t conv_floats(const struct qwen35_hparams *hp) {
@@ -33,7 +33,9 @@ static size_t kv_row(const struct qwen35_hparams *hp) {
     return (size_t)hp->n_head_kv * hp->head_dim;
 }
 /* Keep each array 64-byte aligned inside the slot. */
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
 
 static size_t layer_floats(const struct qwen35_hparams *hp, int l, int max_ctx) {
     if (hp->kind[l] == LAYER_LINEAR_ATTN)
@@ -58,8 +60,7 @@ int seqstate_pool_new(seqstate_pool_t **out, const struct qwen35_hparams *hp, in
         return bt_fail(e, BT_EINVAL, "seqstate: n_slots %d, max_ctx %d must be >= 1", n_slots,
                        max_ctx);
     seqstate_pool_t *p = calloc(1, sizeof *p);
-    if (!p)
-        return bt_fail(e, -ENOMEM, "seqstate: pool");
+    if (!p) return bt_fail(e, -ENOMEM, "seqstate: pool");
     p->hp = *hp;
     p->lo = lo;
     p->hi = hi;
@@ -79,8 +80,7 @@ int seqstate_pool_new(seqstate_pool_t **out, const struct qwen35_hparams *hp, in
     if (bytes / n_slots / sizeof(float) != off ||
         posix_memalign((void **)&p->mem, 64, bytes ? bytes : 64)) {
         free(p);
-        return bt_fail(e, -ENOMEM, "seqstate: %d slots x %zu bytes", n_slots,
-                       off * sizeof(float));
+        return bt_fail(e, -ENOMEM, "seqstate: %d slots x %zu bytes", n_slots, off * sizeof(float));
     }
     p->pos = calloc((size_t)n_slots, sizeof *p->pos);
     p->used = calloc((size_t)n_slots, 1);
@@ -93,16 +93,19 @@ int seqstate_pool_new(seqstate_pool_t **out, const struct qwen35_hparams *hp, in
 }
 
 void seqstate_pool_free(seqstate_pool_t *p) {
-    if (!p)
-        return;
+    if (!p) return;
     free(p->mem);
     free(p->pos);
     free(p->used);
     free(p);
 }
 
-int seqstate_n_slots(const seqstate_pool_t *p) { return p->n_slots; }
-int seqstate_max_ctx(const seqstate_pool_t *p) { return p->max_ctx; }
+int seqstate_n_slots(const seqstate_pool_t *p) {
+    return p->n_slots;
+}
+int seqstate_max_ctx(const seqstate_pool_t *p) {
+    return p->max_ctx;
+}
 void seqstate_range(const seqstate_pool_t *p, int *lo, int *hi) {
     *lo = p->lo;
     *hi = p->hi;
@@ -142,8 +145,7 @@ void seqstate_reset(seqstate_pool_t *p, int slot) {
 }
 
 void seqstate_fork(seqstate_pool_t *p, int src, int dst) {
-    if (src == dst)
-        return;
+    if (src == dst) return;
     const float *s = slot_mem(p, src);
     float *d = slot_mem(p, dst);
     size_t used = (size_t)p->pos[src] * kv_row(&p->hp);
@@ -262,8 +264,7 @@ int seqstate_load(seqstate_pool_t *p, int slot, const void *buf, size_t len, bt_
     int64_t pos;
     memcpy(&magic, b, 4), memcpy(&version, b + 4, 4), memcpy(&lo, b + 8, 4);
     memcpy(&hi, b + 12, 4), memcpy(&fp, b + 16, 8), memcpy(&pos, b + 24, 8);
-    if (magic != SEQSTATE_MAGIC)
-        return bt_fail(e, BT_EFORMAT, "seqstate: bad magic 0x%08x", magic);
+    if (magic != SEQSTATE_MAGIC) return bt_fail(e, BT_EFORMAT, "seqstate: bad magic 0x%08x", magic);
     if (version != SEQSTATE_VERSION)
         return bt_fail(e, BT_EVERSION, "seqstate: version %u, expected %u", version,
                        SEQSTATE_VERSION);
@@ -271,9 +272,10 @@ int seqstate_load(seqstate_pool_t *p, int slot, const void *buf, size_t len, bt_
         return bt_fail(e, BT_ESHAPE, "seqstate: layers [%d, %d), this stage has [%d, %d)", lo, hi,
                        p->lo, p->hi);
     if (fp != seqstate_fingerprint(&p->hp))
-        return bt_fail(e, BT_ESHAPE, "seqstate: hyperparameter fingerprint %016llx, expected "
-                       "%016llx (another model)", (unsigned long long)fp,
-                       (unsigned long long)seqstate_fingerprint(&p->hp));
+        return bt_fail(e, BT_ESHAPE,
+                       "seqstate: hyperparameter fingerprint %016llx, expected "
+                       "%016llx (another model)",
+                       (unsigned long long)fp, (unsigned long long)seqstate_fingerprint(&p->hp));
     if (pos < 0 || pos > p->max_ctx)
         return bt_fail(e, pos < 0 ? BT_EFORMAT : BT_ECAPACITY,
                        "seqstate: position %lld, pool holds %d", (long long)pos, p->max_ctx);

@@ -16,13 +16,13 @@
  * Not thread-safe: one thread (the stage's forward) uses a pool at a time. */
 #ifndef BT_ENGINE_SEQSTATE_H
 #define BT_ENGINE_SEQSTATE_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/model.h"
 
-#define SEQSTATE_MAGIC 0x53535442u /* "BTSS" little-endian */
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEQSTATE_MAGIC   0x53535442u /* "BTSS" little-endian */
 #define SEQSTATE_VERSION 1u
 
 typedef struct seqstate_pool seqstate_pool_t;

@@ -2,18 +2,18 @@
  * hidden states, final norm, greedy tokens; F32, dequantized quant types, HF safetensors) and
  * its structural properties: chunked prefill vs token-by-token decode, stage splits, thread
  * count and batch composition. */
-#include <criterion/criterion.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/seqstate.h"
 #include "fixtures.h"
 #include "ops/ops.h"
 #include "ops/threadpool.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAX_CTX 320
 
@@ -36,8 +36,7 @@ static void stage_open_m(struct stage *s, struct model_desc *m, int lo, int hi, 
     struct weights_opts wo = {0};
     cr_assert_eq(weights_load(&s->w, m, lo, hi, &wo, &e), 0, "%s", e.msg);
     cr_assert_eq(seqstate_pool_new(&s->st, &m->hp, lo, hi, n_slots, MAX_CTX, &e), 0, "%s", e.msg);
-    if (threads > 1)
-        cr_assert_eq(pool_open(&s->pool, threads, &e), 0, "%s", e.msg);
+    if (threads > 1) cr_assert_eq(pool_open(&s->pool, threads, &e), 0, "%s", e.msg);
     cr_assert_eq(forward_ctx_new(&s->fc, s->w, s->st, s->pool, max_tokens, &e), 0, "%s", e.msg);
 }
 
@@ -56,8 +55,7 @@ static void stage_close(struct stage *s) {
     pool_close(s->pool);
     seqstate_pool_free(s->st);
     weights_free(s->w);
-    if (s->own_model)
-        model_close(s->m);
+    if (s->own_model) model_close(s->m);
 }
 
 static float *read_f32(const char *rel, size_t *n) {
@@ -87,8 +85,7 @@ static float max_abs_diff(const float *a, const float *b, size_t n) {
     float m = 0.0f;
     for (size_t i = 0; i < n; i++) {
         float d = fabsf(a[i] - b[i]);
-        if (!(d <= m))
-            m = d; /* NaN propagates as a failure */
+        if (!(d <= m)) m = d; /* NaN propagates as a failure */
     }
     return m;
 }
@@ -96,8 +93,7 @@ static float max_abs_diff(const float *a, const float *b, size_t n) {
 static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
+        if (x[i] > x[best]) best = i;
     return best;
 }
 
@@ -128,8 +124,7 @@ static void greedy(struct stage *s, int slot, const float *last, int n_gen, int3
     int32_t tok = argmax(last, V);
     for (int i = 0; i < n_gen; i++) {
         out[i] = tok;
-        if (i + 1 == n_gen)
-            break;
+        if (i + 1 == n_gen) break;
         struct fwd_seq sq = {slot, 1, FWD_OUT_LAST};
         struct fwd_batch b = {1, &sq, &tok, NULL, lg, NULL};
         cr_assert_eq(forward(s->fc, &b, &e), 0, "%s", e.msg);
@@ -156,7 +151,6 @@ static void check_model(const char *model, const char *ref, const char *prompt, 
     float *rl = read_f32(rel, &nref);
     cr_assert_eq(nref, (size_t)n * V, "%s: %zu reference logits, have %d x %d", rel, nref, n, V);
     float d = max_abs_diff(lg, rl, nref);
-    cr_log_info("%s vs %s/%s: max abs logit diff %.3g", model, ref, prompt, (double)d);
     fprintf(stderr, "forward: %s vs %s/%s: max abs logit diff %.3g\n", model, ref, prompt,
             (double)d);
     cr_expect_leq(d, tol, "%s vs %s/%s: max abs logit diff %g", model, ref, prompt, (double)d);
@@ -170,8 +164,8 @@ static void check_model(const char *model, const char *ref, const char *prompt, 
     if (!allow_greedy_flip)
         cr_expect_eq(same, 32, "%s/%s: greedy tokens agree for %d of 32", ref, prompt, same);
     else if (same < 32)
-        fprintf(stderr, "forward: %s/%s greedy diverges at %d (documented near-tie)\n", ref,
-                prompt, same);
+        fprintf(stderr, "forward: %s/%s greedy diverges at %d (documented near-tie)\n", ref, prompt,
+                same);
     free(rl);
     free(lg);
     stage_close(&s);

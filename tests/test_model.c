@@ -1,16 +1,16 @@
 /* tests/test_model.c: GGUF -> model_desc (hyperparameters, layer kinds, MTP skipping, shape
  * checks), layer ranges (globals on the end stages, tied embeddings listed once) and
  * weights_load, on tiny-a and on small synthetic GGUFs written by engine/gguf_write. */
+#include "engine/gguf_write.h"
+#include "engine/model.h"
+#include "fixtures.h"
+#include "ops/ops.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "engine/gguf_write.h"
-#include "engine/model.h"
-#include "fixtures.h"
-#include "ops/ops.h"
 
 Test(model, tiny_a_gguf_hparams) {
     struct model_desc *m;
@@ -90,8 +90,7 @@ Test(model, weights_load_range) {
     struct weights *w;
     bt_err e = {0};
     cr_assert_eq(ops_init(NULL, &e), 0);
-    cr_assert_eq(model_open(&m, fixture_path("tiny-a/gguf/model-q4_k_m.gguf"), &e), 0, "%s",
-                 e.msg);
+    cr_assert_eq(model_open(&m, fixture_path("tiny-a/gguf/model-q4_k_m.gguf"), &e), 0, "%s", e.msg);
     cr_assert_eq(weights_load(&w, m, 3, 8, NULL, &e), 0, "%s", e.msg);
     cr_expect_null(w->tok_embd.data, "middle/last stage without tied embeddings");
     cr_expect_not_null(w->output.data);
@@ -151,12 +150,12 @@ static const char *write_syn(unsigned flags) {
         gguf_writer_add_arr(w, "qwen35.attention.recurrent_layers", GGUF_BOOL, rec, 4, &e);
     }
     int64_t ne[2];
-#define T2(name, a, b) (ne[0] = (a), ne[1] = (b), gguf_writer_add_tensor(w, name, DT_F32, 2, ne, &e))
+#define T2(name, a, b)                                                                             \
+    (ne[0] = (a), ne[1] = (b), gguf_writer_add_tensor(w, name, DT_F32, 2, ne, &e))
 #define T1(name, a) (ne[0] = (a), gguf_writer_add_tensor(w, name, DT_F32, 1, ne, &e))
     T2("token_embd.weight", 32, 50);
     T1("output_norm.weight", 32);
-    if (!(flags & SYN_TIED))
-        T2("output.weight", 32, 50);
+    if (!(flags & SYN_TIED)) T2("output.weight", 32, 50);
     char n[64];
     for (int l = 0; l < 4; l++) {
         int full = flags & SYN_INTERVAL ? l % 2 == 1 : l == 3;
@@ -184,8 +183,7 @@ static const char *write_syn(unsigned flags) {
             T2(NM("ssm_alpha.weight"), 32, 4);
             T2(NM("ssm_conv1d.weight"), 4, 64);
             T1(NM("ssm_dt.bias"), 4);
-            if (!(flags & SYN_DROP_SSM_A) || l != 2)
-                T1(NM("ssm_a"), 4);
+            if (!(flags & SYN_DROP_SSM_A) || l != 2) T1(NM("ssm_a"), 4);
             T1(NM("ssm_norm.weight"), 8);
             T2(NM("ssm_out.weight"), 32, 32);
         }
@@ -250,8 +248,8 @@ Test(model, synthetic_rejections_name_the_tensor) {
     unlink(p);
     p = write_syn(SYN_BAD_QKV);
     cr_expect_eq(model_open(&m, p, &e), BT_ESHAPE);
-    cr_expect(strstr(e.msg, "blk.1.attn_qkv.weight") && strstr(e.msg, "63") &&
-                  strstr(e.msg, "64"), "%s", e.msg);
+    cr_expect(strstr(e.msg, "blk.1.attn_qkv.weight") && strstr(e.msg, "63") && strstr(e.msg, "64"),
+              "%s", e.msg);
     unlink(p);
     p = write_syn(SYN_FUSED);
     cr_expect_eq(model_open(&m, p, &e), BT_EUNSUPPORTED);

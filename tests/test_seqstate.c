@@ -1,9 +1,9 @@
 /* tests/test_seqstate.c: slot pool, sizes, fork, save/load and its rejection paths. */
+#include "engine/seqstate.h"
+
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "engine/seqstate.h"
 
 /* A small hybrid layout: L L L F L L L F. */
 static struct qwen35_hparams small_hp(void) {
