@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -455,6 +456,48 @@ out:
     return rc;
 }
 
+/* Page faults on fresh memory can cost more than the reads themselves (measured on a VM:
+ * 0.2-1 GB/s for first-touch faults against 2-6 GB/s of reads into reused memory), and with
+ * O_DIRECT they are taken one by one in our thread at submission. A helper thread prefaults
+ * the blob front to back with MADV_POPULATE_WRITE (bulk, huge pages where possible) on the
+ * other core while the reads proceed. It never writes the bytes, so it cannot clobber data
+ * already read; pages the reader reaches first are simply present when it gets there. */
+#define POPULATE_MIN  (64ull << 20)
+#define POPULATE_STEP (8ull << 20)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+struct populater {
+    char *base;
+    size_t size;
+    int stop; /* atomic: the reads are done */
+    pthread_t th;
+    int running;
+};
+
+static void *populate_main(void *arg) {
+    struct populater *p = arg;
+    for (size_t off = 0; off < p->size; off += POPULATE_STEP) {
+        if (__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) break;
+        size_t n = p->size - off < POPULATE_STEP ? p->size - off : POPULATE_STEP;
+        if (madvise(p->base + off, n, MADV_POPULATE_WRITE) != 0) break; /* old kernel: skip */
+    }
+    return NULL;
+}
+
+static void populate_start(struct populater *p, char *base, size_t size) {
+    *p = (struct populater){.base = base, .size = size};
+    if (size >= POPULATE_MIN) p->running = pthread_create(&p->th, NULL, populate_main, p) == 0;
+}
+
+static void populate_stop(struct populater *p) {
+    if (!p->running) return;
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+    pthread_join(p->th, NULL);
+    p->running = 0;
+}
+
 static int g_uring_warned;
 
 int loader_read(loader_blob_t **out, const char *const *paths, int n_paths, struct load_req *reqs,
@@ -528,7 +571,10 @@ int loader_read(loader_blob_t **out, const char *const *paths, int n_paths, stru
             goto fail;
         }
     }
+    struct populater pop;
+    populate_start(&pop, c.blob, b->size);
     rc = use_uring ? read_uring(&c, &ring) : read_pread(&c);
+    populate_stop(&pop);
     if (have_ring) {
         io_uring_queue_exit(&ring);
         have_ring = 0;

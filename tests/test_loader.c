@@ -524,3 +524,35 @@ Test(loader, no_uring_falls_back_to_pread) {
     tfile_free(&t);
 }
 #endif
+
+/* A load over 64 MiB prefaults the blob from a helper thread while reading: the bytes must
+ * still be exactly the file's. A sparse file keeps this fast: zeros plus written islands. */
+Test(loader, large_blob_with_prefault_thread) {
+    struct tfile t;
+    tfile_make(&t, 1 << 20, 23);
+    size_t big = 80u << 20;
+    int fd = open(t.path, O_WRONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(ftruncate(fd, (off_t)big), 0);
+    unsigned char *ref = calloc(big, 1);
+    cr_assert(ref);
+    memcpy(ref, t.bytes, 1 << 20);
+    for (size_t off = 9u << 20; off < big; off += 13u << 20) { /* islands further in */
+        cr_assert_eq(pwrite(fd, t.bytes, 1 << 20, (off_t)off), 1 << 20);
+        memcpy(ref + off, t.bytes, 1 << 20);
+    }
+    close(fd);
+    struct load_req r[] = {{.offset = 0, .len = big - 5}, {.offset = 70u << 20, .len = 12345}};
+    const char *paths[] = {t.path};
+    const unsigned char *content[] = {ref};
+    for (int direct = 0; direct <= 1; direct++) {
+        struct loader_opts o = {.backend = LOADER_URING, .direct = direct};
+        loader_blob_t *b = NULL;
+        bt_err e = {0};
+        cr_assert_eq(loader_read(&b, paths, 1, r, 2, &o, NULL, &e), 0, "%s", e.msg);
+        check_bytes(r, 2, content);
+        loader_blob_free(b);
+    }
+    free(ref);
+    tfile_free(&t);
+}
