@@ -12,6 +12,7 @@ const struct command commands[] = {
     {"eval",       cmd_eval,       "logits (or hidden states) of every position of token ids"},
     {"generate",   cmd_generate,   "N generated token ids after prompt ids (greedy by default)"},
     {"run",        cmd_run,        "generate text from a prompt locally, streaming"},
+    {"mkmodel",    cmd_mkmodel,    "write a random-weight Qwen3.5 GGUF of any real size"},
     {NULL, NULL, NULL},
 };
 // clang-format on

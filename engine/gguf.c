@@ -20,7 +20,7 @@
 #define GGUF_DEFAULT_ALIGN 32
 #define MIN_KV_BYTES       13 /* key length u64 + type u32 + a 1-byte value */
 #define MIN_TENSOR_BYTES   32 /* name length u64 + n_dims u32 + one ne u64 + type u32 + offset u64 */
-#define ARENA_CHUNK        (256u * 1024u)
+#define ARENA_CHUNK        (1024u * 1024u) /* largest arena chunk */
 
 /* Size in bytes of a scalar value type; 0 for string/array/unknown. */
 static const uint8_t type_size[GGUF_TYPE_COUNT] = {
@@ -62,6 +62,7 @@ struct gguf {
     struct gguf_tensor *tensors;
     struct nameset kv_set, tensor_set;
     struct chunk *arena;
+    size_t chunk; /* arena chunk size, scaled to the input so small heads stay cheap */
 };
 
 /* ---- arena ---- */
@@ -70,7 +71,7 @@ static void *arena_alloc_aligned(gguf_t *g, size_t n, size_t align) {
     struct chunk *c = g->arena;
     size_t at = c ? (c->used + align - 1) & ~(align - 1) : 0;
     if (!c || at > c->cap || c->cap - at < n) {
-        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+        size_t cap = n > g->chunk ? n : g->chunk;
         c = malloc(sizeof *c + cap);
         if (!c)
             return NULL;
@@ -483,6 +484,7 @@ int gguf_parse(gguf_t **out, const void *buf, size_t len, uint64_t file_size, si
     if (len > file_size) /* our caller's mistake, but never read past the file */
         ps.len = len = (size_t)file_size;
     g->file_size = file_size;
+    g->chunk = len / 4 < 4096 ? 4096 : len / 4 > ARENA_CHUNK ? ARENA_CHUNK : len / 4;
     uint32_t magic;
     uint64_t n_tensors, n_kv;
     int rc = rd_u32(&ps, &magic);
