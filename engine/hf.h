@@ -8,7 +8,9 @@
  * GGUF-order ne and the XF_* transforms that turn the stored values into what the GGUF
  * converter stores (engine/xform applies them); shapes are checked against the config.
  * model.visual.*, mtp.* (and lm_head when embeddings are tied) are skipped and counted in
- * n_skipped; other unknown names are skipped with a warning. Only headers are read.
+ * n_skipped; other unknown names are skipped with a warning. Sharded: the index's weight_map
+ * decides which tensors exist (each must be in the shard it names; shard tensors it does not
+ * list are ignored). Only headers are read.
  *
  * Ownership: every pointer in the returned model_desc (files[i], tokenizer_path, name,
  * tensors) and the struct itself is a separate malloc; hf_desc_free (or model_close, which
