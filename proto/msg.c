@@ -334,7 +334,50 @@ static int check_chunk(const Baton__ModelId *model, uint64_t off, uint64_t len, 
     return 0;
 }
 
+/* Field number 0 is invalid protobuf, yet protobuf-c keeps it as an unknown field when its
+ * tag is spelled in an over-long varint (0x80 0x80 0x00), and then packs a message it will not
+ * unpack again (found by fuzz_msg). Reject it at every nesting level. depth bounds the walk;
+ * our schema nests 3 deep. */
+static int has_field_zero(const ProtobufCMessage *m, int depth) {
+    if (depth > 8)
+        return 1;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n;
+            ProtobufCMessage **arr;
+            memcpy(&n, base + f->quantifier_offset, sizeof n);
+            memcpy(&arr, base + f->offset, sizeof arr);
+            for (size_t j = 0; j < n; j++)
+                if (arr[j] && has_field_zero(arr[j], depth + 1))
+                    return 1;
+            continue;
+        }
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t which;
+            memcpy(&which, base + f->quantifier_offset, sizeof which);
+            if (which != f->id)
+                continue;
+        }
+        ProtobufCMessage *sub;
+        memcpy(&sub, base + f->offset, sizeof sub);
+        if (sub && has_field_zero(sub, depth + 1))
+            return 1;
+    }
+    return 0;
+}
+
 int msg_validate(const Baton__Envelope *env, bt_err *e) {
+    if (has_field_zero(&env->base, 0))
+        return bt_fail(e, BT_EFORMAT, "envelope %llu: field number 0 (invalid protobuf)",
+                       (unsigned long long)env->request_id);
     if (env->version != MSG_PROTOCOL_VERSION)
         return bt_fail(e, BT_EVERSION, "peer speaks protocol v%u, we speak v%u", env->version,
                        MSG_PROTOCOL_VERSION);

@@ -245,6 +245,7 @@ static int zrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
         if (i == TX_MAX_FRAMES) {
             drain_rest(z->sock);
             zrelease(t);
+            out->n_frames = 0;
             return bt_fail(e, BT_EPROTO, "transport %s: message from %s has more than %d frames",
                            t->bound, out->peer[0] ? out->peer : "(server)", TX_MAX_FRAMES);
         }
@@ -254,6 +255,7 @@ static int zrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
         if (zmq_msg_recv(&z->held[i], z->sock, first && i == 0 ? ZMQ_DONTWAIT : 0) < 0) {
             int err = errno;
             zrelease(t);
+            out->n_frames = 0;
             return err == EAGAIN ? BT_ETIMEDOUT
                                  : bt_fail(e, -err, "transport %s: recv: %s", t->bound,
                                            zmq_strerror(err));

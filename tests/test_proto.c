@@ -796,3 +796,18 @@ Test(wire, rejects_bad_shapes_and_scales) {
     cr_assert_eq(wire_dtype_from_name("f16"), WIRE_F16);
     cr_assert_eq(wire_dtype_from_name("bf16"), -1);
 }
+
+/* fuzz_msg found this (tests/fixtures/bad/field_zero.msg): a Forward holding an unknown field
+ * whose tag is an over-long varint of 0. protobuf-c accepts it and then packs bytes it refuses
+ * to unpack, so msg_unpack rejects field number 0 anywhere. */
+Test(msg, rejects_field_number_zero) {
+    static const uint8_t crash[] = {
+        0x08, 0x01, 0x10, 0x04, 0x7a, 0x2c, 0x08, 0x09, 0x12, 0x02, 0x01, 0x02, 0x1a,
+        0x02, 0x00, 0x09, 0x22, 0x02, 0x03, 0x01, 0x80, 0x80, 0x00, 0x32, 0x40, 0x40,
+        0x4a, 0x04, 0x05, 0x00, 0x00, 0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f,
+        0x18, 0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f, 0x18, 0x04};
+    Baton__Envelope *o;
+    bt_err e = {0};
+    cr_assert_eq(msg_unpack(crash, sizeof crash, NULL, &o, NULL, &e), BT_EFORMAT, "%s", e.msg);
+    cr_assert(strstr(e.msg, "field number 0"), "%s", e.msg);
+}
