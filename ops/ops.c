@@ -1,12 +1,14 @@
 /* ops/ops.c: ISA detection and table choice (see ops.h). The SIMD tables are strong references
  * on purpose: a weak one would not pull ops_avx2.o / ops_avx512.o out of libbaton.a, and the
  * build would silently fall back to the scalar kernels. */
+#include "ops/ops.h"
+
+#include "common/log.h"
+
+#include <cpuid.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "common/log.h"
-#include "ops/ops.h"
 
 extern const struct ops_table ops_avx2;
 extern const struct ops_table ops_avx512;
@@ -26,16 +28,12 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static void fill(struct ops_table *dst, const struct ops_table *src) {
     *dst = *src;
     for (int t = 0; t < DT_COUNT; t++) {
-        if (!dst->matmul[t])
-            dst->matmul[t] = ops_ref.matmul[t];
-        if (!dst->dequantize_row[t])
-            dst->dequantize_row[t] = ops_ref.dequantize_row[t];
-        if (!dst->quantize_row[t])
-            dst->quantize_row[t] = ops_ref.quantize_row[t];
+        if (!dst->matmul[t]) dst->matmul[t] = ops_ref.matmul[t];
+        if (!dst->dequantize_row[t]) dst->dequantize_row[t] = ops_ref.dequantize_row[t];
+        if (!dst->quantize_row[t]) dst->quantize_row[t] = ops_ref.quantize_row[t];
     }
 #define FILL(f)                                                                                    \
-    if (!dst->f)                                                                                   \
-    dst->f = ops_ref.f
+    if (!dst->f) dst->f = ops_ref.f
     FILL(rmsnorm);
     FILL(gated_rmsnorm);
     FILL(l2norm_scale);
@@ -53,19 +51,20 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
 
 static void setup(void) {
     __builtin_cpu_init();
-    int fma_f16c = __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    supported[ISA_AVX512] = fma_f16c &&
-                            __builtin_cpu_supports("avx512f") &&
-                            __builtin_cpu_supports("avx512bw") &&
-                            __builtin_cpu_supports("avx512vl") &&
-                            __builtin_cpu_supports("avx512dq");
+    /* clang 14 has no "f16c" for __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29. The
+     * avx2/avx512 checks below already include the OS's saving of the vector state. */
+    unsigned a, b, c, d;
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    int fma_f16c = __builtin_cpu_supports("fma") && f16c;
+    supported[ISA_AVX512] =
+        fma_f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     supported[ISA_AVX2] = fma_f16c && __builtin_cpu_supports("avx2");
     supported[ISA_REF] = 1;
     const struct ops_table *src[ISA_COUNT] = {&ops_avx512, &ops_avx2, &ops_ref};
     int n = 0;
     for (int i = 0; i < ISA_COUNT; i++) {
-        if (!supported[i])
-            continue;
+        if (!supported[i]) continue;
         fill(&filled[i], src[i]);
         avail[n++] = filled[i].isa;
     }
@@ -80,8 +79,7 @@ const char *const *ops_available_isas(void) {
 const struct ops_table *ops_table_for(const char *isa) {
     pthread_once(&once, setup);
     for (int i = 0; i < ISA_COUNT; i++)
-        if (supported[i] && isa && !strcmp(filled[i].isa, isa))
-            return &filled[i];
+        if (supported[i] && isa && !strcmp(filled[i].isa, isa)) return &filled[i];
     return NULL;
 }
 
@@ -99,7 +97,6 @@ int ops_init(const char *force_isa, bt_err *e) {
     int changed = ops != t;
     ops = t;
     pthread_mutex_unlock(&init_lock);
-    if (changed)
-        BT_LOG(INFO, "ops", "isa=%s (override with BT_ISA=)", t->isa);
+    if (changed) BT_LOG(INFO, "ops", "isa=%s (override with BT_ISA=)", t->isa);
     return 0;
 }

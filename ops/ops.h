@@ -10,11 +10,11 @@
  * reduction) keeps results independent of the thread count. All math is fp32. */
 #ifndef BT_OPS_OPS_H
 #define BT_OPS_OPS_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/dtype.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 /* A weight matrix as stored: rows x cols elements of dtype dt, rows contiguous, each row
  * row_bytes = dtype_row_bytes(dt, cols) bytes. A 1-D tensor is rows = 1. */
@@ -58,13 +58,15 @@ struct ops_table {
     /* One token of the gated delta rule for one value head (spec §6.6), state S stored
      * transposed: S[c * dk + i] (value index major). q already L2-normed and scaled, k
      * L2-normed. decay = exp(g). o gets dv values. */
-    void (*delta_rule_step)(float *S, const float *q, const float *k, const float *v,
-                            float decay, float beta, float *o, int64_t dk, int64_t dv);
+    void (*delta_rule_step)(float *S, const float *q, const float *k, const float *v, float decay,
+                            float beta, float *o, int64_t dk, int64_t dv);
     /* The gated delta rule over n tokens of one value head at once (spec §6.7): same result
      * as n calls of delta_rule_step (up to float rounding), in chunks of DELTA_CHUNK tokens.
      * Token t reads q + t*ldq, k + t*ldk (dk values, prepared as for delta_rule_step),
      * v + t*ldv (dv values), the log decay g[t] (<= 0; decay = exp(g[t])) and beta[t], and
-     * writes o + t*ldo (dv values). scratch holds delta_rule_chunk_scratch(dk, dv) floats. */
+     * writes o + t*ldo (dv values). scratch holds delta_rule_chunk_scratch(dk, dv) floats.
+     * ops_ref implements the chunked algorithm; the SIMD tables run their SIMD steps, since on
+     * a CPU the chunked form costs the same flops and the vector step is much faster. */
     void (*delta_rule_chunk)(float *S, const float *q, int64_t ldq, const float *k, int64_t ldk,
                              const float *v, int64_t ldv, const float *g, const float *beta,
                              float *o, int64_t ldo, int64_t n, int64_t dk, int64_t dv,

@@ -2,11 +2,11 @@
  * the formulas of qwen35.md §3-§6 and §12.2. Every SIMD kernel is tested against these. All
  * math is fp32 except the RoPE angles, which are computed in double so that large positions
  * keep their precision. */
-#include <math.h>
-#include <string.h>
-
 #include "ops/ops.h"
 #include "ops/quant.h"
+
+#include <math.h>
+#include <string.h>
 
 typedef void (*dequant_fn)(const void *restrict, float *restrict, int64_t);
 
@@ -95,8 +95,7 @@ static void conv1d_step_ref(float *out, float *state, const float *x, const floa
             acc += wc[i] * st[i];
         for (int64_t i = 0; i + 1 < k - 1; i++) /* drop the oldest input, append x */
             st[i] = st[i + 1];
-        if (k > 1)
-            st[k - 2] = x[c];
+        if (k > 1) st[k - 2] = x[c];
         out[c] = silu(acc);
     }
 }
@@ -126,10 +125,10 @@ static void delta_rule_step_ref(float *S, const float *q, const float *k, const 
 
 /* Spec §6.7 for chunks of up to DELTA_CHUNK tokens. Scratch: A (C x C; the decayed k.k
  * system, later the decayed q.k weights), U (C x dv; becomes Delta), W (C x dk), gam (C). */
-static void delta_rule_chunk_ref(float *S, const float *q, int64_t ldq, const float *k,
-                                 int64_t ldk, const float *v, int64_t ldv, const float *g,
-                                 const float *beta, float *o, int64_t ldo, int64_t n, int64_t dk,
-                                 int64_t dv, float *scratch) {
+static void delta_rule_chunk_ref(float *S, const float *q, int64_t ldq, const float *k, int64_t ldk,
+                                 const float *v, int64_t ldv, const float *g, const float *beta,
+                                 float *o, int64_t ldo, int64_t n, int64_t dk, int64_t dv,
+                                 float *scratch) {
     const int64_t C = DELTA_CHUNK;
     float *A = scratch, *U = A + C * C, *W = U + C * dv, *gam = W + C * dk;
     for (int64_t t0 = 0; t0 < n; t0 += C) {
@@ -196,8 +195,7 @@ static void delta_rule_chunk_ref(float *S, const float *q, int64_t ldq, const fl
 }
 
 static void softmax_ref(float *x, int64_t n) {
-    if (n <= 0)
-        return;
+    if (n <= 0) return;
     float mx = x[0];
     for (int64_t i = 1; i < n; i++)
         mx = fmaxf(mx, x[i]);
@@ -240,27 +238,44 @@ const struct ops_table ops_ref = {
     .isa = "ref",
     .matmul =
         {
-            [DT_F32] = matmul_ref,  [DT_F16] = matmul_ref,  [DT_BF16] = matmul_ref,
-            [DT_Q4_0] = matmul_ref, [DT_Q4_1] = matmul_ref, [DT_Q5_0] = matmul_ref,
-            [DT_Q5_1] = matmul_ref, [DT_Q8_0] = matmul_ref, [DT_Q4_K] = matmul_ref,
-            [DT_Q5_K] = matmul_ref, [DT_Q6_K] = matmul_ref,
+            [DT_F32] = matmul_ref,
+            [DT_F16] = matmul_ref,
+            [DT_BF16] = matmul_ref,
+            [DT_Q4_0] = matmul_ref,
+            [DT_Q4_1] = matmul_ref,
+            [DT_Q5_0] = matmul_ref,
+            [DT_Q5_1] = matmul_ref,
+            [DT_Q8_0] = matmul_ref,
+            [DT_Q4_K] = matmul_ref,
+            [DT_Q5_K] = matmul_ref,
+            [DT_Q6_K] = matmul_ref,
         },
     .dequantize_row =
         {
-            [DT_F32] = dequantize_row_f32,   [DT_F16] = dequantize_row_f16,
-            [DT_BF16] = dequantize_row_bf16, [DT_Q4_0] = dequantize_row_q4_0,
-            [DT_Q4_1] = dequantize_row_q4_1, [DT_Q5_0] = dequantize_row_q5_0,
-            [DT_Q5_1] = dequantize_row_q5_1, [DT_Q8_0] = dequantize_row_q8_0,
-            [DT_Q4_K] = dequantize_row_q4_k, [DT_Q5_K] = dequantize_row_q5_k,
+            [DT_F32] = dequantize_row_f32,
+            [DT_F16] = dequantize_row_f16,
+            [DT_BF16] = dequantize_row_bf16,
+            [DT_Q4_0] = dequantize_row_q4_0,
+            [DT_Q4_1] = dequantize_row_q4_1,
+            [DT_Q5_0] = dequantize_row_q5_0,
+            [DT_Q5_1] = dequantize_row_q5_1,
+            [DT_Q8_0] = dequantize_row_q8_0,
+            [DT_Q4_K] = dequantize_row_q4_k,
+            [DT_Q5_K] = dequantize_row_q5_k,
             [DT_Q6_K] = dequantize_row_q6_k,
         },
     .quantize_row =
         {
-            [DT_F32] = quantize_row_f32,   [DT_F16] = quantize_row_f16,
-            [DT_BF16] = quantize_row_bf16, [DT_Q4_0] = quantize_row_q4_0,
-            [DT_Q4_1] = quantize_row_q4_1, [DT_Q5_0] = quantize_row_q5_0,
-            [DT_Q5_1] = quantize_row_q5_1, [DT_Q8_0] = quantize_row_q8_0,
-            [DT_Q4_K] = quantize_row_q4_k, [DT_Q5_K] = quantize_row_q5_k,
+            [DT_F32] = quantize_row_f32,
+            [DT_F16] = quantize_row_f16,
+            [DT_BF16] = quantize_row_bf16,
+            [DT_Q4_0] = quantize_row_q4_0,
+            [DT_Q4_1] = quantize_row_q4_1,
+            [DT_Q5_0] = quantize_row_q5_0,
+            [DT_Q5_1] = quantize_row_q5_1,
+            [DT_Q8_0] = quantize_row_q8_0,
+            [DT_Q4_K] = quantize_row_q4_k,
+            [DT_Q5_K] = quantize_row_q5_k,
             [DT_Q6_K] = quantize_row_q6_k,
         },
     .rmsnorm = rmsnorm_ref,

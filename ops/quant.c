@@ -7,10 +7,8 @@
 
 /* round(v) clamped to [lo, hi]; NaN maps to lo so garbage input cannot produce UB. */
 static int qround(float v, int lo, int hi) {
-    if (!(v >= (float)lo))
-        return lo;
-    if (v >= (float)hi)
-        return hi;
+    if (!(v >= (float)lo)) return lo;
+    if (v >= (float)hi) return hi;
     return (int)lrintf(v);
 }
 

@@ -18,43 +18,43 @@
 #define QK_K  256
 
 struct block_q4_0 {
-    uint16_t d;      /* f16 scale */
-    uint8_t qs[16];  /* x[j] = d * ((qs[j] & 15) - 8), x[j+16] = d * ((qs[j] >> 4) - 8) */
+    uint16_t d;     /* f16 scale */
+    uint8_t qs[16]; /* x[j] = d * ((qs[j] & 15) - 8), x[j+16] = d * ((qs[j] >> 4) - 8) */
 };
 struct block_q4_1 {
-    uint16_t d, m;   /* f16 scale, f16 minimum: x = d * q + m */
-    uint8_t qs[16];  /* nibbles as in q4_0 */
+    uint16_t d, m;  /* f16 scale, f16 minimum: x = d * q + m */
+    uint8_t qs[16]; /* nibbles as in q4_0 */
 };
 struct block_q5_0 {
-    uint16_t d;      /* x = d * (q - 16), q 5 bits */
-    uint8_t qh[4];   /* bit j of the little-endian u32 = fifth bit of element j */
-    uint8_t qs[16];  /* low nibbles as in q4_0 */
+    uint16_t d;     /* x = d * (q - 16), q 5 bits */
+    uint8_t qh[4];  /* bit j of the little-endian u32 = fifth bit of element j */
+    uint8_t qs[16]; /* low nibbles as in q4_0 */
 };
 struct block_q5_1 {
-    uint16_t d, m;   /* x = d * q + m */
+    uint16_t d, m; /* x = d * q + m */
     uint8_t qh[4];
     uint8_t qs[16];
 };
 struct block_q8_0 {
-    uint16_t d;      /* x = d * qs[j] */
+    uint16_t d; /* x = d * qs[j] */
     int8_t qs[32];
 };
 struct block_q4_k {
-    uint16_t d, dmin;    /* f16 super-scales of the 6-bit sub-block scales and mins */
-    uint8_t scales[12];  /* 8 (scale, min) pairs of 6 bits, packed (quant_scale_min_k4) */
-    uint8_t qs[128];     /* chunk c of 64: qs[32c+l] low nibble = x[64c+l], high = x[64c+32+l] */
+    uint16_t d, dmin;   /* f16 super-scales of the 6-bit sub-block scales and mins */
+    uint8_t scales[12]; /* 8 (scale, min) pairs of 6 bits, packed (quant_scale_min_k4) */
+    uint8_t qs[128];    /* chunk c of 64: qs[32c+l] low nibble = x[64c+l], high = x[64c+32+l] */
 };
 struct block_q5_k {
     uint16_t d, dmin;
     uint8_t scales[12];
-    uint8_t qh[32];      /* bit 2c of qh[l] -> x[64c+l], bit 2c+1 -> x[64c+32+l] */
+    uint8_t qh[32]; /* bit 2c of qh[l] -> x[64c+l], bit 2c+1 -> x[64c+32+l] */
     uint8_t qs[128];
 };
 struct block_q6_k {
-    uint8_t ql[128];     /* low 4 bits */
-    uint8_t qh[64];      /* high 2 bits */
-    int8_t scales[16];   /* one signed scale per 16 values */
-    uint16_t d;          /* f16, last */
+    uint8_t ql[128];   /* low 4 bits */
+    uint8_t qh[64];    /* high 2 bits */
+    int8_t scales[16]; /* one signed scale per 16 values */
+    uint16_t d;        /* f16, last */
 };
 
 _Static_assert(sizeof(struct block_q4_0) == 18, "q4_0");
@@ -84,8 +84,7 @@ static inline float fp16_to_f32(uint16_t h) {
     uint32_t exp = (h >> 10) & 31u, man = h & 0x3ffu;
     if (exp == 0) /* zero or subnormal: man * 2^-24, exact in binary32 */
         return sign ? -((float)man * 0x1p-24f) : (float)man * 0x1p-24f;
-    if (exp == 31)
-        return quant_bits_f32(sign | 0x7f800000u | (man << 13));
+    if (exp == 31) return quant_bits_f32(sign | 0x7f800000u | (man << 13));
     return quant_bits_f32(sign | ((exp + 112u) << 23) | (man << 13)); /* rebias 15 -> 127 */
 }
 
@@ -114,8 +113,7 @@ static inline float bf16_to_f32(uint16_t b) {
 /* binary32 -> bfloat16, round to nearest even; NaN stays NaN (quiet). */
 static inline uint16_t f32_to_bf16(float f) {
     uint32_t x = quant_f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40u);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
 }

@@ -3,12 +3,12 @@
  * caller waits on `done` for the count to reach zero. Nothing spins. */
 #include "ops/threadpool.h"
 
+#include "common/log.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include "common/log.h"
 
 struct worker {
     struct pool *p;
@@ -17,12 +17,12 @@ struct worker {
 };
 
 struct pool {
-    int n;                /* threads including the caller */
-    int n_started;        /* workers actually created (for shutdown) */
-    struct worker *w;     /* n - 1 workers, ith 1..n-1 */
+    int n;            /* threads including the caller */
+    int n_started;    /* workers actually created (for shutdown) */
+    struct worker *w; /* n - 1 workers, ith 1..n-1 */
     pthread_mutex_t mu;
-    pthread_cond_t wake;  /* new generation or stop */
-    pthread_cond_t done;  /* pending reached 0 */
+    pthread_cond_t wake; /* new generation or stop */
+    pthread_cond_t done; /* pending reached 0 */
     uint64_t gen;
     int pending;
     int stop;
@@ -38,16 +38,14 @@ static void *worker_main(void *arg) {
     for (;;) {
         while (p->gen == seen && !p->stop)
             pthread_cond_wait(&p->wake, &p->mu);
-        if (p->stop)
-            break;
+        if (p->stop) break;
         seen = p->gen;
         pool_fn fn = p->fn;
         void *ctx = p->ctx;
         pthread_mutex_unlock(&p->mu);
         fn(ctx, w->ith, p->n);
         pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0)
-            pthread_cond_signal(&p->done);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -60,8 +58,7 @@ int pool_open(pool_t **out, int n_threads, bt_err *e) {
         n_threads = c > 0 ? (int)c : 1;
     }
     struct pool *p = calloc(1, sizeof *p);
-    if (!p)
-        return bt_fail(e, -ENOMEM, "pool: out of memory");
+    if (!p) return bt_fail(e, -ENOMEM, "pool: out of memory");
     p->n = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
@@ -90,8 +87,7 @@ int pool_open(pool_t **out, int n_threads, bt_err *e) {
 }
 
 void pool_close(pool_t *p) {
-    if (!p)
-        return;
+    if (!p) return;
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
     pthread_cond_broadcast(&p->wake);
@@ -131,8 +127,7 @@ void pool_run(pool_t *p, pool_fn fn, void *ctx) {
 }
 
 void pool_slice(int64_t n, int ith, int nth, int64_t align, int64_t *r0, int64_t *r1) {
-    if (align < 1)
-        align = 1;
+    if (align < 1) align = 1;
     int64_t units = (n + align - 1) / align; /* slices move in whole aligned units */
     int64_t per = units / nth, rem = units % nth;
     int64_t u0 = ith * per + (ith < rem ? ith : rem);
@@ -155,8 +150,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
     const struct matmul_job *j = arg;
     int64_t r0, r1;
     pool_slice(j->w->rows, ith, nth, 8, &r0, &r1);
-    if (r0 < r1)
-        j->t->matmul[j->w->dt](j->w, j->x, j->ldx, j->n, j->y, j->ldy, r0, r1);
+    if (r0 < r1) j->t->matmul[j->w->dt](j->w, j->x, j->ldx, j->n, j->y, j->ldy, r0, r1);
 }
 
 void pool_matmul(pool_t *p, const struct mat *w, const float *x, int64_t ldx, int64_t n, float *y,

@@ -5,10 +5,10 @@
  * so results do not depend on nth. One thread calls pool_run at a time. */
 #ifndef BT_OPS_THREADPOOL_H
 #define BT_OPS_THREADPOOL_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "ops/ops.h"
+
+#include <stdint.h>
 
 typedef struct pool pool_t;
 typedef void (*pool_fn)(void *ctx, int ith, int nth);

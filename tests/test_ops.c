@@ -1,13 +1,13 @@
 /* tests/test_ops.c: quant formats against the spec formulas (written out independently here),
  * fp16/bf16 edge cases, quantize->dequantize error bounds, every kernel of every ISA this CPU
  * has against ops_ref on odd shapes, and the chunked delta rule against token-by-token steps. */
+#include "ops/ops.h"
+#include "ops/quant.h"
+
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ops/ops.h"
-#include "ops/quant.h"
 
 /* ---- tolerances ------------------------------------------------------------------------ */
 /* SIMD matmul vs ref: only summation order (and fused multiply-adds) differ, so the error is
@@ -19,9 +19,9 @@
 #define TOL_CHUNK 2e-4f
 /* quantize -> dequantize relative RMS error on uniform [-1, 1) data, per dtype. */
 static const double tol_roundtrip[DT_COUNT] = {
-    [DT_F32] = 0.0,    [DT_F16] = 1e-3,  [DT_BF16] = 5e-3, [DT_Q8_0] = 0.008,
-    [DT_Q4_0] = 0.10,  [DT_Q4_1] = 0.08, [DT_Q5_0] = 0.05, [DT_Q5_1] = 0.04,
-    [DT_Q4_K] = 0.08,  [DT_Q5_K] = 0.04, [DT_Q6_K] = 0.02,
+    [DT_F32] = 0.0,   [DT_F16] = 1e-3,  [DT_BF16] = 5e-3, [DT_Q8_0] = 0.008,
+    [DT_Q4_0] = 0.10, [DT_Q4_1] = 0.08, [DT_Q5_0] = 0.05, [DT_Q5_1] = 0.04,
+    [DT_Q4_K] = 0.08, [DT_Q5_K] = 0.04, [DT_Q6_K] = 0.02,
 };
 
 static const enum dtype all_types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q4_0, DT_Q4_1, DT_Q5_0,
@@ -59,8 +59,7 @@ Test(quant, fp16_decode_every_value) {
             continue;
         }
         double expect = e ? ldexp(1.0 + m / 1024.0, e - 15) : ldexp(m, -24);
-        if (sign)
-            expect = -expect;
+        if (sign) expect = -expect;
         cr_assert((double)got == expect, "h=%04x got %g expect %g", h, (double)got, expect);
         cr_assert((signbit(got) != 0) == (sign != 0));
         /* round trip: every finite half encodes back to itself */
@@ -107,8 +106,7 @@ Test(quant, bf16_edges) {
     cr_assert(isnan(bf16_to_f32(n)), "NaN stays NaN: %04x", n);
     for (uint32_t b = 0; b < 65536; b++) {
         float f = bf16_to_f32((uint16_t)b);
-        if (!isnan(f))
-            cr_assert_eq(f32_to_bf16(f), b);
+        if (!isnan(f)) cr_assert_eq(f32_to_bf16(f), b);
     }
 }
 
@@ -208,7 +206,8 @@ Test(quant, dequant_q4_1_q5_1_q5_k_by_hand) {
     for (int e = 0; e < 32; e++) {
         int nib = e < 16 ? b1.qs[e] & 15 : b1.qs[e - 16] >> 4;
         cr_assert_eq(y1[e], 0.5f * (float)nib - 3.0f);
-        int n5 = (e < 16 ? b51.qs[e] & 15 : b51.qs[e - 16] >> 4) + 16 * ((b51.qh[e / 8] >> (e % 8)) & 1);
+        int n5 =
+            (e < 16 ? b51.qs[e] & 15 : b51.qs[e - 16] >> 4) + 16 * ((b51.qh[e / 8] >> (e % 8)) & 1);
         cr_assert_eq(y51[e], 0.25f * (float)n5 + 1.0f);
     }
     struct block_q5_k k5;
@@ -534,8 +533,8 @@ struct gdn_inputs {
 };
 
 static struct gdn_inputs gdn_make(int64_t n, int64_t dk, int64_t dv) {
-    struct gdn_inputs in = {n, dk, dv, falloc(n * dk), falloc(n * dk), falloc(n * dv), falloc(n),
-                            falloc(n)};
+    struct gdn_inputs in = {n,         dk,       dv, falloc(n * dk), falloc(n * dk), falloc(n * dv),
+                            falloc(n), falloc(n)};
     fill(in.q, n * dk, 1.0f);
     fill(in.k, n * dk, 1.0f);
     fill(in.v, n * dv, 1.0f);
@@ -584,8 +583,8 @@ Test(ops, delta_rule_step_every_isa) {
             struct gdn_inputs in = gdn_make(n, dk, dv);
             float *Sa = falloc(dk * dv), *Sb = falloc(dk * dv), *oa = falloc(dv), *ob = falloc(dv);
             for (int64_t t = 0; t < n; t++) {
-                T->delta_rule_step(Sa, in.q + t * dk, in.k + t * dk, in.v + t * dv,
-                                   expf(in.g[t]), in.beta[t], oa, dk, dv);
+                T->delta_rule_step(Sa, in.q + t * dk, in.k + t * dk, in.v + t * dv, expf(in.g[t]),
+                                   in.beta[t], oa, dk, dv);
                 ops_ref.delta_rule_step(Sb, in.q + t * dk, in.k + t * dk, in.v + t * dv,
                                         expf(in.g[t]), in.beta[t], ob, dk, dv);
                 assert_close(oa, ob, dv, TOL_KERNEL, "delta_rule_step o", T->isa);
@@ -612,8 +611,8 @@ Test(ops, delta_rule_chunk_equals_steps) {
         float *Sb = falloc(dk * dv), *ob = falloc(n * dv);
         memcpy(Sb, S0, sizeof(float) * (size_t)(dk * dv));
         for (int64_t t = 0; t < n; t++)
-            ops_ref.delta_rule_step(Sb, in.q + t * dk, in.k + t * dk, in.v + t * dv,
-                                    expf(in.g[t]), in.beta[t], ob + t * dv, dk, dv);
+            ops_ref.delta_rule_step(Sb, in.q + t * dk, in.k + t * dk, in.v + t * dv, expf(in.g[t]),
+                                    in.beta[t], ob + t * dv, dk, dv);
         float *scratch = falloc((int64_t)delta_rule_chunk_scratch(dk, dv));
         for (int k = 0; isas[k]; k++) {
             const struct ops_table *T = ops_table_for(isas[k]);

@@ -1,13 +1,13 @@
 /* tests/test_threadpool.c: pool_run coverage of (ith, nth), slices, repeated jobs, shutdown,
  * and pool_matmul bit-exactness across thread counts. Run under TSan too (make tsan). */
+#include "ops/ops.h"
+#include "ops/quant.h"
+#include "ops/threadpool.h"
+
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ops/ops.h"
-#include "ops/quant.h"
-#include "ops/threadpool.h"
 
 struct count_ctx {
     atomic_int calls;

@@ -4,18 +4,18 @@
  *   bench_ops: isa=avx512 dtype=q4_k rows=4096 cols=4096 n=1 ms=1.234 gbps=7.65 gflops=27.2
  * Each measurement repeats until BENCH_SECS (default 0.15 s) have passed; the scalar
  * reference is timed with one call (it only gives the baseline). */
+#include "common/clock.h"
+#include "ops/ops.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/clock.h"
-#include "ops/ops.h"
-
 #define ROWS 4096
 #define COLS 4096
 
-static double time_matmul(const struct ops_table *T, const struct mat *w, const float *x,
-                          int64_t n, float *y, double budget) {
+static double time_matmul(const struct ops_table *T, const struct mat *w, const float *x, int64_t n,
+                          float *y, double budget) {
     T->matmul[w->dt](w, x, COLS, n, y, ROWS, 0, ROWS); /* warm the caches and page tables */
     int reps = 0;
     double t0 = bt_now_s(), el;
@@ -30,8 +30,8 @@ static double time_matmul(const struct ops_table *T, const struct mat *w, const 
 int main(void) {
     const char *env = getenv("BENCH_SECS");
     double budget = env ? atof(env) : 0.15;
-    const enum dtype types[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q6_K, DT_Q5_0, DT_Q4_K,
-                                DT_Q4_0};
+    const enum dtype types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0,
+                                DT_Q6_K, DT_Q5_0, DT_Q4_K, DT_Q4_0};
     float *wf = malloc(sizeof(float) * ROWS * COLS);
     uint8_t *wq = malloc(sizeof(float) * ROWS * COLS);
     float *x = malloc(sizeof(float) * 8 * COLS), *y = malloc(sizeof(float) * 8 * ROWS);
