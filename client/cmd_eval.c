@@ -85,6 +85,10 @@ int cmd_eval(int argc, char **argv) {
     model_close(m);
     int lo = 0, hi = L;
     if (a.layers) cli_layers_ends(a.layers, &lo, &hi);
+    if (lo < 0 || hi > L || lo >= hi) {
+        rc = bt_fail(&e, BT_EINVAL, "--layers '%s': not inside [0, %d)", a.layers, L);
+        goto fail;
+    }
     int at_end = hi == L;
     if (lo == 0) {
         if (!a.tokens) {

@@ -174,6 +174,7 @@ int cmd_run(int argc, char **argv) {
     tok_stream_flush(ts, &rest, &rlen);
     fwrite(rest, 1, rlen, stdout);
     printf("\n");
+    fflush(stdout); /* the text ends before the timing line on a shared terminal */
     uint64_t t2 = bt_now_ns();
     double ps = (double)(t1 - t0) * 1e-9, gs = (double)(t2 - t1) * 1e-9;
     fprintf(stderr,
