@@ -17,6 +17,10 @@
 
 #define MAX_CTX 320
 
+/* Kernel table for the stages of a test: NULL = the best for this CPU. Criterion runs each
+ * test in its own process, so a test may pin another ISA. */
+static const char *g_isa;
+
 /* One stage: weights [lo, hi), its state pool, a forward ctx. */
 struct stage {
     struct model_desc *m;
@@ -31,7 +35,7 @@ static void stage_open_m(struct stage *s, struct model_desc *m, int lo, int hi, 
                          int max_tokens, int n_slots) {
     bt_err e = {0};
     memset(s, 0, sizeof *s);
-    cr_assert_eq(ops_init(NULL, &e), 0, "%s", e.msg);
+    cr_assert_eq(ops_init(g_isa, &e), 0, "%s", e.msg);
     s->m = m;
     struct weights_opts wo = {0};
     cr_assert_eq(weights_load(&s->w, m, lo, hi, &wo, &e), 0, "%s", e.msg);
@@ -454,4 +458,27 @@ Test(forward, rejects_bad_batches_without_touching_state) {
     cr_expect_eq(seqstate_pos(s.st, a), 0);
     free(lg);
     stage_close(&s);
+}
+
+/* The scalar reference table runs long prefill chunks through the chunked delta rule (spec
+ * §6.7), which must agree with the token-by-token recurrence and with the reference. */
+Test(forward, ref_isa_chunked_delta_rule_equals_steps) {
+    g_isa = "ref";
+    int n, V, n1, V1;
+    float *chunked = prompt_logits("tiny-a/gguf/model-f32.gguf", "story", 2, 64, &n, &V);
+    float *steps = prompt_logits("tiny-a/gguf/model-f32.gguf", "story", 1, 1, &n1, &V1);
+    cr_assert_str_eq(ops->isa, "ref");
+    size_t nref;
+    float *ref = read_f32("tiny-a/ref/f32/story/logits.f32", &nref);
+    cr_assert_eq(nref, (size_t)n * V);
+    float d = max_abs_diff(chunked, steps, (size_t)n * V);
+    float dr = max_abs_diff(chunked, ref, nref);
+    fprintf(stderr, "forward: ref isa: chunk 64 vs 1: %.3g, vs llama.cpp: %.3g\n", (double)d,
+            (double)dr);
+    cr_expect_gt(d, 0.0f, "the chunked form was not used (identical to steps)");
+    cr_expect_leq(d, 1e-4f, "chunked vs steps: %g", (double)d);
+    cr_expect_leq(dr, 2e-3f, "vs reference: %g", (double)dr);
+    free(chunked);
+    free(steps);
+    free(ref);
 }
