@@ -552,26 +552,6 @@ char *api_utf8_sanitize(const char *s, size_t len) {
     return out;
 }
 
-size_t api_utf8_complete_prefix(const char *s, size_t len) {
-    const unsigned char *u = (const unsigned char *)s;
-    /* Look back at most 3 bytes for the start of a sequence that is still incomplete. */
-    for (size_t back = 1; back <= 3 && back <= len; back++) {
-        unsigned char c = u[len - back];
-        if ((c & 0xC0) == 0x80)
-            continue; /* continuation byte: keep looking for its lead */
-        size_t k = utf8_seq_len(c);
-        if (k > back) {
-            /* Incomplete only if the bytes so far are a valid start. */
-            for (size_t j = 1; j < back; j++)
-                if ((u[len - back + j] & 0xC0) != 0x80)
-                    return len;
-            return len - back;
-        }
-        return len;
-    }
-    return len;
-}
-
 static void add_text(cJSON *obj, const char *name, const char *s, size_t len) {
     char *t = api_utf8_sanitize(s ? s : "", s ? len : 0);
     cJSON_AddStringToObject(obj, name, t ? t : "");

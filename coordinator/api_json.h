@@ -134,8 +134,5 @@ char *api_build_models(const char *model, long long created);
 
 /* Copies s[0..len) replacing invalid UTF-8 with U+FFFD; NUL-terminated; caller frees. */
 char *api_utf8_sanitize(const char *s, size_t len);
-/* Length of the longest prefix of s[0..len) that does not end inside a UTF-8 sequence that
- * could still be completed by more bytes (so streaming never splits a character). */
-size_t api_utf8_complete_prefix(const char *s, size_t len);
 
 #endif

@@ -67,6 +67,10 @@ struct exec_done {
     char msg[160];                    /* detail when status < 0 */
     int n_results;
     const struct exec_result *results; /* valid until the next exec_poll */
+    /* Per stage, for /metrics (0 where unknown): seconds spent computing this batch and bytes
+     * sent to the stage for it. */
+    double stage_busy_s[EXEC_MAX_STAGES];
+    uint64_t stage_bytes[EXEC_MAX_STAGES];
 };
 
 /* State cost of one stage, for admission control: a sequence of n tokens needs

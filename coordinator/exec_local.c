@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "engine/forward.h"
 #include "engine/model.h"
@@ -144,7 +145,9 @@ static int local_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err 
     }
     struct fwd_batch b = {.n_seq = x->n_items, .seq = x->fseq, .tokens = x->toks, .out = x->logits};
     bt_err fe = {0};
+    int64_t t0 = bt_now_ns();
     int rc = forward(x->fc, &b, &fe);
+    out->stage_busy_s[0] = (double)(bt_now_ns() - t0) * 1e-9;
     if (rc < 0) {
         /* forward() changed nothing; undo the history so the slots stay consistent. */
         for (int i = 0; i < x->n_items; i++)

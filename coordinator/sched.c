@@ -545,6 +545,9 @@ static sched_handle_t *find_seq(struct inflight *f, uint64_t id) {
 
 static void complete(sched_t *s, const struct exec_done *d) {
     struct inflight *f = &s->fl[s->fl_head];
+    for (int i = 0; i < s->caps.n_stages; i++)
+        if (d->stage_busy_s[i] > 0 || d->stage_bytes[i])
+            metrics_stage(s->o.metrics, i, d->stage_busy_s[i], d->stage_bytes[i]);
     if (f->batch_id != d->batch_id) {
         BT_LOG(ERROR, "sched", "executor completed batch=%llu, expected %llu",
                (unsigned long long)d->batch_id, (unsigned long long)f->batch_id);

@@ -404,6 +404,7 @@ Test(http, models_health_metrics) {
     cr_assert(strstr(r.body, "baton_http_responses_total{code=\"200\"}"));
     cr_assert(strstr(r.body, "baton_queue_depth 0\n"));
     cr_assert(strstr(r.body, "baton_slots 4\n"));
+    cr_assert(strstr(r.body, "baton_stage_busy_seconds_total{stage=\"0\"}"), "%s", r.body);
     resp_free(&r);
     srv_close(&v);
 }
