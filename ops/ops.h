@@ -81,9 +81,9 @@ struct ops_table {
     void (*attention)(float *o, const float *q, const float *k_cache, const float *v_cache,
                       int64_t kv_stride, int64_t n_ctx, int64_t head_dim, float scale,
                       float *scratch);
-    /* out[i] = silu(g[i]) * u[i] */
+    /* out[i] = silu(g[i]) * u[i]; out may alias g or u. */
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
-    /* y[i] += x[i] */
+    /* y[i] += x[i] (y and x do not overlap) */
     void (*add)(float *y, const float *x, int64_t n);
     /* In-place softmax over n values. */
     void (*softmax)(float *x, int64_t n);

@@ -3,9 +3,11 @@
  * n=8 (a small batch). One line per measurement:
  *   bench_ops: isa=avx512 dtype=q4_k rows=4096 cols=4096 n=1 ms=1.234 gbps=7.65 gflops=27.2
  * Each measurement repeats until BENCH_SECS (default 0.15 s) have passed; the scalar
- * reference is timed with one call (it only gives the baseline). */
+ * reference is timed with one call (it only gives the baseline). A last line per dtype runs
+ * the best ISA at n=1 through pool_matmul on every CPU (threads=N). */
 #include "common/clock.h"
 #include "ops/ops.h"
+#include "ops/threadpool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +49,32 @@ int main(void) {
     for (int i = 0; i < 8 * COLS; i++)
         x[i] = wf[i] * 0.5f;
     const char *const *isas = ops_available_isas();
+    pool_t *pool = NULL;
+    if (pool_open(&pool, 0, NULL) || pool_size(pool) < 2) {
+        pool_close(pool);
+        pool = NULL;
+    }
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         enum dtype dt = types[k];
         size_t rb = dtype_row_bytes(dt, COLS);
         for (int r = 0; r < ROWS; r++)
             ops_ref.quantize_row[dt](wf + (size_t)r * COLS, wq + (size_t)r * rb, COLS);
         struct mat w = {dt, wq, ROWS, COLS, rb};
+        if (pool) {
+            ops_init(NULL, NULL);
+            pool_matmul(pool, &w, x, COLS, 1, y, ROWS);
+            int reps = 0;
+            double t0 = bt_now_s(), el;
+            do {
+                pool_matmul(pool, &w, x, COLS, 1, y, ROWS);
+                reps++;
+                el = bt_now_s() - t0;
+            } while (el < budget && reps < 200);
+            double sec = el / reps;
+            printf("bench_ops: isa=%s dtype=%s rows=%d cols=%d n=1 threads=%d ms=%.3f gbps=%.2f\n",
+                   ops->isa, dtype_name(dt), ROWS, COLS, pool_size(pool), sec * 1e3,
+                   (double)rb * ROWS / sec * 1e-9);
+        }
         for (int i = 0; isas[i]; i++) {
             const struct ops_table *T = ops_table_for(isas[i]);
             int is_ref = !strcmp(T->isa, "ref");
@@ -67,6 +89,7 @@ int main(void) {
             }
         }
     }
+    pool_close(pool);
     free(wf);
     free(wq);
     free(x);
