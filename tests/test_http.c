@@ -502,3 +502,45 @@ Test(http, disconnect_mid_stream_frees_slot, .timeout = 60) {
     cr_assert_lt(metrics_counter(v.m, MC_GEN_TOKENS), 280);
     srv_close(&v);
 }
+
+/* More streams than slots + queue: the overflow gets 429 at once; closing the rest frees all. */
+Test(http, full_queue_gives_429, .timeout = 60) {
+    struct srv v;
+    srv_open(&v); /* 4 slots, queue 16 */
+    const char *req = "{\"model\":\"tiny-a\",\"prompt\":\"Once upon a time\",\"max_tokens\":250,"
+                      "\"stream\":true}";
+    enum { N = 26 };
+    int fds[N], n429 = 0, n200 = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = dial(v.port);
+        send_request(fds[i], "POST", "/v1/completions", req, strlen(req));
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[16] = {0};
+        size_t got = 0;
+        while (got < 12) {
+            ssize_t k = recv(fds[i], buf + got, 12 - got, 0);
+            cr_assert_gt(k, 0, "request %d: no status line", i);
+            got += (size_t)k;
+        }
+        int status = 0;
+        cr_assert_eq(sscanf(buf, "HTTP/1.%*d %d", &status), 1);
+        n429 += status == 429;
+        n200 += status == 200;
+    }
+    cr_assert_eq(n200 + n429, N);
+    cr_assert_geq(n429, N - 4 - 16, "n429=%d", n429);
+    cr_assert_gt(n429, 0);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    struct sched_stats st;
+    for (int i = 0; i < 500; i++) {
+        sched_get_stats(v.s, &st);
+        if (st.active == 0 && st.queued == 0)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(st.active, 0);
+    cr_assert_eq(st.queued, 0);
+    srv_close(&v);
+}
