@@ -1,16 +1,16 @@
 /* coordinator/api.c: the endpoints (see api.h). */
 #include "coordinator/api.h"
 
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/chat.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "common/clock.h"
-#include "common/log.h"
-#include "engine/chat.h"
 
 struct api {
     struct api_opts o;
@@ -29,8 +29,7 @@ struct sbuf {
 };
 
 static void sb_add(struct sbuf *b, const char *s, size_t n) {
-    if (b->oom || n == 0)
-        return;
+    if (b->oom || n == 0) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1)
@@ -84,8 +83,7 @@ struct gen {
 };
 
 static void gen_free(struct gen *g) {
-    if (!g)
-        return;
+    if (!g) return;
     sched_handle_close(g->h);
     api_request_free(g->req);
     free(g->prompt_ids);
@@ -107,8 +105,7 @@ static void route(struct gen *g, const char *t, size_t n, int final, struct sbuf
         return;
     }
     sb_add(&g->pend, t, n);
-    if (!g->pend.p)
-        return;
+    if (!g->pend.p) return;
     for (;;) {
         const char *p = g->pend.p;
         size_t len = g->pend.n;
@@ -121,8 +118,7 @@ static void route(struct gen *g, const char *t, size_t n, int final, struct sbuf
             if (!final && rest < 7 && !memcmp(p + i, open, rest))
                 return; /* could still become "<think>" */
             g->at_start = 0;
-            if (rest >= 7 && !memcmp(p + i, open, 7))
-                sb_consume(&g->pend, i + 7);
+            if (rest >= 7 && !memcmp(p + i, open, 7)) sb_consume(&g->pend, i + 7);
             continue;
         }
         if (g->in_reasoning) {
@@ -148,8 +144,7 @@ static void route(struct gen *g, const char *t, size_t n, int final, struct sbuf
         if (g->skip_nl) {
             while (i < len && p[i] == '\n')
                 i++;
-            if (i < len || final)
-                g->skip_nl = 0;
+            if (i < len || final) g->skip_nl = 0;
         }
         sb_add(content, p + i, len - i);
         sb_consume(&g->pend, len);
@@ -163,8 +158,7 @@ static int add_token(struct gen *g, const struct exec_result *r) {
         if (g->n_toks == g->cap_toks) {
             int cap = g->cap_toks ? g->cap_toks * 2 : 64;
             struct api_token *p = realloc(g->toks, (size_t)cap * sizeof *p);
-            if (!p)
-                return -ENOMEM;
+            if (!p) return -ENOMEM;
             g->toks = p;
             g->cap_toks = cap;
         }
@@ -183,8 +177,7 @@ static int add_token(struct gen *g, const struct exec_result *r) {
         if (g->n_ids == g->cap_ids) {
             int cap = g->cap_ids ? g->cap_ids * 2 : 64;
             int32_t *p = realloc(g->ids, (size_t)cap * sizeof *p);
-            if (!p)
-                return -ENOMEM;
+            if (!p) return -ENOMEM;
             g->ids = p;
             g->cap_ids = cap;
         }
@@ -243,8 +236,7 @@ static void run_blocking(struct gen *g, struct http_resp *rs) {
             reply_error(g->a, rs, &err);
             return;
         }
-        if (ev->kind == SEV_TOKEN && add_token(g, &ev->tok) < 0)
-            g->content.oom = 1;
+        if (ev->kind == SEV_TOKEN && add_token(g, &ev->tok) < 0) g->content.oom = 1;
         route(g, ev->text, ev->len, ev->kind == SEV_DONE, &g->content, &g->reasoning);
         if (ev->kind == SEV_DONE) {
             struct api_usage u = {ev->prompt_tokens, ev->completion_tokens};
@@ -306,8 +298,7 @@ static void stream_event(struct gen *g, struct sched_event *ev) {
     int32_t id = ev->tok.token;
     if (ev->kind == SEV_TOKEN) {
         int n0 = g->n_toks;
-        if (add_token(g, &ev->tok) < 0)
-            g->out.oom = 1;
+        if (add_token(g, &ev->tok) < 0) g->out.oom = 1;
         g->n_ids = 0; /* streaming: each chunk carries its own token(s) only */
         if (g->req->logprobs && g->n_toks > n0) {
             one = g->toks[g->n_toks - 1];
@@ -325,8 +316,7 @@ static void stream_event(struct gen *g, struct sched_event *ev) {
     o.content_len = content.n;
     o.reasoning = reason.p;
     o.reasoning_len = reason.n;
-    if (content.n || reason.n || o.n_toks || o.token_ids)
-        emit_chunk(g, &o);
+    if (content.n || reason.n || o.n_toks || o.token_ids) emit_chunk(g, &o);
     free(content.p);
     free(reason.p);
     if (ev->kind == SEV_DONE) {
@@ -344,8 +334,8 @@ static void stream_event(struct gen *g, struct sched_event *ev) {
         g->ended = 1;
     } else if (ev->kind == SEV_ERROR) {
         struct api_error err;
-        api_error_set(&err, event_error_status(ev->code), "server_error", "generation_failed",
-                      NULL, "%s", ev->msg);
+        api_error_set(&err, event_error_status(ev->code), "server_error", "generation_failed", NULL,
+                      "%s", ev->msg);
         char *j = api_build_error(&err);
         if (j) {
             sb_str(&g->out, "data: ");
@@ -361,20 +351,16 @@ static ssize_t stream_next(void *ctx, char *buf, size_t max) {
     struct gen *g = ctx;
     int poll_ms = g->a->o.poll_ms > 0 ? g->a->o.poll_ms : 50;
     for (;;) {
-        if (g->out.oom)
-            return -1;
+        if (g->out.oom) return -1;
         if (g->out_pos < g->out.n) {
             size_t n = g->out.n - g->out_pos;
-            if (n > max)
-                n = max;
+            if (n > max) n = max;
             memcpy(buf, g->out.p + g->out_pos, n);
             g->out_pos += n;
-            if (g->out_pos == g->out.n)
-                g->out_pos = g->out.n = 0;
+            if (g->out_pos == g->out.n) g->out_pos = g->out.n = 0;
             return (ssize_t)n;
         }
-        if (g->ended)
-            return 0;
+        if (g->ended) return 0;
         if (!g->started) {
             g->started = 1;
             struct api_out o;
@@ -393,8 +379,7 @@ static ssize_t stream_next(void *ctx, char *buf, size_t max) {
         }
         struct sched_event *ev = NULL;
         if (!sched_next(g->h, poll_ms, &ev)) {
-            if (http_client_gone(g->fd))
-                return -1; /* done() cancels the sequence */
+            if (http_client_gone(g->fd)) return -1; /* done() cancels the sequence */
             continue;
         }
         stream_event(g, ev);
@@ -404,8 +389,7 @@ static ssize_t stream_next(void *ctx, char *buf, size_t max) {
 
 static void stream_done(void *ctx, int completed) {
     struct gen *g = ctx;
-    if (!completed)
-        BT_LOG(DEBUG, "api", "id=%s stream cut short: cancelling", g->id);
+    if (!completed) BT_LOG(DEBUG, "api", "id=%s stream cut short: cancelling", g->id);
     gen_free(g);
 }
 
@@ -425,11 +409,9 @@ static void generate(api_t *a, enum api_kind kind, const struct http_req *rq,
     }
     g->a = a;
     g->fd = rq->fd;
-    if (api_parse_request(kind, rq->body, rq->body_len, &a->o.limits, &g->req, &err) < 0)
-        goto fail;
+    if (api_parse_request(kind, rq->body, rq->body_len, &a->o.limits, &g->req, &err) < 0) goto fail;
     if (!s) {
-        api_error_set(&err, 503, "server_error", "not_ready", NULL,
-                      "the model is not loaded yet");
+        api_error_set(&err, 503, "server_error", "not_ready", NULL, "the model is not loaded yet");
         goto fail;
     }
     struct api_request *r = g->req;
@@ -455,8 +437,8 @@ static void generate(api_t *a, enum api_kind kind, const struct http_req *rq,
                                             .content = r->messages[i].content,
                                             .reasoning_content = r->messages[i].reasoning};
             int think = r->enable_thinking >= 0 ? r->enable_thinking : a->think_default;
-            struct chat_opts co = {.flavour = a->flavour, .add_generation_prompt = 1,
-                                   .enable_thinking = think};
+            struct chat_opts co = {
+                .flavour = a->flavour, .add_generation_prompt = 1, .enable_thinking = think};
             rc = chat_render(msgs, (size_t)r->n_messages, &co, &text, &len, &e);
             free(msgs);
             if (rc < 0) {
@@ -473,8 +455,7 @@ static void generate(api_t *a, enum api_kind kind, const struct http_req *rq,
         }
         size_t n = 0;
         rc = tokenizer_encode(a->o.tok, text, len, 1, &g->prompt_ids, &n, &e);
-        if (text != r->prompt)
-            free(text);
+        if (text != r->prompt) free(text);
         if (rc < 0) {
             api_error_set(&err, 500, "server_error", "tokenizer", NULL, "%s", bt_errmsg(&e, rc));
             goto fail;
@@ -495,7 +476,7 @@ static void generate(api_t *a, enum api_kind kind, const struct http_req *rq,
     }
 
     struct sched_req sr = {.prompt = g->prompt_ids, .n_prompt = g->n_prompt};
-    sr.max_tokens = r->max_tokens > 0          ? r->max_tokens
+    sr.max_tokens = r->max_tokens > 0             ? r->max_tokens
                     : a->o.default_max_tokens > 0 ? a->o.default_max_tokens
                                                   : 1 << 30; /* the context decides */
     sr.sp = r->sp;
@@ -547,8 +528,7 @@ void api_handle(void *ctx, const struct http_req *rq, struct http_resp *rs) {
     int get = !strcmp(rq->method, "GET"), post = !strcmp(rq->method, "POST");
     struct api_error err;
     /* Paths with and without the /v1 prefix, as OpenAI-compatible servers usually accept. */
-    if (!strncmp(p, "/v1/", 4))
-        p += 3;
+    if (!strncmp(p, "/v1/", 4)) p += 3;
     int is_chat = !strcmp(p, "/chat/completions"), is_cmpl = !strcmp(p, "/completions");
     if (is_chat || is_cmpl) {
         if (!post) {
@@ -581,15 +561,14 @@ void api_handle(void *ctx, const struct http_req *rq, struct http_resp *rs) {
             struct sched_stats st;
             sched_get_stats(s, &st);
             snprintf(buf, sizeof buf,
-                     "{\"status\":\"ok\",\"queued\":%d,\"active\":%d,\"free_slots\":%d}",
-                     st.queued, st.active, st.free_slots);
+                     "{\"status\":\"ok\",\"queued\":%d,\"active\":%d,\"free_slots\":%d}", st.queued,
+                     st.active, st.free_slots);
         } else {
             snprintf(buf, sizeof buf, "{\"status\":\"loading\"}");
         }
         size_t n = strlen(buf);
         char *body = malloc(n + 1);
-        if (body)
-            memcpy(body, buf, n + 1);
+        if (body) memcpy(body, buf, n + 1);
         reply_json(rs, s ? 200 : 503, body);
         return;
     }
@@ -611,12 +590,10 @@ int api_open(api_t **out, const struct api_opts *o, bt_err *e) {
     if (!o->tok || !o->model)
         return bt_fail(e, BT_EINVAL, "api: a tokenizer and a model id are required");
     api_t *a = calloc(1, sizeof *a);
-    if (!a)
-        return bt_fail(e, -ENOMEM, "api: out of memory");
+    if (!a) return bt_fail(e, -ENOMEM, "api: out of memory");
     a->o = *o;
     a->o.limits.model = o->model;
-    if (!a->o.limits.n_vocab)
-        a->o.limits.n_vocab = tokenizer_n_vocab(o->tok);
+    if (!a->o.limits.n_vocab) a->o.limits.n_vocab = tokenizer_n_vocab(o->tok);
     pthread_mutex_init(&a->mu, NULL);
     a->sched = o->sched;
     const char *tmpl = tokenizer_chat_template(o->tok);
@@ -629,8 +606,7 @@ int api_open(api_t **out, const struct api_opts *o, bt_err *e) {
 }
 
 void api_close(api_t *a) {
-    if (!a)
-        return;
+    if (!a) return;
     pthread_mutex_destroy(&a->mu);
     free(a);
 }

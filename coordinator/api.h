@@ -18,10 +18,10 @@
 #include "engine/tokenizer.h"
 
 struct api_opts {
-    sched_t *sched;    /* NULL until ready: generation gets 503, /health says loading */
-    const tok_t *tok;  /* borrowed */
+    sched_t *sched;   /* NULL until ready: generation gets 503, /health says loading */
+    const tok_t *tok; /* borrowed */
     metrics_t *metrics;
-    const char *model; /* the id clients must name */
+    const char *model;        /* the id clients must name */
     struct api_limits limits; /* .model is taken from model; .n_vocab from tok if 0 */
     int default_max_tokens;   /* when a request gives none; 0 = until the context ends */
     int poll_ms;              /* 0 = 50 */

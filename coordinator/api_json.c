@@ -10,8 +10,7 @@
 
 int api_error_set(struct api_error *err, int status, const char *type, const char *code,
                   const char *param, const char *fmt, ...) {
-    if (!err)
-        return -1;
+    if (!err) return -1;
     err->status = status;
     err->type = type;
     err->code = code;
@@ -26,14 +25,13 @@ int api_error_set(struct api_error *err, int status, const char *type, const cha
 #define BAD(param, ...)                                                                            \
     api_error_set(err, 400, "invalid_request_error", "invalid_value", param, __VA_ARGS__)
 #define BADTYPE(param, want)                                                                       \
-    api_error_set(err, 400, "invalid_request_error", "invalid_type", param,                        \
-                  "'%s' must be %s", param, want)
+    api_error_set(err, 400, "invalid_request_error", "invalid_type", param, "'%s' must be %s",     \
+                  param, want)
 #define UNSUPPORTED(param, ...)                                                                    \
     api_error_set(err, 422, "invalid_request_error", "unsupported_value", param, __VA_ARGS__)
 
 void api_request_free(struct api_request *r) {
-    if (!r)
-        return;
+    if (!r) return;
     free(r->model);
     for (int i = 0; i < r->n_messages; i++) {
         free(r->messages[i].content);
@@ -56,10 +54,8 @@ static const cJSON *field(const cJSON *obj, const char *name) {
 /* 1 if given (value in *out), 0 if absent, -1 on error. */
 static int get_bool(const cJSON *obj, const char *name, int *out, struct api_error *err) {
     const cJSON *f = field(obj, name);
-    if (!f)
-        return 0;
-    if (!cJSON_IsBool(f))
-        return BADTYPE(name, "a boolean");
+    if (!f) return 0;
+    if (!cJSON_IsBool(f)) return BADTYPE(name, "a boolean");
     *out = cJSON_IsTrue(f) ? 1 : 0;
     return 1;
 }
@@ -67,10 +63,8 @@ static int get_bool(const cJSON *obj, const char *name, int *out, struct api_err
 static int get_num(const cJSON *obj, const char *name, double lo, double hi, double *out,
                    struct api_error *err) {
     const cJSON *f = field(obj, name);
-    if (!f)
-        return 0;
-    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble))
-        return BADTYPE(name, "a number");
+    if (!f) return 0;
+    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble)) return BADTYPE(name, "a number");
     if (f->valuedouble < lo || f->valuedouble > hi)
         return BAD(name, "'%s' must be between %g and %g, got %g", name, lo, hi, f->valuedouble);
     *out = f->valuedouble;
@@ -80,8 +74,7 @@ static int get_num(const cJSON *obj, const char *name, double lo, double hi, dou
 static int get_int(const cJSON *obj, const char *name, double lo, double hi, long long *out,
                    struct api_error *err) {
     const cJSON *f = field(obj, name);
-    if (!f)
-        return 0;
+    if (!f) return 0;
     if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble) || floor(f->valuedouble) != f->valuedouble)
         return BADTYPE(name, "an integer");
     if (f->valuedouble < lo || f->valuedouble > hi)
@@ -94,8 +87,7 @@ static int get_int(const cJSON *obj, const char *name, double lo, double hi, lon
 static char *dup_str(const char *s) {
     size_t n = strlen(s);
     char *d = malloc(n + 1);
-    if (d)
-        memcpy(d, s, n + 1);
+    if (d) memcpy(d, s, n + 1);
     return d;
 }
 
@@ -117,8 +109,7 @@ static int parse_content(const cJSON *c, const char *param, char **out, size_t *
         *out = dup_str(c->valuestring);
         return *out ? 0 : oom(err);
     }
-    if (!cJSON_IsArray(c))
-        return BADTYPE(param, "a string or an array of content parts");
+    if (!cJSON_IsArray(c)) return BADTYPE(param, "a string or an array of content parts");
     size_t len = 0;
     const cJSON *p;
     cJSON_ArrayForEach(p, c) {
@@ -129,16 +120,14 @@ static int parse_content(const cJSON *c, const char *param, char **out, size_t *
         if (strcmp(type->valuestring, "text") != 0)
             return UNSUPPORTED(param, "content part type '%.40s' is not supported (text only)",
                                type->valuestring);
-        if (!cJSON_IsString(text))
-            return BADTYPE(param, "text parts with a string 'text'");
+        if (!cJSON_IsString(text)) return BADTYPE(param, "text parts with a string 'text'");
         len += strlen(text->valuestring);
         if (*total + len > max_chars)
             return BAD(param, "messages are longer than %zu bytes", max_chars);
     }
     *total += len;
     char *s = malloc(len + 1);
-    if (!s)
-        return oom(err);
+    if (!s) return oom(err);
     size_t at = 0;
     cJSON_ArrayForEach(p, c) {
         const char *t = cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring;
@@ -154,26 +143,20 @@ static int parse_content(const cJSON *c, const char *param, char **out, size_t *
 static int parse_messages(const cJSON *root, struct api_request *r, const struct api_limits *lim,
                           size_t max_chars, struct api_error *err) {
     const cJSON *msgs = field(root, "messages");
-    if (!msgs)
-        return BAD("messages", "'messages' is required");
-    if (!cJSON_IsArray(msgs))
-        return BADTYPE("messages", "an array");
+    if (!msgs) return BAD("messages", "'messages' is required");
+    if (!cJSON_IsArray(msgs)) return BADTYPE("messages", "an array");
     int n = cJSON_GetArraySize(msgs);
     int max_msgs = lim->max_messages > 0 ? lim->max_messages : 1024;
-    if (n == 0)
-        return BAD("messages", "'messages' must not be empty");
-    if (n > max_msgs)
-        return BAD("messages", "too many messages: %d > %d", n, max_msgs);
+    if (n == 0) return BAD("messages", "'messages' must not be empty");
+    if (n > max_msgs) return BAD("messages", "too many messages: %d > %d", n, max_msgs);
     r->messages = calloc((size_t)n, sizeof *r->messages);
-    if (!r->messages)
-        return oom(err);
+    if (!r->messages) return oom(err);
     size_t total = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs) {
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", r->n_messages);
-        if (!cJSON_IsObject(m))
-            return BADTYPE(param, "an object");
+        if (!cJSON_IsObject(m)) return BADTYPE(param, "an object");
         struct api_message *dst = &r->messages[r->n_messages];
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         if (!cJSON_IsString(role))
@@ -191,22 +174,18 @@ static int parse_messages(const cJSON *root, struct api_request *r, const struct
             return BAD(param, "unknown role '%.40s' (system, developer, user, assistant, tool)",
                        rs);
         r->n_messages++; /* counted before content so free() sees what was set */
-        if (field(m, "tool_calls"))
-            return UNSUPPORTED(param, "tool calls are not supported");
+        if (field(m, "tool_calls")) return UNSUPPORTED(param, "tool calls are not supported");
         const cJSON *content = field(m, "content");
         if (!content && dst->role != ROLE_ASSISTANT)
             return BAD(param, "'%s.content' is required", param);
-        if (parse_content(content, param, &dst->content, &total, max_chars, err) < 0)
-            return -1;
+        if (parse_content(content, param, &dst->content, &total, max_chars, err) < 0) return -1;
         const cJSON *rc = field(m, "reasoning_content");
         if (rc && dst->role == ROLE_ASSISTANT) {
-            if (!cJSON_IsString(rc))
-                return BADTYPE("reasoning_content", "a string");
+            if (!cJSON_IsString(rc)) return BADTYPE("reasoning_content", "a string");
             total += strlen(rc->valuestring);
             if (total > max_chars)
                 return BAD(param, "messages are longer than %zu bytes", max_chars);
-            if (!(dst->reasoning = dup_str(rc->valuestring)))
-                return oom(err);
+            if (!(dst->reasoning = dup_str(rc->valuestring))) return oom(err);
         }
     }
     return 0;
@@ -216,34 +195,26 @@ static int parse_messages(const cJSON *root, struct api_request *r, const struct
 static int parse_prompt(const cJSON *root, struct api_request *r, const struct api_limits *lim,
                         size_t max_chars, struct api_error *err) {
     const cJSON *p = field(root, "prompt");
-    if (!p)
-        return BAD("prompt", "'prompt' is required");
+    if (!p) return BAD("prompt", "'prompt' is required");
     if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 &&
         (cJSON_IsString(p->child) || cJSON_IsArray(p->child)))
         p = p->child;
     if (cJSON_IsString(p)) {
         size_t n = strlen(p->valuestring);
-        if (n == 0)
-            return BAD("prompt", "'prompt' must not be empty");
-        if (n > max_chars)
-            return BAD("prompt", "prompt is longer than %zu bytes", max_chars);
-        if (!(r->prompt = dup_str(p->valuestring)))
-            return oom(err);
+        if (n == 0) return BAD("prompt", "'prompt' must not be empty");
+        if (n > max_chars) return BAD("prompt", "prompt is longer than %zu bytes", max_chars);
+        if (!(r->prompt = dup_str(p->valuestring))) return oom(err);
         return 0;
     }
-    if (!cJSON_IsArray(p))
-        return BADTYPE("prompt", "a string or an array of token ids");
+    if (!cJSON_IsArray(p)) return BADTYPE("prompt", "a string or an array of token ids");
     int n = cJSON_GetArraySize(p);
     int max_ids = lim->max_prompt_ids > 0 ? lim->max_prompt_ids : 65536;
-    if (n == 0)
-        return BAD("prompt", "'prompt' must not be empty");
+    if (n == 0) return BAD("prompt", "'prompt' must not be empty");
     if (cJSON_IsString(p->child) || cJSON_IsArray(p->child))
         return UNSUPPORTED("prompt", "several prompts in one request are not supported");
-    if (n > max_ids)
-        return BAD("prompt", "prompt has %d tokens, more than %d", n, max_ids);
+    if (n > max_ids) return BAD("prompt", "prompt has %d tokens, more than %d", n, max_ids);
     r->prompt_ids = malloc((size_t)n * sizeof *r->prompt_ids);
-    if (!r->prompt_ids)
-        return oom(err);
+    if (!r->prompt_ids) return oom(err);
     const cJSON *t;
     cJSON_ArrayForEach(t, p) {
         double v = cJSON_IsNumber(t) ? t->valuedouble : -1.0;
@@ -259,29 +230,22 @@ static int parse_prompt(const cJSON *root, struct api_request *r, const struct a
 
 static int parse_stop(const cJSON *root, struct api_request *r, struct api_error *err) {
     const cJSON *s = field(root, "stop");
-    if (!s)
-        return 0;
+    if (!s) return 0;
     if (cJSON_IsString(s)) {
-        if (!s->valuestring[0])
-            return BAD("stop", "stop sequences must not be empty");
-        if (!(r->stop[r->n_stop++] = dup_str(s->valuestring)))
-            return oom(err);
+        if (!s->valuestring[0]) return BAD("stop", "stop sequences must not be empty");
+        if (!(r->stop[r->n_stop++] = dup_str(s->valuestring))) return oom(err);
         return 0;
     }
-    if (!cJSON_IsArray(s))
-        return BADTYPE("stop", "a string or an array of strings");
+    if (!cJSON_IsArray(s)) return BADTYPE("stop", "a string or an array of strings");
     if (cJSON_GetArraySize(s) > API_MAX_STOP)
         return BAD("stop", "at most %d stop sequences", API_MAX_STOP);
     const cJSON *x;
     cJSON_ArrayForEach(x, s) {
-        if (!cJSON_IsString(x))
-            return BADTYPE("stop", "a string or an array of strings");
-        if (!x->valuestring[0])
-            return BAD("stop", "stop sequences must not be empty");
+        if (!cJSON_IsString(x)) return BADTYPE("stop", "a string or an array of strings");
+        if (!x->valuestring[0]) return BAD("stop", "stop sequences must not be empty");
         if (strlen(x->valuestring) > 256)
             return BAD("stop", "stop sequences are at most 256 bytes");
-        if (!(r->stop[r->n_stop++] = dup_str(x->valuestring)))
-            return oom(err);
+        if (!(r->stop[r->n_stop++] = dup_str(x->valuestring))) return oom(err);
     }
     return 0;
 }
@@ -290,20 +254,16 @@ static int parse_fields(const cJSON *root, struct api_request *r, const struct a
                         struct api_error *err) {
     size_t max_chars = lim->max_prompt_chars ? lim->max_prompt_chars : (size_t)1 << 20;
     int max_tokens_lim = lim->max_tokens > 0 ? lim->max_tokens : 32768;
-    if (!cJSON_IsObject(root))
-        return BADTYPE("body", "a JSON object");
+    if (!cJSON_IsObject(root)) return BADTYPE("body", "a JSON object");
 
     const cJSON *model = field(root, "model");
-    if (!model)
-        return BAD("model", "'model' is required");
-    if (!cJSON_IsString(model))
-        return BADTYPE("model", "a string");
+    if (!model) return BAD("model", "'model' is required");
+    if (!cJSON_IsString(model)) return BADTYPE("model", "a string");
     if (lim->model && strcmp(model->valuestring, lim->model) != 0)
         return api_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
                              "the model '%.100s' does not exist (this server has '%.60s')",
                              model->valuestring, lim->model);
-    if (!(r->model = dup_str(model->valuestring)))
-        return oom(err);
+    if (!(r->model = dup_str(model->valuestring))) return oom(err);
 
     if (r->kind == API_CHAT ? parse_messages(root, r, lim, max_chars, err)
                             : parse_prompt(root, r, lim, max_chars, err))
@@ -314,15 +274,12 @@ static int parse_fields(const cJSON *root, struct api_request *r, const struct a
     int rc;
     /* max_completion_tokens is the newer name; it wins when both are given. */
     r->max_tokens = -1;
-    if ((rc = get_int(root, "max_tokens", -1e18, 1e18, &v, err)) < 0)
-        return -1;
+    if ((rc = get_int(root, "max_tokens", -1e18, 1e18, &v, err)) < 0) return -1;
     if (rc) {
-        if (v < 1)
-            return BAD("max_tokens", "'max_tokens' must be at least 1, got %lld", v);
+        if (v < 1) return BAD("max_tokens", "'max_tokens' must be at least 1, got %lld", v);
         r->max_tokens = (int)(v > max_tokens_lim ? max_tokens_lim + 1 : v);
     }
-    if ((rc = get_int(root, "max_completion_tokens", -1e18, 1e18, &v, err)) < 0)
-        return -1;
+    if ((rc = get_int(root, "max_completion_tokens", -1e18, 1e18, &v, err)) < 0) return -1;
     if (rc) {
         if (v < 1)
             return BAD("max_completion_tokens", "'max_completion_tokens' must be at least 1");
@@ -335,38 +292,24 @@ static int parse_fields(const cJSON *root, struct api_request *r, const struct a
     sp->temperature = 1.0f;
     sp->top_p = 1.0f;
     sp->repetition_penalty = 1.0f;
-    if ((rc = get_num(root, "temperature", 0, 2, &d, err)) < 0)
-        return -1;
-    if (rc)
-        sp->temperature = (float)d;
-    if ((rc = get_num(root, "top_p", 0, 1, &d, err)) < 0)
-        return -1;
+    if ((rc = get_num(root, "temperature", 0, 2, &d, err)) < 0) return -1;
+    if (rc) sp->temperature = (float)d;
+    if ((rc = get_num(root, "top_p", 0, 1, &d, err)) < 0) return -1;
     if (rc) {
-        if (d <= 0)
-            return BAD("top_p", "'top_p' must be greater than 0");
+        if (d <= 0) return BAD("top_p", "'top_p' must be greater than 0");
         sp->top_p = (float)d;
     }
-    if ((rc = get_int(root, "top_k", -1, 1e9, &v, err)) < 0)
-        return -1;
-    if (rc)
-        sp->top_k = v < 0 ? 0 : (int)v; /* -1 means off in llama.cpp-style clients */
-    if ((rc = get_num(root, "min_p", 0, 1, &d, err)) < 0)
-        return -1;
-    if (rc)
-        sp->min_p = (float)d;
-    if ((rc = get_num(root, "presence_penalty", -2, 2, &d, err)) < 0)
-        return -1;
-    if (rc)
-        sp->presence_penalty = (float)d;
-    if ((rc = get_num(root, "frequency_penalty", -2, 2, &d, err)) < 0)
-        return -1;
-    if (rc)
-        sp->frequency_penalty = (float)d;
-    if ((rc = get_num(root, "repetition_penalty", 0, 10, &d, err)) < 0)
-        return -1;
+    if ((rc = get_int(root, "top_k", -1, 1e9, &v, err)) < 0) return -1;
+    if (rc) sp->top_k = v < 0 ? 0 : (int)v; /* -1 means off in llama.cpp-style clients */
+    if ((rc = get_num(root, "min_p", 0, 1, &d, err)) < 0) return -1;
+    if (rc) sp->min_p = (float)d;
+    if ((rc = get_num(root, "presence_penalty", -2, 2, &d, err)) < 0) return -1;
+    if (rc) sp->presence_penalty = (float)d;
+    if ((rc = get_num(root, "frequency_penalty", -2, 2, &d, err)) < 0) return -1;
+    if (rc) sp->frequency_penalty = (float)d;
+    if ((rc = get_num(root, "repetition_penalty", 0, 10, &d, err)) < 0) return -1;
     if (rc) {
-        if (d <= 0)
-            return BAD("repetition_penalty", "'repetition_penalty' must be greater than 0");
+        if (d <= 0) return BAD("repetition_penalty", "'repetition_penalty' must be greater than 0");
         sp->repetition_penalty = (float)d;
     }
     /* Seeds are 64-bit in practice; doubles hold integers exactly up to 2^53. */
@@ -376,42 +319,28 @@ static int parse_fields(const cJSON *root, struct api_request *r, const struct a
         sp->seed = (uint64_t)v;
         r->seed_given = 1;
     }
-    if ((rc = get_int(root, "n", -1e18, 1e18, &v, err)) < 0)
-        return -1;
-    if (rc && v < 1)
-        return BAD("n", "'n' must be at least 1");
-    if (rc && v != 1)
-        return UNSUPPORTED("n", "only n=1 is supported, got %lld", v);
-    if ((rc = get_int(root, "best_of", -1e18, 1e18, &v, err)) < 0)
-        return -1;
-    if (rc && v != 1)
-        return UNSUPPORTED("best_of", "only best_of=1 is supported");
+    if ((rc = get_int(root, "n", -1e18, 1e18, &v, err)) < 0) return -1;
+    if (rc && v < 1) return BAD("n", "'n' must be at least 1");
+    if (rc && v != 1) return UNSUPPORTED("n", "only n=1 is supported, got %lld", v);
+    if ((rc = get_int(root, "best_of", -1e18, 1e18, &v, err)) < 0) return -1;
+    if (rc && v != 1) return UNSUPPORTED("best_of", "only best_of=1 is supported");
     int b = 0;
-    if (get_bool(root, "echo", &b, err) < 0)
-        return -1;
-    if (b)
-        return UNSUPPORTED("echo", "echo is not supported");
+    if (get_bool(root, "echo", &b, err) < 0) return -1;
+    if (b) return UNSUPPORTED("echo", "echo is not supported");
     if (field(root, "tools") || field(root, "functions"))
         return UNSUPPORTED("tools", "tools are not supported");
-    if (get_bool(root, "stream", &r->stream, err) < 0)
-        return -1;
+    if (get_bool(root, "stream", &r->stream, err) < 0) return -1;
     const cJSON *so = field(root, "stream_options");
     if (so) {
-        if (!cJSON_IsObject(so))
-            return BADTYPE("stream_options", "an object");
-        if (get_bool(so, "include_usage", &r->include_usage, err) < 0)
-            return -1;
+        if (!cJSON_IsObject(so)) return BADTYPE("stream_options", "an object");
+        if (get_bool(so, "include_usage", &r->include_usage, err) < 0) return -1;
     }
-    if (get_bool(root, "return_token_ids", &r->return_token_ids, err) < 0)
-        return -1;
-    if (parse_stop(root, r, err) < 0)
-        return -1;
+    if (get_bool(root, "return_token_ids", &r->return_token_ids, err) < 0) return -1;
+    if (parse_stop(root, r, err) < 0) return -1;
 
     if (r->kind == API_CHAT) {
-        if (get_bool(root, "logprobs", &r->logprobs, err) < 0)
-            return -1;
-        if ((rc = get_int(root, "top_logprobs", 0, EXEC_MAX_TOP, &v, err)) < 0)
-            return -1;
+        if (get_bool(root, "logprobs", &r->logprobs, err) < 0) return -1;
+        if ((rc = get_int(root, "top_logprobs", 0, EXEC_MAX_TOP, &v, err)) < 0) return -1;
         if (rc) {
             if (!r->logprobs && v > 0)
                 return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
@@ -420,15 +349,12 @@ static int parse_fields(const cJSON *root, struct api_request *r, const struct a
         const cJSON *kw = field(root, "chat_template_kwargs");
         r->enable_thinking = -1;
         if (kw) {
-            if (!cJSON_IsObject(kw))
-                return BADTYPE("chat_template_kwargs", "an object");
-            if (get_bool(kw, "enable_thinking", &r->enable_thinking, err) < 0)
-                return -1;
+            if (!cJSON_IsObject(kw)) return BADTYPE("chat_template_kwargs", "an object");
+            if (get_bool(kw, "enable_thinking", &r->enable_thinking, err) < 0) return -1;
         }
     } else {
         /* Legacy completions: logprobs is the number of top alternatives, 0..5. */
-        if ((rc = get_int(root, "logprobs", 0, 5, &v, err)) < 0)
-            return -1;
+        if ((rc = get_int(root, "logprobs", 0, 5, &v, err)) < 0) return -1;
         if (rc) {
             r->logprobs = 1;
             sp->n_top = (int)v;
@@ -443,8 +369,7 @@ int api_parse_request(enum api_kind kind, const char *body, size_t len,
                       const struct api_limits *lim, struct api_request **out,
                       struct api_error *err) {
     *out = NULL;
-    if (len == 0)
-        return BAD("body", "empty request body");
+    if (len == 0) return BAD("body", "empty request body");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {
@@ -499,41 +424,30 @@ char *api_build_error(const struct api_error *err) {
 }
 
 static size_t utf8_seq_len(unsigned char c) {
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return 2;
-    if (c >= 0xE0 && c <= 0xEF)
-        return 3;
-    if (c >= 0xF0 && c <= 0xF4)
-        return 4;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
     return 0;
 }
 
 /* Length of a valid UTF-8 sequence at s (n bytes available), 0 if invalid or truncated. */
 static size_t utf8_valid_at(const unsigned char *s, size_t n) {
     size_t k = utf8_seq_len(s[0]);
-    if (k == 0 || k > n)
-        return 0;
+    if (k == 0 || k > n) return 0;
     for (size_t i = 1; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
+        if ((s[i] & 0xC0) != 0x80) return 0;
     /* Overlongs and surrogates and > U+10FFFF. */
-    if (k == 3 && s[0] == 0xE0 && s[1] < 0xA0)
-        return 0;
-    if (k == 3 && s[0] == 0xED && s[1] >= 0xA0)
-        return 0;
-    if (k == 4 && s[0] == 0xF0 && s[1] < 0x90)
-        return 0;
-    if (k == 4 && s[0] == 0xF4 && s[1] >= 0x90)
-        return 0;
+    if (k == 3 && s[0] == 0xE0 && s[1] < 0xA0) return 0;
+    if (k == 3 && s[0] == 0xED && s[1] >= 0xA0) return 0;
+    if (k == 4 && s[0] == 0xF0 && s[1] < 0x90) return 0;
+    if (k == 4 && s[0] == 0xF4 && s[1] >= 0x90) return 0;
     return k;
 }
 
 char *api_utf8_sanitize(const char *s, size_t len) {
     char *out = malloc(len * 3 + 1); /* each bad byte becomes 3 bytes of U+FFFD */
-    if (!out)
-        return NULL;
+    if (!out) return NULL;
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, o = 0;
     while (i < len) {
@@ -662,8 +576,7 @@ char *api_build_response(const struct api_out *o) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
         add_text(m, "content", o->content, o->content_len);
-        if (o->reasoning)
-            add_text(m, "reasoning_content", o->reasoning, o->reasoning_len);
+        if (o->reasoning) add_text(m, "reasoning_content", o->reasoning, o->reasoning_len);
     } else {
         add_text(c, "text", o->content, o->content_len);
     }
@@ -677,8 +590,7 @@ char *api_build_response(const struct api_out *o) {
     cJSON_AddItemToArray(choices, c);
     if (o->prompt_ids)
         cJSON_AddItemToObject(root, "prompt_token_ids", ids_array(o->prompt_ids, o->n_prompt_ids));
-    if (o->usage)
-        add_usage(root, o->usage);
+    if (o->usage) add_usage(root, o->usage);
     return print_free(root);
 }
 
@@ -691,8 +603,7 @@ char *api_build_chunk(const struct api_out *o) {
         cJSON_AddNumberToObject(c, "index", 0);
         if (chat) {
             cJSON *d = cJSON_AddObjectToObject(c, "delta");
-            if (o->role_delta)
-                cJSON_AddStringToObject(d, "role", "assistant");
+            if (o->role_delta) cJSON_AddStringToObject(d, "role", "assistant");
             if (o->content && o->content_len)
                 add_text(d, "content", o->content, o->content_len);
             else if (o->role_delta)

@@ -18,10 +18,10 @@
  * Thread-safe: no globals. */
 #ifndef BT_COORDINATOR_API_JSON_H
 #define BT_COORDINATOR_API_JSON_H
+#include "coordinator/exec.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "coordinator/exec.h"
 
 #define API_MAX_STOP 4 /* OpenAI's limit on stop sequences */
 
@@ -35,12 +35,12 @@ struct api_message {
 };
 
 struct api_limits {
-    const char *model;     /* the served model id; requests naming another get 404 */
+    const char *model;       /* the served model id; requests naming another get 404 */
     size_t max_prompt_chars; /* prompt text (or rendered messages) bytes; 0 = 1 MiB */
-    int max_prompt_ids;    /* token-id prompts; 0 = 65536 */
-    int max_tokens;        /* largest max_tokens accepted; 0 = 32768 */
-    int n_vocab;           /* token ids must be < n_vocab; 0 = unchecked */
-    int max_messages;      /* 0 = 1024 */
+    int max_prompt_ids;      /* token-id prompts; 0 = 65536 */
+    int max_tokens;          /* largest max_tokens accepted; 0 = 32768 */
+    int n_vocab;             /* token ids must be < n_vocab; 0 = unchecked */
+    int max_messages;        /* 0 = 1024 */
 };
 
 struct api_request {
@@ -51,7 +51,7 @@ struct api_request {
     char *prompt;        /* completion given as text, or NULL */
     int32_t *prompt_ids; /* completion given as token ids, or NULL */
     int n_prompt_ids;
-    int max_tokens;      /* -1 = not given (the server's default) */
+    int max_tokens; /* -1 = not given (the server's default) */
     struct exec_sampling sp;
     int seed_given;
     char *stop[API_MAX_STOP];
@@ -64,10 +64,10 @@ struct api_request {
 };
 
 struct api_error {
-    int status;        /* HTTP status */
-    const char *type;  /* "invalid_request_error", "rate_limit_exceeded", "server_error" */
-    const char *code;  /* stable code word, or NULL */
-    char param[64];    /* offending field, or "" */
+    int status;       /* HTTP status */
+    const char *type; /* "invalid_request_error", "rate_limit_exceeded", "server_error" */
+    const char *code; /* stable code word, or NULL */
+    char param[64];   /* offending field, or "" */
     char message[256];
 };
 
@@ -112,13 +112,13 @@ struct api_out {
     size_t content_len;
     const char *reasoning; /* chat: reasoning_content */
     size_t reasoning_len;
-    const char *finish_reason;     /* "stop", "length", or NULL (stream: not finished) */
-    const struct api_token *toks;  /* logprobs entries, or NULL */
+    const char *finish_reason;    /* "stop", "length", or NULL (stream: not finished) */
+    const struct api_token *toks; /* logprobs entries, or NULL */
     int n_toks;
-    int logprobs;                  /* include a logprobs object (even if empty) */
-    const int32_t *token_ids;      /* return_token_ids: this choice's ids */
+    int logprobs;             /* include a logprobs object (even if empty) */
+    const int32_t *token_ids; /* return_token_ids: this choice's ids */
     int n_token_ids;
-    const int32_t *prompt_ids;     /* return_token_ids: the prompt's ids (response level) */
+    const int32_t *prompt_ids; /* return_token_ids: the prompt's ids (response level) */
     int n_prompt_ids;
     const struct api_usage *usage; /* or NULL */
     int role_delta;                /* stream: first chunk carries delta.role = "assistant" */

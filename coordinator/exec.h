@@ -18,10 +18,10 @@
  * Threading: one thread (the scheduler's) calls everything on one executor. */
 #ifndef BT_COORDINATOR_EXEC_H
 #define BT_COORDINATOR_EXEC_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 #define EXEC_MAX_TOP    20 /* OpenAI's top_logprobs limit */
 #define EXEC_MAX_STAGES 64
@@ -45,8 +45,8 @@ struct exec_sampling {
 struct exec_seq_item {
     uint64_t seq_id;
     int slot;
-    int32_t pos;                    /* position of tokens[0] */
-    const int32_t *tokens;          /* n_tokens ids, borrowed until exec_submit returns */
+    int32_t pos;           /* position of tokens[0] */
+    const int32_t *tokens; /* n_tokens ids, borrowed until exec_submit returns */
     int n_tokens;
     int sample;                     /* 1: these end the known tokens; return the next one */
     const struct exec_sampling *sp; /* non-NULL iff pos == 0; borrowed for the call */
@@ -63,8 +63,8 @@ struct exec_result {
 
 struct exec_done {
     uint64_t batch_id;
-    int status;                       /* 0, or the negative code that failed the batch */
-    char msg[160];                    /* detail when status < 0 */
+    int status;    /* 0, or the negative code that failed the batch */
+    char msg[160]; /* detail when status < 0 */
     int n_results;
     const struct exec_result *results; /* valid until the next exec_poll */
     /* Per stage, for /metrics (0 where unknown): seconds spent computing this batch and bytes
@@ -83,11 +83,11 @@ struct exec_stage_cost {
 };
 
 struct exec_caps {
-    int n_stages;     /* pipeline stages; 1 for the local executor */
-    int depth;        /* batches that may be in flight at once (>= n_stages for overlap) */
-    int n_slots;      /* sequence slots */
-    int max_ctx;      /* tokens per sequence (prompt + generated) */
-    int max_batch;    /* tokens per micro-batch the executor accepts */
+    int n_stages;  /* pipeline stages; 1 for the local executor */
+    int depth;     /* batches that may be in flight at once (>= n_stages for overlap) */
+    int n_slots;   /* sequence slots */
+    int max_ctx;   /* tokens per sequence (prompt + generated) */
+    int max_batch; /* tokens per micro-batch the executor accepts */
     int n_vocab;
     struct exec_stage_cost stage[EXEC_MAX_STAGES];
 };
@@ -123,8 +123,7 @@ static inline const struct exec_caps *exec_caps(const exec_t *ex) {
     return &ex->caps;
 }
 static inline void exec_close(exec_t *ex) { /* NULL ok */
-    if (ex)
-        ex->ops->close(ex);
+    if (ex) ex->ops->close(ex);
 }
 
 #endif

@@ -1,11 +1,6 @@
 /* coordinator/exec_local.c: see exec_local.h. */
 #include "coordinator/exec_local.h"
 
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/forward.h"
@@ -15,6 +10,11 @@
 #include "ops/ops.h"
 #include "ops/threadpool.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 struct exec_local {
     struct exec base; /* first: exec_t * is a struct exec_local * */
     struct model_desc *m;
@@ -23,9 +23,9 @@ struct exec_local {
     pool_t *pool;
     forward_ctx_t *fc;
     int n_vocab, n_real;
-    int *pslot;            /* [n_slots]: seqstate slot behind each scheduler slot */
-    sampler_t **samp;      /* [n_slots] */
-    int32_t **hist;        /* [n_slots][max_ctx]: tokens fed, for the penalties */
+    int *pslot;       /* [n_slots]: seqstate slot behind each scheduler slot */
+    sampler_t **samp; /* [n_slots] */
+    int32_t **hist;   /* [n_slots][max_ctx]: tokens fed, for the penalties */
     int *n_hist;
     /* The stored batch (depth 1). */
     int pending;
@@ -40,8 +40,7 @@ struct exec_local {
 
 static void local_close(exec_t *ex) {
     struct exec_local *x = (struct exec_local *)ex;
-    if (!x)
-        return;
+    if (!x) return;
     for (int i = 0; x->samp && i < x->base.caps.n_slots; i++)
         sampler_free(x->samp[i]);
     for (int i = 0; x->hist && i < x->base.caps.n_slots; i++)
@@ -112,8 +111,7 @@ static int local_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_ite
             sampler_free(x->samp[s]);
             x->samp[s] = NULL;
             int rc = sampler_new(&x->samp[s], &p, x->n_vocab, x->n_real, e);
-            if (rc < 0)
-                return rc;
+            if (rc < 0) return rc;
             seqstate_reset(x->st, x->pslot[s]);
             x->n_hist[s] = 0;
         }
@@ -129,8 +127,7 @@ static int local_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err 
     (void)timeout_ms; /* the work happens here, so there is never anything to wait for */
     (void)e;
     struct exec_local *x = (struct exec_local *)ex;
-    if (!x->pending)
-        return 0;
+    if (!x->pending) return 0;
     x->pending = 0;
     memset(out, 0, sizeof *out);
     out->batch_id = x->batch_id;
@@ -159,8 +156,7 @@ static int local_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err 
     int row = 0;
     for (int i = 0; i < x->n_items; i++) {
         const struct exec_seq_item *it = &x->items[i];
-        if (!it->sample)
-            continue;
+        if (!it->sample) continue;
         int s = it->slot;
         struct sampler_result sr;
         sampler_sample(x->samp[s], x->logits + (size_t)row * (size_t)x->n_vocab, x->hist[s],
@@ -182,8 +178,7 @@ static int local_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err 
 
 static void local_release(exec_t *ex, int slot) {
     struct exec_local *x = (struct exec_local *)ex;
-    if (slot < 0 || slot >= ex->caps.n_slots)
-        return;
+    if (slot < 0 || slot >= ex->caps.n_slots) return;
     sampler_free(x->samp[slot]);
     x->samp[slot] = NULL;
     seqstate_reset(x->st, x->pslot[slot]);
@@ -199,14 +194,11 @@ int exec_local_open(exec_t **out, const struct exec_local_opts *o, bt_err *e) {
     int max_ctx = o->max_ctx > 0 ? o->max_ctx : 4096;
     int max_batch = o->max_batch > 0 ? o->max_batch : 256;
     struct exec_local *x = calloc(1, sizeof *x);
-    if (!x)
-        return bt_fail(e, -ENOMEM, "exec_local: out of memory");
+    if (!x) return bt_fail(e, -ENOMEM, "exec_local: out of memory");
     x->base.ops = &local_ops;
     int rc = ops_init(NULL, e);
-    if (!rc)
-        rc = model_open(&x->m, o->model_path, e);
-    if (rc)
-        goto fail;
+    if (!rc) rc = model_open(&x->m, o->model_path, e);
+    if (rc) goto fail;
     const struct qwen35_hparams *hp = &x->m->hp;
     struct weights_opts wo = {.use_io_uring = 1};
     if ((rc = weights_load(&x->w, x->m, 0, hp->n_layer, &wo, e)) ||
@@ -216,8 +208,7 @@ int exec_local_open(exec_t **out, const struct exec_local_opts *o, bt_err *e) {
         goto fail;
     x->n_vocab = hp->n_vocab;
     x->n_real = o->tok ? tokenizer_n_real(o->tok) : hp->n_vocab;
-    if (x->n_real > x->n_vocab)
-        x->n_real = x->n_vocab;
+    if (x->n_real > x->n_vocab) x->n_real = x->n_vocab;
     x->base.caps.n_slots = n_slots; /* set early: local_close walks the per-slot arrays */
     x->pslot = calloc((size_t)n_slots, sizeof *x->pslot);
     x->samp = calloc((size_t)n_slots, sizeof *x->samp);
@@ -233,16 +224,14 @@ int exec_local_open(exec_t **out, const struct exec_local_opts *o, bt_err *e) {
              ? 0
              : -ENOMEM;
     for (int i = 0; !rc && i < n_slots; i++)
-        if (!(x->hist[i] = malloc((size_t)max_ctx * sizeof **x->hist)))
-            rc = -ENOMEM;
+        if (!(x->hist[i] = malloc((size_t)max_ctx * sizeof **x->hist))) rc = -ENOMEM;
     if (rc) {
         bt_fail(e, rc, "exec_local: out of memory for %d slots", n_slots);
         goto fail;
     }
     /* The scheduler numbers slots itself: hold every pool slot for the executor's lifetime. */
     for (int i = 0; i < n_slots; i++)
-        if ((rc = seqstate_acquire(x->st, &x->pslot[i], e)))
-            goto fail;
+        if ((rc = seqstate_acquire(x->st, &x->pslot[i], e))) goto fail;
     struct exec_caps *c = &x->base.caps;
     c->n_stages = 1;
     c->depth = 1;

@@ -1,6 +1,9 @@
 /* coordinator/http.c: libmicrohttpd glue (see http.h). */
 #include "coordinator/http.h"
 
+#include "common/log.h"
+#include "coordinator/api_json.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -11,9 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#include "common/log.h"
-#include "coordinator/api_json.h"
 
 struct http {
     struct http_opts o;
@@ -36,16 +36,14 @@ struct stream {
 };
 
 int http_client_gone(int fd) {
-    if (fd < 0)
-        return 0;
+    if (fd < 0) return 0;
     struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0)
-        return 0;
+    if (poll(&p, 1, 0) <= 0) return 0;
     return (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) != 0;
 }
 
-static enum MHD_Result queue(struct http *h, struct MHD_Connection *c, int status,
-                             const char *type, char *body, size_t len) {
+static enum MHD_Result queue(struct http *h, struct MHD_Connection *c, int status, const char *type,
+                             char *body, size_t len) {
     if (!body) { /* MHD frees what it is given: an empty body is still a heap block */
         body = calloc(1, 1);
         len = 0;
@@ -76,8 +74,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     struct stream *s = cls;
     ssize_t n = s->rs.next(s->rs.ctx, buf, max);
-    if (n > 0)
-        return n;
+    if (n > 0) return n;
     if (n == 0) {
         s->completed = 1;
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -89,21 +86,18 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
  * went away mid-stream. */
 static void stream_free(void *cls) {
     struct stream *s = cls;
-    if (s->rs.done)
-        s->rs.done(s->rs.ctx, s->completed);
+    if (s->rs.done) s->rs.done(s->rs.ctx, s->completed);
     free(s);
 }
 
 static enum MHD_Result respond(struct http *h, struct MHD_Connection *c, struct http_resp *rs) {
     if (rs->body || !rs->next) {
-        if (!rs->body && !rs->next)
-            return queue_error(h, c, 500, "internal_error", "no response");
+        if (!rs->body && !rs->next) return queue_error(h, c, 500, "internal_error", "no response");
         return queue(h, c, rs->status, rs->content_type, rs->body, rs->body_len);
     }
     struct stream *s = calloc(1, sizeof *s);
     if (!s) {
-        if (rs->done)
-            rs->done(rs->ctx, 0);
+        if (rs->done) rs->done(rs->ctx, 0);
         return MHD_NO;
     }
     s->rs = *rs;
@@ -124,17 +118,15 @@ static enum MHD_Result respond(struct http *h, struct MHD_Connection *c, struct 
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls) {
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
     (void)version;
     struct http *h = cls;
     size_t max_body = h->o.max_body ? h->o.max_body : (size_t)1 << 20;
     struct conn_state *st = *con_cls;
     if (!st) {
         st = calloc(1, sizeof *st);
-        if (!st)
-            return MHD_NO;
+        if (!st) return MHD_NO;
         *con_cls = st;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
@@ -154,8 +146,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (st->answered)
-            return MHD_YES;
+        if (st->answered) return MHD_YES;
         if (st->too_big || st->len + n > max_body) {
             st->too_big = 1;
             free(st->body);
@@ -168,8 +159,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             while (cap < st->len + n + 1)
                 cap *= 2;
             char *p = realloc(st->body, cap);
-            if (!p)
-                return MHD_NO;
+            if (!p) return MHD_NO;
             st->body = p;
             st->cap = cap;
         }
@@ -178,8 +168,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         st->body[st->len] = 0;
         return MHD_YES;
     }
-    if (st->answered)
-        return MHD_YES;
+    if (st->answered) return MHD_YES;
     if (st->too_big) {
         char msg[128];
         snprintf(msg, sizeof msg, "request body is larger than %zu bytes", max_body);
@@ -228,8 +217,8 @@ int http_open(http_t **out, const struct http_opts *o, bt_err *e) {
     struct sockaddr_in6 a6 = {0};
     struct sockaddr_in a4 = {0};
     const struct sockaddr *sa;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)o->port);
@@ -243,15 +232,13 @@ int http_open(http_t **out, const struct http_opts *o, bt_err *e) {
         return bt_fail(e, BT_EINVAL, "http: host '%s' is not a numeric IPv4/IPv6 address", host);
     }
     struct http *h = calloc(1, sizeof *h);
-    if (!h)
-        return bt_fail(e, -ENOMEM, "http: out of memory");
+    if (!h) return bt_fail(e, -ENOMEM, "http: out of memory");
     h->o = *o;
-    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, h,
-                            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                            h, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)(o->max_conns > 0 ? o->max_conns : 256),
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(o->max_conns > 0 ? o->max_conns : 256), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!h->d) {
         int err = errno ? errno : EADDRINUSE;
         free(h);
@@ -265,8 +252,7 @@ int http_open(http_t **out, const struct http_opts *o, bt_err *e) {
 }
 
 void http_close(http_t *h) {
-    if (!h)
-        return;
+    if (!h) return;
     MHD_stop_daemon(h->d);
     free(h);
 }

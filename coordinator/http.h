@@ -10,18 +10,18 @@
  * that the peer closed its socket. Thread-safe: handlers run concurrently. */
 #ifndef BT_COORDINATOR_HTTP_H
 #define BT_COORDINATOR_HTTP_H
-#include <stddef.h>
-#include <sys/types.h>
-
 #include "common/err.h"
 #include "coordinator/metrics.h"
+
+#include <stddef.h>
+#include <sys/types.h>
 
 struct http_req {
     const char *method;
     const char *path; /* without the query string */
     const char *body; /* NUL-terminated copy (may contain NULs before body_len) */
     size_t body_len;
-    int fd;           /* the client's socket, for http_client_gone() */
+    int fd; /* the client's socket, for http_client_gone() */
 };
 
 struct http_resp {
@@ -40,10 +40,10 @@ struct http_resp {
 typedef void (*http_handler_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
 struct http_opts {
-    const char *host;   /* "127.0.0.1", "0.0.0.0", "::1"; NULL = 127.0.0.1 */
-    int port;           /* 0 = ephemeral (see http_port) */
-    size_t max_body;    /* 0 = 1 MiB */
-    int max_conns;      /* 0 = 256 */
+    const char *host; /* "127.0.0.1", "0.0.0.0", "::1"; NULL = 127.0.0.1 */
+    int port;         /* 0 = ephemeral (see http_port) */
+    size_t max_body;  /* 0 = 1 MiB */
+    int max_conns;    /* 0 = 256 */
     http_handler_fn handler;
     void *ctx;
     metrics_t *metrics; /* counts responses by status; may be NULL */

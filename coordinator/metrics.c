@@ -63,47 +63,41 @@ struct metrics {
 
 int metrics_open(metrics_t **out, bt_err *e) {
     metrics_t *m = calloc(1, sizeof *m);
-    if (!m)
-        return bt_fail(e, -ENOMEM, "metrics: out of memory");
+    if (!m) return bt_fail(e, -ENOMEM, "metrics: out of memory");
     pthread_mutex_init(&m->mu, NULL);
     *out = m;
     return 0;
 }
 
 void metrics_close(metrics_t *m) {
-    if (!m)
-        return;
+    if (!m) return;
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
 
 void metrics_http(metrics_t *m, int status) {
-    if (!m || status < 100 || status >= 600)
-        return;
+    if (!m || status < 100 || status >= 600) return;
     pthread_mutex_lock(&m->mu);
     m->http[status]++;
     pthread_mutex_unlock(&m->mu);
 }
 
 void metrics_add(metrics_t *m, enum metric_counter c, uint64_t n) {
-    if (!m)
-        return;
+    if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->counter[c] += n;
     pthread_mutex_unlock(&m->mu);
 }
 
 void metrics_set(metrics_t *m, enum metric_gauge g, double v) {
-    if (!m)
-        return;
+    if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->gauge[g] = v;
     pthread_mutex_unlock(&m->mu);
 }
 
 void metrics_observe(metrics_t *m, enum metric_hist h, double v) {
-    if (!m)
-        return;
+    if (!m) return;
     const struct hist_def *d = &hist_defs[h];
     pthread_mutex_lock(&m->mu);
     struct hist *x = &m->hist[h];
@@ -118,19 +112,16 @@ void metrics_observe(metrics_t *m, enum metric_hist h, double v) {
 }
 
 void metrics_stage(metrics_t *m, int stage, double busy_s, uint64_t bytes) {
-    if (!m || stage < 0 || stage >= METRICS_MAX_STAGES)
-        return;
+    if (!m || stage < 0 || stage >= METRICS_MAX_STAGES) return;
     pthread_mutex_lock(&m->mu);
     m->stage_busy[stage] += busy_s;
     m->stage_bytes[stage] += bytes;
-    if (stage + 1 > m->n_stages)
-        m->n_stages = stage + 1;
+    if (stage + 1 > m->n_stages) m->n_stages = stage + 1;
     pthread_mutex_unlock(&m->mu);
 }
 
 uint64_t metrics_counter(metrics_t *m, enum metric_counter c) {
-    if (!m)
-        return 0;
+    if (!m) return 0;
     pthread_mutex_lock(&m->mu);
     uint64_t v = m->counter[c];
     pthread_mutex_unlock(&m->mu);
@@ -138,8 +129,7 @@ uint64_t metrics_counter(metrics_t *m, enum metric_counter c) {
 }
 
 double metrics_gauge(metrics_t *m, enum metric_gauge g) {
-    if (!m)
-        return 0;
+    if (!m) return 0;
     pthread_mutex_lock(&m->mu);
     double v = m->gauge[g];
     pthread_mutex_unlock(&m->mu);
@@ -153,8 +143,7 @@ struct out {
 };
 
 __attribute__((format(printf, 2, 3))) static void outf(struct out *o, const char *fmt, ...) {
-    if (o->oom)
-        return;
+    if (o->oom) return;
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
@@ -181,8 +170,7 @@ __attribute__((format(printf, 2, 3))) static void outf(struct out *o, const char
 
 char *metrics_render(metrics_t *m) {
     struct out o = {.p = malloc(4096), .cap = 4096};
-    if (!o.p)
-        return NULL;
+    if (!o.p) return NULL;
     o.p[0] = 0;
     pthread_mutex_lock(&m->mu);
     outf(&o, "# HELP baton_http_responses_total HTTP responses by status code.\n"
@@ -208,8 +196,7 @@ char *metrics_render(metrics_t *m) {
             outf(&o, "%s_bucket{le=\"%g\"} %llu\n", d->name, d->le[i], (unsigned long long)cum);
         }
         outf(&o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n", d->name,
-             (unsigned long long)x->count, d->name, x->sum, d->name,
-             (unsigned long long)x->count);
+             (unsigned long long)x->count, d->name, x->sum, d->name, (unsigned long long)x->count);
     }
     outf(&o, "# HELP baton_stage_busy_seconds_total Seconds each pipeline stage spent computing.\n"
              "# TYPE baton_stage_busy_seconds_total counter\n");

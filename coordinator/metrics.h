@@ -3,32 +3,32 @@
  * mutex; updates are a few per token, far below contention). Names are baton_*. */
 #ifndef BT_COORDINATOR_METRICS_H
 #define BT_COORDINATOR_METRICS_H
-#include <stdint.h>
-
 #include "common/err.h"
 
+#include <stdint.h>
+
 enum metric_counter {
-    MC_PROMPT_TOKENS,     /* baton_prompt_tokens_total */
-    MC_GEN_TOKENS,        /* baton_generation_tokens_total */
-    MC_REQ_FINISHED,      /* baton_requests_finished_total: stop or length */
-    MC_REQ_CANCELLED,     /* baton_requests_cancelled_total: client went away */
-    MC_REQ_FAILED,        /* baton_requests_failed_total: executor errors */
-    MC_REQ_REJECTED,      /* baton_requests_rejected_total: queue full (429) */
-    MC_STEPS,             /* baton_sched_steps_total: micro-batches submitted */
+    MC_PROMPT_TOKENS, /* baton_prompt_tokens_total */
+    MC_GEN_TOKENS,    /* baton_generation_tokens_total */
+    MC_REQ_FINISHED,  /* baton_requests_finished_total: stop or length */
+    MC_REQ_CANCELLED, /* baton_requests_cancelled_total: client went away */
+    MC_REQ_FAILED,    /* baton_requests_failed_total: executor errors */
+    MC_REQ_REJECTED,  /* baton_requests_rejected_total: queue full (429) */
+    MC_STEPS,         /* baton_sched_steps_total: micro-batches submitted */
     MC_COUNT
 };
 enum metric_gauge {
-    MG_QUEUE_DEPTH,   /* baton_queue_depth: requests waiting for a slot */
-    MG_ACTIVE,        /* baton_active_sequences: sequences holding a slot */
-    MG_SLOTS,         /* baton_slots: slots in total */
-    MG_INFLIGHT,      /* baton_batches_in_flight */
+    MG_QUEUE_DEPTH, /* baton_queue_depth: requests waiting for a slot */
+    MG_ACTIVE,      /* baton_active_sequences: sequences holding a slot */
+    MG_SLOTS,       /* baton_slots: slots in total */
+    MG_INFLIGHT,    /* baton_batches_in_flight */
     MG_COUNT
 };
 enum metric_hist {
-    MH_TTFT,          /* baton_time_to_first_token_seconds */
-    MH_ITL,           /* baton_inter_token_seconds */
-    MH_E2E,           /* baton_request_duration_seconds */
-    MH_BATCH_TOKENS,  /* baton_batch_tokens: tokens per micro-batch */
+    MH_TTFT,         /* baton_time_to_first_token_seconds */
+    MH_ITL,          /* baton_inter_token_seconds */
+    MH_E2E,          /* baton_request_duration_seconds */
+    MH_BATCH_TOKENS, /* baton_batch_tokens: tokens per micro-batch */
     MH_COUNT
 };
 #define METRICS_MAX_STAGES 64

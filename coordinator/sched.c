@@ -4,29 +4,29 @@
  * lock. Lock order: s->mu before h->mu. */
 #include "coordinator/sched.h"
 
+#include "common/assert.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/sampler.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "common/assert.h"
-#include "common/clock.h"
-#include "common/log.h"
-#include "engine/sampler.h"
-
 struct sched_handle {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct sched_event *head, *tail;
-    int refs;      /* the caller's and the scheduler's */
-    int cancel;    /* set by sched_handle_close */
-    int finished;  /* DONE or ERROR queued */
+    int refs;     /* the caller's and the scheduler's */
+    int cancel;   /* set by sched_handle_close */
+    int finished; /* DONE or ERROR queued */
     struct sched_handle *qnext;
 
     /* Scheduler thread only. */
     uint64_t id;
-    int slot;        /* -1 while queued */
+    int slot; /* -1 while queued */
     int32_t *prompt;
     int n_prompt;
     int n_fed;       /* tokens handed to the executor so far (= next position) */
@@ -36,8 +36,8 @@ struct sched_handle {
     int32_t pending; /* sampled, not yet fed */
     int has_pending;
     struct exec_sampling sp;
-    tok_stream_t *ts;  /* token bytes -> complete UTF-8 */
-    stopper_t *stopper; /* complete UTF-8 -> text before any stop string */
+    tok_stream_t *ts;               /* token bytes -> complete UTF-8 */
+    stopper_t *stopper;             /* complete UTF-8 -> text before any stop string */
     uint64_t cost[EXEC_MAX_STAGES]; /* state bytes reserved per stage */
     int64_t t_arrive, t_last;
 };
@@ -81,8 +81,7 @@ static void handle_unref(sched_handle_t *h) {
     pthread_mutex_lock(&h->mu);
     int left = --h->refs;
     pthread_mutex_unlock(&h->mu);
-    if (left > 0)
-        return;
+    if (left > 0) return;
     struct sched_event *ev = h->head;
     while (ev) {
         struct sched_event *n = ev->next;
@@ -98,8 +97,7 @@ static void handle_unref(sched_handle_t *h) {
 }
 
 void sched_event_free(struct sched_event *ev) {
-    if (!ev)
-        return;
+    if (!ev) return;
     free(ev->text);
     free(ev);
 }
@@ -112,8 +110,7 @@ static struct sched_event *event_new(enum sched_ev_kind kind, const char *text, 
         free(t);
         return NULL;
     }
-    if (len)
-        memcpy(t, text, len);
+    if (len) memcpy(t, text, len);
     t[len] = 0;
     ev->kind = kind;
     ev->text = t;
@@ -128,8 +125,7 @@ static void push_event(sched_handle_t *h, struct sched_event *ev) {
         sched_event_free(ev);
         return;
     }
-    if (ev->kind != SEV_TOKEN)
-        h->finished = 1;
+    if (ev->kind != SEV_TOKEN) h->finished = 1;
     if (h->tail)
         h->tail->next = ev;
     else
@@ -175,8 +171,7 @@ int sched_next(sched_handle_t *h, int timeout_ms, struct sched_event **ev) {
     }
     pthread_mutex_lock(&h->mu);
     while (!h->head && h->finished != 2) {
-        if (timeout_ms == 0)
-            break;
+        if (timeout_ms == 0) break;
         if (timeout_ms < 0)
             pthread_cond_wait(&h->cv, &h->mu);
         else if (pthread_cond_timedwait(&h->cv, &h->mu, &dl) == ETIMEDOUT)
@@ -185,8 +180,7 @@ int sched_next(sched_handle_t *h, int timeout_ms, struct sched_event **ev) {
     struct sched_event *e = h->head;
     if (e) {
         h->head = e->next;
-        if (!h->head)
-            h->tail = NULL;
+        if (!h->head) h->tail = NULL;
         e->next = NULL;
     } else if (h->finished == 2) {
         /* Out of memory earlier: hand out a synthesized error once (malloc may work now). */
@@ -203,8 +197,7 @@ int sched_next(sched_handle_t *h, int timeout_ms, struct sched_event **ev) {
 }
 
 void sched_handle_close(sched_handle_t *h) {
-    if (!h)
-        return;
+    if (!h) return;
     pthread_mutex_lock(&h->mu);
     h->cancel = 1;
     pthread_mutex_unlock(&h->mu);
@@ -228,17 +221,16 @@ static void seq_cost(const struct exec_caps *c, const sched_handle_t *h, uint64_
 
 static int fits(const struct sched *s, const uint64_t *cost) {
     for (int i = 0; i < s->caps.n_stages; i++)
-        if (s->caps.stage[i].budget_bytes && s->reserved[i] + cost[i] > s->caps.stage[i].budget_bytes)
+        if (s->caps.stage[i].budget_bytes &&
+            s->reserved[i] + cost[i] > s->caps.stage[i].budget_bytes)
             return 0;
     return 1;
 }
 
 int sched_submit(sched_t *s, const struct sched_req *r, sched_handle_t **out, bt_err *e) {
     *out = NULL;
-    if (r->n_prompt < 1)
-        return bt_fail(e, BT_EINVAL, "sched: empty prompt");
-    if (r->max_tokens < 1)
-        return bt_fail(e, BT_EINVAL, "sched: max_tokens=%d < 1", r->max_tokens);
+    if (r->n_prompt < 1) return bt_fail(e, BT_EINVAL, "sched: empty prompt");
+    if (r->max_tokens < 1) return bt_fail(e, BT_EINVAL, "sched: max_tokens=%d < 1", r->max_tokens);
     if (r->n_prompt >= s->caps.max_ctx)
         return bt_fail(e, BT_EMSGSIZE,
                        "prompt has %d tokens; the context holds %d including at least one "
@@ -251,8 +243,7 @@ int sched_submit(sched_t *s, const struct sched_req *r, sched_handle_t **out, bt
             return bt_fail(e, BT_EINVAL, "token id %d at %d is outside [0, %d)", r->prompt[i], i,
                            s->caps.n_vocab);
     sched_handle_t *h = calloc(1, sizeof *h);
-    if (!h)
-        return bt_fail(e, -ENOMEM, "sched: out of memory");
+    if (!h) return bt_fail(e, -ENOMEM, "sched: out of memory");
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     h->refs = 2;
@@ -264,12 +255,9 @@ int sched_submit(sched_t *s, const struct sched_req *r, sched_handle_t **out, bt
     h->t_arrive = bt_now_ns();
     h->prompt = malloc((size_t)r->n_prompt * sizeof *h->prompt);
     int rc = h->prompt ? 0 : -ENOMEM;
-    if (!rc)
-        memcpy(h->prompt, r->prompt, (size_t)r->n_prompt * sizeof *h->prompt);
-    if (!rc)
-        rc = stopper_new(&h->stopper, r->stop, (size_t)r->n_stop, e);
-    if (!rc)
-        rc = tok_stream_new(&h->ts, s->o.tok, 0, e);
+    if (!rc) memcpy(h->prompt, r->prompt, (size_t)r->n_prompt * sizeof *h->prompt);
+    if (!rc) rc = stopper_new(&h->stopper, r->stop, (size_t)r->n_stop, e);
+    if (!rc) rc = tok_stream_new(&h->ts, s->o.tok, 0, e);
     if (rc) {
         h->refs = 1;
         handle_unref(h);
@@ -362,8 +350,7 @@ static void admit(sched_t *s) {
         }
         BT_ASSERT(take);
         *pp = h->qnext;
-        if (s->q_tail == h)
-            s->q_tail = prev;
+        if (s->q_tail == h) s->q_tail = prev;
         h->qnext = NULL;
         s->n_queued--;
         if (cancelled) {
@@ -394,20 +381,15 @@ static void finish(sched_t *s, sched_handle_t *h, const char *reason, int at_sto
         /* Both stages' leftovers; the stopper's output is borrowed only until its next call. */
         const char *u = NULL, *f = NULL;
         size_t un = 0, fn = 0;
-        if (n && stopper_feed(h->stopper, t, n, &u, &un) < 0)
-            goto done;
-        if (!(buf = malloc(un + 1)))
-            goto done;
-        if (un)
-            memcpy(buf, u, un);
+        if (n && stopper_feed(h->stopper, t, n, &u, &un) < 0) goto done;
+        if (!(buf = malloc(un + 1))) goto done;
+        if (un) memcpy(buf, u, un);
         len = un;
         stopper_flush(h->stopper, &f, &fn);
         char *p = realloc(buf, len + fn + 1);
-        if (!p)
-            goto done;
+        if (!p) goto done;
         buf = p;
-        if (fn)
-            memcpy(buf + len, f, fn);
+        if (fn) memcpy(buf + len, f, fn);
         len += fn;
     }
     ev = event_new(SEV_DONE, buf ? buf : "", len);
@@ -455,8 +437,7 @@ static void on_token(sched_t *s, sched_handle_t *h, const struct exec_result *r)
         return;
     }
     struct sched_event *ev = event_new(SEV_TOKEN, emit, emit_len);
-    if (ev)
-        ev->tok = *r;
+    if (ev) ev->tok = *r;
     push_or_fail(h, ev);
     if (at_stop || eog)
         finish(s, h, "stop", at_stop);
@@ -477,10 +458,13 @@ static int step(sched_t *s) {
     /* Decodes first: one token each, they are latency-bound. */
     for (int i = 0; i < s->caps.n_slots && n_tok < budget; i++) {
         sched_handle_t *h = s->active[i];
-        if (!h || h->in_flight || !h->has_pending)
-            continue;
-        s->items[n] = (struct exec_seq_item){.seq_id = h->id, .slot = h->slot, .pos = h->n_fed,
-                                             .tokens = &h->pending, .n_tokens = 1, .sample = 1};
+        if (!h || h->in_flight || !h->has_pending) continue;
+        s->items[n] = (struct exec_seq_item){.seq_id = h->id,
+                                             .slot = h->slot,
+                                             .pos = h->n_fed,
+                                             .tokens = &h->pending,
+                                             .n_tokens = 1,
+                                             .sample = 1};
         f->seqs[n++] = h;
         n_tok++;
     }
@@ -488,13 +472,10 @@ static int step(sched_t *s) {
     for (int k = 0; k < s->caps.n_slots && n_tok < budget; k++) {
         int i = (s->rr + k) % s->caps.n_slots;
         sched_handle_t *h = s->active[i];
-        if (!h || h->in_flight || h->has_pending || h->n_fed >= h->n_prompt)
-            continue;
+        if (!h || h->in_flight || h->has_pending || h->n_fed >= h->n_prompt) continue;
         int c = h->n_prompt - h->n_fed;
-        if (c > chunk_max)
-            c = chunk_max;
-        if (c > budget - n_tok)
-            c = budget - n_tok;
+        if (c > chunk_max) c = chunk_max;
+        if (c > budget - n_tok) c = budget - n_tok;
         s->items[n] = (struct exec_seq_item){.seq_id = h->id,
                                              .slot = h->slot,
                                              .pos = h->n_fed,
@@ -505,8 +486,7 @@ static int step(sched_t *s) {
         f->seqs[n++] = h;
         n_tok += c;
     }
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     s->rr = (s->rr + 1) % s->caps.n_slots;
     uint64_t id = ++s->next_batch;
     bt_err e = {0};
@@ -522,8 +502,7 @@ static int step(sched_t *s) {
     for (int i = 0; i < n; i++) {
         sched_handle_t *h = f->seqs[i];
         h->in_flight = 1;
-        if (h->has_pending)
-            h->has_pending = 0;
+        if (h->has_pending) h->has_pending = 0;
         h->n_fed += s->items[i].n_tokens;
         if (s->items[i].n_tokens > 0 && h->n_fed <= h->n_prompt)
             metrics_add(s->o.metrics, MC_PROMPT_TOKENS, (uint64_t)s->items[i].n_tokens);
@@ -538,8 +517,7 @@ static int step(sched_t *s) {
 
 static sched_handle_t *find_seq(struct inflight *f, uint64_t id) {
     for (int i = 0; i < f->n; i++)
-        if (f->seqs[i] && f->seqs[i]->id == id)
-            return f->seqs[i];
+        if (f->seqs[i] && f->seqs[i]->id == id) return f->seqs[i];
     return NULL;
 }
 
@@ -572,8 +550,7 @@ static void complete(sched_t *s, const struct exec_done *d) {
             continue;
         }
         for (int j = 0; j < f->n; j++)
-            if (f->seqs[j] == h)
-                f->seqs[j] = NULL; /* consumed */
+            if (f->seqs[j] == h) f->seqs[j] = NULL; /* consumed */
         if (is_cancelled(h)) {
             metrics_add(s->o.metrics, MC_REQ_CANCELLED, 1);
             retire(s, h);
@@ -622,8 +599,7 @@ static void *sched_main(void *arg) {
         pthread_mutex_lock(&s->mu);
         int stop = s->stop;
         pthread_mutex_unlock(&s->mu);
-        if (stop)
-            break;
+        if (stop) break;
         reap_cancelled(s);
         admit(s);
         int submitted = 0;
@@ -643,8 +619,7 @@ static void *sched_main(void *arg) {
             }
             continue;
         }
-        if (submitted)
-            continue;
+        if (submitted) continue;
         /* Idle: wait for a request or a cancel (the timeout also catches cancels of queued
          * requests, which do not signal). */
         pthread_mutex_lock(&s->mu);
@@ -665,13 +640,11 @@ static void *sched_main(void *arg) {
         struct exec_done d;
         bt_err e = {0};
         int rc = exec_poll(s->o.exec, 1000, &d, &e);
-        if (rc < 0)
-            break;
+        if (rc < 0) break;
         if (rc == 1) {
             struct inflight *f = &s->fl[s->fl_head];
             for (int i = 0; i < f->n; i++)
-                if (f->seqs[i])
-                    f->seqs[i]->in_flight = 0;
+                if (f->seqs[i]) f->seqs[i]->in_flight = 0;
             s->fl_head = (s->fl_head + 1) % s->caps.depth;
             s->fl_count--;
         }
@@ -684,19 +657,16 @@ static void *sched_main(void *arg) {
 int sched_open(sched_t **out, const struct sched_opts *o, bt_err *e) {
     *out = NULL;
     const struct exec_caps *c = exec_caps(o->exec);
-    if (c->n_slots < 1 || c->depth < 1 || c->max_ctx < 2 || c->max_batch < 1 ||
-        c->n_stages < 1 || c->n_stages > EXEC_MAX_STAGES)
+    if (c->n_slots < 1 || c->depth < 1 || c->max_ctx < 2 || c->max_batch < 1 || c->n_stages < 1 ||
+        c->n_stages > EXEC_MAX_STAGES)
         return bt_fail(e, BT_EINVAL, "sched: bad executor caps slots=%d depth=%d ctx=%d batch=%d",
                        c->n_slots, c->depth, c->max_ctx, c->max_batch);
     sched_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bt_fail(e, -ENOMEM, "sched: out of memory");
+    if (!s) return bt_fail(e, -ENOMEM, "sched: out of memory");
     s->o = *o;
     s->caps = *c;
-    if (s->o.step_tokens <= 0)
-        s->o.step_tokens = c->max_batch < 512 ? c->max_batch : 512;
-    if (s->o.step_tokens > c->max_batch)
-        s->o.step_tokens = c->max_batch;
+    if (s->o.step_tokens <= 0) s->o.step_tokens = c->max_batch < 512 ? c->max_batch : 512;
+    if (s->o.step_tokens > c->max_batch) s->o.step_tokens = c->max_batch;
     if (s->o.prefill_chunk <= 0 || s->o.prefill_chunk > s->o.step_tokens)
         s->o.prefill_chunk = s->o.step_tokens;
     pthread_mutex_init(&s->mu, NULL);
@@ -737,8 +707,7 @@ int sched_open(sched_t **out, const struct sched_opts *o, bt_err *e) {
 }
 
 void sched_close(sched_t *s) {
-    if (!s)
-        return;
+    if (!s) return;
     if (s->started) {
         pthread_mutex_lock(&s->mu);
         s->stop = 1;

@@ -19,13 +19,13 @@
  * is in no in-flight batch. All functions are thread-safe. */
 #ifndef BT_COORDINATOR_SCHED_H
 #define BT_COORDINATOR_SCHED_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "coordinator/exec.h"
 #include "coordinator/metrics.h"
 #include "engine/tokenizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 #define SCHED_MAX_STOP 4
 
@@ -44,7 +44,7 @@ struct sched_opts {
 struct sched_req {
     const int32_t *prompt; /* copied */
     int n_prompt;
-    int max_tokens;        /* >= 1; also limited by the context */
+    int max_tokens; /* >= 1; also limited by the context */
     struct exec_sampling sp;
     const char *stop[SCHED_MAX_STOP]; /* copied */
     int n_stop;
@@ -54,7 +54,7 @@ enum sched_ev_kind { SEV_TOKEN = 0, SEV_DONE = 1, SEV_ERROR = 2 };
 
 struct sched_event {
     enum sched_ev_kind kind;
-    char *text;   /* newly final text (may be empty, never NULL); owned by the event */
+    char *text; /* newly final text (may be empty, never NULL); owned by the event */
     size_t len;
     struct exec_result tok;    /* TOKEN: the sampled token and its logprobs */
     const char *finish_reason; /* DONE: "stop" or "length" (static) */

@@ -5,13 +5,13 @@
 #define BT_TESTS_API_CASES_H
 
 struct bad_case {
-    int chat;         /* 1: /v1/chat/completions, 0: /v1/completions */
+    int chat; /* 1: /v1/chat/completions, 0: /v1/completions */
     int status;
     const char *body;
 };
 
-#define M "\"model\":\"tiny-a\","
-#define MSG "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+#define M         "\"model\":\"tiny-a\","
+#define MSG       "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
 #define CH(extra) "{" M MSG extra "}"
 #define CP(extra) "{" M "\"prompt\":\"hi\"" extra "}"
 

@@ -1,13 +1,13 @@
 /* tests/test_api_json.c: OpenAI request parsing (every rejection with its status and the
  * OpenAI error shape) and response/chunk building. */
+#include "api_cases.h"
+#include "coordinator/api_json.h"
+
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "api_cases.h"
-#include "coordinator/api_json.h"
 
 static const struct api_limits lim = {.model = "tiny-a", .n_vocab = 1792, .max_tokens = 4096};
 
@@ -140,7 +140,8 @@ Test(api_json, defaults_and_nulls) {
 }
 
 Test(api_json, completion_prompts) {
-    struct api_request *r = parse_ok(API_COMPLETION, "{\"model\":\"tiny-a\",\"prompt\":[1,2,1791]}");
+    struct api_request *r =
+        parse_ok(API_COMPLETION, "{\"model\":\"tiny-a\",\"prompt\":[1,2,1791]}");
     cr_assert_eq(r->n_prompt_ids, 3);
     cr_assert_eq(r->prompt_ids[2], 1791);
     cr_assert_null(r->prompt);
@@ -177,11 +178,23 @@ Test(api_json, chat_response_shape) {
     t.top[1] = (struct api_top){"\xe4", 1, -2.0f}; /* half a character */
     int32_t ids[2] = {7, 8}, pids[3] = {1, 2, 3};
     struct api_usage u = {3, 2};
-    struct api_out o = {.kind = API_CHAT, .id = "chatcmpl-1", .created = 1700000000,
-                        .model = "tiny-a", .content = "hello", .content_len = 5,
-                        .reasoning = "hmm", .reasoning_len = 3, .finish_reason = "stop",
-                        .toks = &t, .n_toks = 1, .logprobs = 1, .token_ids = ids,
-                        .n_token_ids = 2, .prompt_ids = pids, .n_prompt_ids = 3, .usage = &u};
+    struct api_out o = {.kind = API_CHAT,
+                        .id = "chatcmpl-1",
+                        .created = 1700000000,
+                        .model = "tiny-a",
+                        .content = "hello",
+                        .content_len = 5,
+                        .reasoning = "hmm",
+                        .reasoning_len = 3,
+                        .finish_reason = "stop",
+                        .toks = &t,
+                        .n_toks = 1,
+                        .logprobs = 1,
+                        .token_ids = ids,
+                        .n_token_ids = 2,
+                        .prompt_ids = pids,
+                        .n_prompt_ids = 3,
+                        .usage = &u};
     cJSON *j = parse_json(api_build_response(&o));
     cr_assert_str_eq(str_at(j, "object"), "chat.completion");
     cr_assert_str_eq(str_at(j, "id"), "chatcmpl-1");
@@ -194,8 +207,8 @@ Test(api_json, chat_response_shape) {
     cr_assert_str_eq(str_at(m, "content"), "hello");
     cr_assert_str_eq(str_at(m, "reasoning_content"), "hmm");
     cr_assert_str_eq(str_at(c, "finish_reason"), "stop");
-    const cJSON *lp = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"),
-                                                             "content"), 0);
+    const cJSON *lp =
+        cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"), "content"), 0);
     cr_assert_str_eq(str_at(lp, "token"), "he");
     cr_assert_float_eq(cJSON_GetObjectItem(lp, "logprob")->valuedouble, -0.25, 1e-9);
     const cJSON *top1 = cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "top_logprobs"), 1);
@@ -222,15 +235,20 @@ Test(api_json, chunks_and_completion_shape) {
     o = (struct api_out){.kind = API_CHAT, .id = "c", .model = "m", .usage_only = 1, .usage = &u};
     j = parse_json(api_build_chunk(&o));
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "choices")), 0);
-    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "total_tokens")->valueint,
-                 2);
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "total_tokens")->valueint, 2);
     cJSON_Delete(j);
     /* Legacy completion logprobs: tokens, token_logprobs, top_logprobs maps, text_offset. */
     struct api_token t[2] = {{.text = "ab", .len = 2, .logprob = -1.0f, .n_top = 1},
                              {.text = "c", .len = 1, .logprob = -0.5f}};
     t[0].top[0] = (struct api_top){"ab", 2, -1.0f};
-    o = (struct api_out){.kind = API_COMPLETION, .id = "cmpl-1", .model = "m", .content = "abc",
-                         .content_len = 3, .finish_reason = "length", .toks = t, .n_toks = 2,
+    o = (struct api_out){.kind = API_COMPLETION,
+                         .id = "cmpl-1",
+                         .model = "m",
+                         .content = "abc",
+                         .content_len = 3,
+                         .finish_reason = "length",
+                         .toks = t,
+                         .n_toks = 2,
                          .logprobs = 1};
     j = parse_json(api_build_response(&o));
     cr_assert_str_eq(str_at(j, "object"), "text_completion");
@@ -246,13 +264,15 @@ Test(api_json, chunks_and_completion_shape) {
         -1.0, 1e-9);
     cJSON_Delete(j);
     j = parse_json(api_build_models("tiny-a", 5));
-    cr_assert_str_eq(str_at(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "id"),
-                     "tiny-a");
+    cr_assert_str_eq(str_at(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "id"), "tiny-a");
     cJSON_Delete(j);
 }
 
 Test(api_json, utf8_helpers) {
-    char *s = api_utf8_sanitize("a\xff" "b\xc3\xa9\xed\xa0\x80", 8);
-    cr_assert_str_eq(s, "a\xef\xbf\xbd" "b\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    char *s = api_utf8_sanitize("a\xff"
+                                "b\xc3\xa9\xed\xa0\x80",
+                                8);
+    cr_assert_str_eq(s, "a\xef\xbf\xbd"
+                        "b\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
     free(s);
 }

@@ -3,6 +3,13 @@
  * HTTP must reproduce llama.cpp's reference ids; SSE framing; models/health/metrics; 100+ bad
  * requests each get their status while the server keeps serving; a client that disconnects
  * mid-stream frees its slot. */
+#include "api_cases.h"
+#include "coordinator/api.h"
+#include "coordinator/exec_local.h"
+#include "coordinator/http.h"
+#include "coordinator/sched.h"
+#include "fixtures.h"
+
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
@@ -14,13 +21,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
-
-#include "api_cases.h"
-#include "coordinator/api.h"
-#include "coordinator/exec_local.h"
-#include "coordinator/http.h"
-#include "coordinator/sched.h"
-#include "fixtures.h"
 
 #define N_SLOTS 4
 
@@ -39,17 +39,28 @@ static void srv_open(struct srv *v) {
     memset(v, 0, sizeof *v);
     const char *path = fixture_path("tiny-a/gguf/model-f32.gguf");
     cr_assert_eq(tokenizer_open(&v->tok, path, &e), 0, "%s", e.msg);
-    struct exec_local_opts lo = {.model_path = path, .tok = v->tok, .n_slots = N_SLOTS,
-                                 .max_ctx = 320, .max_batch = 128, .n_threads = 2};
+    struct exec_local_opts lo = {.model_path = path,
+                                 .tok = v->tok,
+                                 .n_slots = N_SLOTS,
+                                 .max_ctx = 320,
+                                 .max_batch = 128,
+                                 .n_threads = 2};
     cr_assert_eq(exec_local_open(&v->ex, &lo, &e), 0, "%s", e.msg);
     cr_assert_eq(metrics_open(&v->m, &e), 0);
     struct sched_opts so = {.exec = v->ex, .tok = v->tok, .metrics = v->m, .max_queue = 16};
     cr_assert_eq(sched_open(&v->s, &so, &e), 0, "%s", e.msg);
-    struct api_opts ao = {.sched = v->s, .tok = v->tok, .metrics = v->m, .model = "tiny-a",
+    struct api_opts ao = {.sched = v->s,
+                          .tok = v->tok,
+                          .metrics = v->m,
+                          .model = "tiny-a",
                           .limits = {.max_tokens = 4096}};
     cr_assert_eq(api_open(&v->api, &ao, &e), 0, "%s", e.msg);
-    struct http_opts ho = {.host = "127.0.0.1", .port = 0, .max_body = 1 << 20,
-                           .handler = api_handle, .ctx = v->api, .metrics = v->m};
+    struct http_opts ho = {.host = "127.0.0.1",
+                           .port = 0,
+                           .max_body = 1 << 20,
+                           .handler = api_handle,
+                           .ctx = v->api,
+                           .metrics = v->m};
     cr_assert_eq(http_open(&v->http, &ho, &e), 0, "%s", e.msg);
     v->port = http_port(v->http);
     cr_assert_gt(v->port, 0);
@@ -78,8 +89,7 @@ static int dial(int port) {
 static void send_all(int fd, const char *p, size_t n) {
     while (n) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k <= 0)
-            return; /* the server may close early (413): the reply is still readable */
+        if (k <= 0) return; /* the server may close early (413): the reply is still readable */
         p += k;
         n -= (size_t)k;
     }
@@ -93,8 +103,7 @@ static void send_request(int fd, const char *method, const char *path, const cha
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
                      method, path, len);
     send_all(fd, head, (size_t)n);
-    if (len)
-        send_all(fd, body, len);
+    if (len) send_all(fd, body, len);
 }
 
 struct resp {
@@ -114,11 +123,9 @@ static void read_resp(int fd, struct resp *r) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     for (;;) {
-        if (n + 4096 > cap)
-            buf = realloc(buf, cap *= 2);
+        if (n + 4096 > cap) buf = realloc(buf, cap *= 2);
         ssize_t k = recv(fd, buf + n, cap - n - 1, 0);
-        if (k <= 0)
-            break;
+        if (k <= 0) break;
         n += (size_t)k;
     }
     buf[n] = 0;
@@ -138,15 +145,13 @@ static void read_resp(int fd, struct resp *r) {
             size_t sz = strtoul(p, &end, 16);
             const char *crlf = strstr(p, "\r\n");
             cr_assert_not_null(crlf);
-            if (sz == 0)
-                break;
+            if (sz == 0) break;
             p = crlf + 2;
             memcpy(r->body + r->len, p, sz);
             r->len += sz;
             p += sz + 2;
             left = n - (size_t)(p - buf);
-            if (p > buf + n)
-                break;
+            if (p > buf + n) break;
         }
     } else {
         memcpy(r->body, p, left);
@@ -156,8 +161,7 @@ static void read_resp(int fd, struct resp *r) {
     free(buf);
 }
 
-static void call(int port, const char *method, const char *path, const char *body,
-                 struct resp *r) {
+static void call(int port, const char *method, const char *path, const char *body, struct resp *r) {
     int fd = dial(port);
     send_request(fd, method, path, body, body ? strlen(body) : 0);
     read_resp(fd, r);
@@ -188,7 +192,7 @@ static void assert_ids(const cJSON *arr, const int32_t *want, int n, const char 
 }
 
 #define CHAT_MSGS                                                                                  \
-    "\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},"           \
+    "\"messages\":[{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},"            \
     "{\"role\":\"user\",\"content\":\"Write a short poem about the sea and the wind.\"}]"
 
 Test(http, chat_greedy_matches_reference, .timeout = 60) {
@@ -217,18 +221,17 @@ Test(http, chat_greedy_matches_reference, .timeout = 60) {
     cr_assert_leq(cJSON_GetObjectItem(l0, "logprob")->valuedouble, 0.0);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(l0, "top_logprobs")), 2);
     /* Greedy: the chosen token is the top alternative. */
-    cr_assert_float_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(l0,
-                                                                                  "top_logprobs"),
-                                                              0),
-                                           "logprob")
-                           ->valuedouble,
-                       cJSON_GetObjectItem(l0, "logprob")->valuedouble, 1e-6);
+    cr_assert_float_eq(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(l0, "top_logprobs"), 0),
+                            "logprob")
+            ->valuedouble,
+        cJSON_GetObjectItem(l0, "logprob")->valuedouble, 1e-6);
     const cJSON *u = cJSON_GetObjectItem(j, "usage");
     cr_assert_eq(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 43);
     cr_assert_eq(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 32);
     cr_assert_eq(cJSON_GetObjectItem(u, "total_tokens")->valueint, 75);
-    char *content = strdup(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")
-                               ->valuestring);
+    char *content =
+        strdup(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring);
     cJSON_Delete(j);
     resp_free(&r);
 
@@ -260,8 +263,7 @@ Test(http, chat_greedy_matches_reference, .timeout = 60) {
         } else {
             const cJSON *d = cJSON_GetObjectItem(ch, "delta");
             const cJSON *role = cJSON_GetObjectItem(d, "role");
-            if (role && n_events == 0)
-                saw_role = !strcmp(role->valuestring, "assistant");
+            if (role && n_events == 0) saw_role = !strcmp(role->valuestring, "assistant");
             const cJSON *ct = cJSON_GetObjectItem(d, "content");
             if (cJSON_IsString(ct)) {
                 size_t k = strlen(ct->valuestring);
@@ -269,8 +271,7 @@ Test(http, chat_greedy_matches_reference, .timeout = 60) {
                 tlen += k;
             }
             const cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason");
-            if (cJSON_IsString(fr))
-                saw_finish = !strcmp(fr->valuestring, "length");
+            if (cJSON_IsString(fr)) saw_finish = !strcmp(fr->valuestring, "length");
         }
         cJSON_Delete(x);
         n_events++;
@@ -294,8 +295,9 @@ Test(http, completions_ids_and_text, .timeout = 60) {
     read_ids("tiny-a/ref/f32/chat/greedy.txt", ref, 32);
     /* Prompt as token ids. */
     char body[2048];
-    int n = snprintf(body, sizeof body, "{\"model\":\"tiny-a\",\"temperature\":0,\"max_tokens\":"
-                                        "16,\"return_token_ids\":true,\"logprobs\":1,\"prompt\":[");
+    int n = snprintf(body, sizeof body,
+                     "{\"model\":\"tiny-a\",\"temperature\":0,\"max_tokens\":"
+                     "16,\"return_token_ids\":true,\"logprobs\":1,\"prompt\":[");
     for (int i = 0; i < 43; i++)
         n += snprintf(body + n, sizeof body - (size_t)n, "%s%d", i ? "," : "", prompt[i]);
     snprintf(body + n, sizeof body - (size_t)n, "]}");
@@ -492,8 +494,7 @@ Test(http, disconnect_mid_stream_frees_slot, .timeout = 60) {
     close(fd);
     for (int i = 0; i < 300; i++) {
         sched_get_stats(v.s, &st);
-        if (st.active == 0)
-            break;
+        if (st.active == 0) break;
         usleep(10000);
     }
     cr_assert_eq(st.active, 0, "slot not freed after the client left");
@@ -536,8 +537,7 @@ Test(http, full_queue_gives_429, .timeout = 60) {
     struct sched_stats st;
     for (int i = 0; i < 500; i++) {
         sched_get_stats(v.s, &st);
-        if (st.active == 0 && st.queued == 0)
-            break;
+        if (st.active == 0 && st.queued == 0) break;
         usleep(10000);
     }
     cr_assert_eq(st.active, 0);

@@ -2,16 +2,16 @@
  * real tiny-a model (F32): greedy tokens equal llama.cpp's reference alone and among 32
  * concurrent requests with chunked prefill, stop strings, max_tokens, queue back-pressure and
  * cancellation freeing the slot. */
+#include "coordinator/exec_local.h"
+#include "coordinator/sched.h"
+#include "engine/tokenizer.h"
+#include "fixtures.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "coordinator/exec_local.h"
-#include "coordinator/sched.h"
-#include "engine/tokenizer.h"
-#include "fixtures.h"
 
 struct env {
     tok_t *tok;
@@ -25,12 +25,20 @@ static void env_open(struct env *v, int n_slots, int max_queue, int step, int ch
     memset(v, 0, sizeof *v);
     const char *path = fixture_path("tiny-a/gguf/model-f32.gguf");
     cr_assert_eq(tokenizer_open(&v->tok, path, &e), 0, "%s", e.msg);
-    struct exec_local_opts lo = {.model_path = path, .tok = v->tok, .n_slots = n_slots,
-                                 .max_ctx = 320, .max_batch = 256, .n_threads = 2};
+    struct exec_local_opts lo = {.model_path = path,
+                                 .tok = v->tok,
+                                 .n_slots = n_slots,
+                                 .max_ctx = 320,
+                                 .max_batch = 256,
+                                 .n_threads = 2};
     cr_assert_eq(exec_local_open(&v->ex, &lo, &e), 0, "%s", e.msg);
     cr_assert_eq(metrics_open(&v->m, &e), 0);
-    struct sched_opts so = {.exec = v->ex, .tok = v->tok, .metrics = v->m, .max_queue = max_queue,
-                            .step_tokens = step, .prefill_chunk = chunk};
+    struct sched_opts so = {.exec = v->ex,
+                            .tok = v->tok,
+                            .metrics = v->m,
+                            .max_queue = max_queue,
+                            .step_tokens = step,
+                            .prefill_chunk = chunk};
     cr_assert_eq(sched_open(&v->s, &so, &e), 0, "%s", e.msg);
 }
 
@@ -70,18 +78,15 @@ static void collect(sched_handle_t *h, struct outcome *o) {
         memcpy(o->text + o->len, ev->text, ev->len);
         o->len += ev->len;
         enum sched_ev_kind k = ev->kind;
-        if (k == SEV_TOKEN && o->n < 400)
-            o->toks[o->n++] = ev->tok.token;
+        if (k == SEV_TOKEN && o->n < 400) o->toks[o->n++] = ev->tok.token;
         if (k == SEV_DONE) {
             snprintf(o->finish, sizeof o->finish, "%s", ev->finish_reason);
             o->prompt_tokens = ev->prompt_tokens;
             o->completion_tokens = ev->completion_tokens;
         }
-        if (k == SEV_ERROR)
-            o->error = ev->code;
+        if (k == SEV_ERROR) o->error = ev->code;
         sched_event_free(ev);
-        if (k != SEV_TOKEN)
-            break;
+        if (k != SEV_TOKEN) break;
     }
 }
 
@@ -273,8 +278,7 @@ Test(sched, cancel_frees_slot) {
     struct sched_stats st;
     for (int i = 0; i < 200; i++) {
         sched_get_stats(v.s, &st);
-        if (st.active == 0)
-            break;
+        if (st.active == 0) break;
         usleep(10000);
     }
     cr_assert_eq(st.active, 0);
