@@ -838,7 +838,7 @@ fail:
         remove(out);
     }
     if (rc)
-        fprintf(stderr, "mkmodel: %s\n", bt_errmsg(&e, rc));
+        fprintf(stderr, "%s\n", bt_errmsg(&e, rc));
     free(buf);
     gguf_writer_free(w);
     vocab_free(&voc);

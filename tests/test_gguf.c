@@ -162,8 +162,14 @@ Test(gguf, big_vocab_is_fast) {
     cr_assert_eq(tok->n, 151936);
     cr_assert_str_eq(tok->str[151643], "<|endoftext|>");
     cr_assert_gt(arr_of(g, "tokenizer.ggml.merges")->n, 100000);
-    /* ASan builds run several times slower: the budget is for optimized builds */
-    cr_assert_lt(ms, 1000.0, "open took %.1f ms", ms);
+    /* The 200 ms budget is for optimized builds on an idle machine; sanitizers run several
+     * times slower and the test machines are shared, so only gross regressions fail. */
+#if defined(__SANITIZE_ADDRESS__)
+    const double limit = 4000.0;
+#else
+    const double limit = 1000.0;
+#endif
+    cr_assert_lt(ms, limit, "open took %.1f ms", ms);
     if (ms > 200.0)
         cr_log_warn("qwen3 vocab open took %.1f ms (> 200 ms; fine only under sanitizers)", ms);
     gguf_free(g);
