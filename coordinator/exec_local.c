@@ -238,10 +238,13 @@ int exec_local_open(exec_t **out, const struct exec_local_opts *o, bt_err *e) {
     c->max_ctx = max_ctx;
     c->max_batch = max_batch;
     c->n_vocab = x->n_vocab;
-    /* Slots are preallocated at full context: the pool itself is the budget, so no bytes. */
-    c->stage[0].seq_bytes = seqstate_bytes(hp, 0, hp->n_layer, max_ctx);
-    c->stage[0].token_bytes = 0;
-    c->stage[0].budget_bytes = 0;
+    /* The exact state of one sequence: recurrent state (a context of 0) plus the KV per token
+     * (rounded up: the pool pads each layer's block to 16 floats). */
+    size_t fixed = seqstate_bytes(hp, 0, hp->n_layer, 0);
+    size_t full = seqstate_bytes(hp, 0, hp->n_layer, max_ctx);
+    c->stage[0].seq_bytes = fixed;
+    c->stage[0].token_bytes = (full - fixed + (size_t)max_ctx - 1) / (size_t)max_ctx;
+    c->stage[0].budget_bytes = o->state_budget_bytes;
     BT_LOG(INFO, "exec", "local model=%s layers=%d slots=%d ctx=%d batch=%d", o->model_path,
            hp->n_layer, n_slots, max_ctx, max_batch);
     *out = &x->base;

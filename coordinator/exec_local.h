@@ -17,6 +17,10 @@ struct exec_local_opts {
     int max_ctx;            /* 0 = 4096 */
     int max_batch;          /* tokens per micro-batch; 0 = 256 */
     int n_threads;          /* 0 = all CPUs */
+    /* Admission budget for sequence state in bytes (recurrent state + KV of prompt and
+     * max_tokens per sequence, see exec.h); 0 = only the slots limit. The pool itself is
+     * allocated for n_slots full contexts either way. */
+    size_t state_budget_bytes;
 };
 
 /* Loads the model. Errors from model_open/weights_load/seqstate with their detail. */
