@@ -1,0 +1,52 @@
+/* coordinator/exec_pipeline.h: an executor (coordinator/exec.h) over a pipeline of worker
+ * stages (proto/baton.proto, MESSAGE FLOW).
+ *
+ * exec_submit() turns a micro-batch into a Forward for stage 0 (seq_id = the scheduler's slot,
+ * token ids, SamplingParams of every sequence, wire dtype) and queues it; exec_poll() returns
+ * batches in submission order as their Result (from the last stage) or Error arrives.
+ * The control transport belongs to the coordinator's event loop thread, not to the scheduler
+ * thread that calls submit/poll: so submit only queues and calls opts.wake (the loop then
+ * calls exec_pipeline_flush to send), and the loop hands every Result/Error it receives to
+ * exec_pipeline_deliver. A lost stage or a send failure fails every batch in flight
+ * (BT_EPEERLOST) and, once broken, every later submit. A batch with no answer within
+ * batch_timeout_ms fails with BT_ETIMEDOUT and breaks the pipeline as well (its stages'
+ * state can no longer be trusted). Thread-safe between the two threads (one mutex). */
+#ifndef BT_COORDINATOR_EXEC_PIPELINE_H
+#define BT_COORDINATOR_EXEC_PIPELINE_H
+#include "common/err.h"
+#include "coordinator/exec.h"
+#include "proto/msg.h"
+#include "proto/transport.h"
+
+struct exec_pipeline_opts {
+    int n_stages;
+    const char *stage_ids[EXEC_MAX_STAGES]; /* transport identities, in stage order */
+    int wire_dtype;                         /* WIRE_* */
+    int n_slots;                            /* = LoadLayers.max_seqs */
+    int max_ctx;
+    int max_batch;                          /* tokens per Forward (<= 2048, worker max_rows) */
+    int n_vocab;
+    int depth;                              /* batches in flight; 0 = 2 * n_stages */
+    int batch_timeout_ms;                   /* 0 = 120000 */
+    void (*wake)(void *ctx);                /* called after a Forward is queued (any thread) */
+    void *wake_ctx;
+};
+
+int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err *e);
+
+/* Event loop thread: sends the queued Forwards to stage 0 on t. A failed send fails the
+ * pipeline (see above) and returns its code. */
+int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e);
+
+/* Event loop thread: a Result or Error envelope from peer (frames for the payload check).
+ * Returns 1 when it belonged to a batch in flight, 0 when not (unknown batch: the caller
+ * logs it), BT_EPROTO when a Result does not match its batch (the batch fails, detail in e). */
+int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *env, bt_err *e);
+
+/* Fails everything in flight and every later submit with code and the message. */
+void exec_pipeline_fail(exec_t *ex, int code, const char *msg);
+
+/* 1 if peer is one of the stages. */
+int exec_pipeline_has_stage(const exec_t *ex, const char *peer);
+
+#endif
