@@ -25,7 +25,7 @@
 
 #define PLAN_MAX_WORKERS 64
 #define PLAN_MAX_STAGES  64
-#define PLAN_ID_MAX      64
+#define PLAN_ID_MAX      256 /* TX_PEER_MAX + 1 */
 
 struct plan_layer_cost {
     uint64_t weight_bytes; /* the block's tensors */
