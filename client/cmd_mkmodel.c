@@ -16,6 +16,14 @@
  * every third layer between); Q5_K for the GDN attn_qkv. Rows that are not a multiple of 256
  * fall back to Q5_0 (for Q4_K/Q5_K) or Q8_0 (for Q6_K), as llama-quantize does.
  * Quantizers: ops->quantize_row[] (ops/quant.c). */
+#include "client/commands.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "engine/dtype.h"
+#include "engine/gguf.h"
+#include "engine/gguf_write.h"
+#include "ops/ops.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -25,14 +33,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#include "client/commands.h"
-#include "common/err.h"
-#include "common/log.h"
-#include "engine/dtype.h"
-#include "engine/gguf.h"
-#include "engine/gguf_write.h"
-#include "ops/ops.h"
 
 struct cfg {
     const char *size;
@@ -52,7 +52,7 @@ static const struct cfg sizes[] = {
 };
 // clang-format on
 
-#define REAL_VOCAB 248320
+#define REAL_VOCAB        248320
 #define SPECIAL_BASE_REAL 248044 /* id of <|endoftext|> in the real vocabulary */
 
 /* ---- PRNG: xoshiro256** seeded by splitmix64 ---- */
@@ -95,8 +95,7 @@ static void rng_normals(struct rng *r, float *x, int64_t n) {
         float u = rng_unif(r), v = rng_unif(r);
         float rad = sqrtf(-2.0f * logf(u)), th = 6.28318530718f * v;
         x[i] = rad * cosf(th);
-        if (i + 1 < n)
-            x[i + 1] = rad * sinf(th);
+        if (i + 1 < n) x[i + 1] = rad * sinf(th);
     }
 }
 
@@ -123,8 +122,7 @@ static int plan_add(struct plan *p, const char *name, int n_dims, int64_t ne0, i
     if (p->n == p->cap) {
         int cap = p->cap ? 2 * p->cap : 256;
         struct tdesc *t = realloc(p->t, (size_t)cap * sizeof *t);
-        if (!t)
-            return -ENOMEM;
+        if (!t) return -ENOMEM;
         p->t = t;
         p->cap = cap;
     }
@@ -159,10 +157,8 @@ static enum dtype pick_dtype(const char *type, const char *name, int layer, int 
     } else {
         dt = (enum dtype)dtype_from_name(type);
     }
-    if (dtype_traits[dt].block == 256 && ne0 % 256)
-        dt = dt == DT_Q6_K ? DT_Q8_0 : DT_Q5_0;
-    if (ne0 % dtype_traits[dt].block)
-        dt = DT_F32;
+    if (dtype_traits[dt].block == 256 && ne0 % 256) dt = dt == DT_Q6_K ? DT_Q8_0 : DT_Q5_0;
+    if (ne0 % dtype_traits[dt].block) dt = DT_F32;
     return dt;
 }
 
@@ -208,10 +204,8 @@ static int build_plan(struct plan *p, const struct cfg *c, const char *type) {
     }
 #undef ADD
     rc = rc ? rc : plan_add(p, "output_norm.weight", 1, H, 1, INIT_NORM1, 0.1f);
-    if (!c->tied)
-        rc = rc ? rc : plan_add(p, "output.weight", 2, H, V, INIT_NORMAL, 4.0f * sH);
-    if (rc)
-        return rc;
+    if (!c->tied) rc = rc ? rc : plan_add(p, "output.weight", 2, H, V, INIT_NORMAL, 4.0f * sH);
+    if (rc) return rc;
     for (int i = 0; i < p->n; i++) {
         struct tdesc *t = &p->t[i];
         int layer = -1;
@@ -249,18 +243,15 @@ static const char TRAIN_TEXT[] =
 
 /* GPT-2 byte-to-unicode: printable bytes map to themselves, the other 68 to U+0100.. */
 static int byte_cp(int b) {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))
-        return b;
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
     int n = 0;
     for (int x = 0; x < b; x++)
-        if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255)))
-            n++;
+        if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
     return 256 + n;
 }
 
 static int put_utf8(char *o, int cp) {
-    if (cp < 0x80)
-        return o[0] = (char)cp, 1;
+    if (cp < 0x80) return o[0] = (char)cp, 1;
     o[0] = (char)(0xc0 | (cp >> 6));
     o[1] = (char)(0x80 | (cp & 0x3f));
     return 2;
@@ -295,18 +286,15 @@ static int train_merges(char ***out, int max_merges, int *n_out) {
     int nw = 0, n_sym = 256;
     char **strs = calloc((size_t)(256 + max_merges), sizeof *strs);
     char **merges = calloc((size_t)max_merges + 1, sizeof *merges);
-    if (!strs || !merges)
-        goto oom;
+    if (!strs || !merges) goto oom;
     for (int b = 0; b < 256; b++) {
         char s[4] = {0};
         put_utf8(s, byte_cp(b));
-        if (!(strs[b] = strdup(s)))
-            goto oom;
+        if (!(strs[b] = strdup(s))) goto oom;
     }
     for (const unsigned char *p = (const unsigned char *)TRAIN_TEXT; *p && nw < MAXW;) {
         int n = 0;
-        if (*p == ' ' && ((p[1] | 32) >= 'a' && (p[1] | 32) <= 'z'))
-            sym[nw][n++] = *p++;
+        if (*p == ' ' && ((p[1] | 32) >= 'a' && (p[1] | 32) <= 'z')) sym[nw][n++] = *p++;
         if ((*p | 32) >= 'a' && (*p | 32) <= 'z')
             while (((*p | 32) >= 'a' && (*p | 32) <= 'z') && n < MAXS)
                 sym[nw][n++] = *p++;
@@ -327,8 +315,7 @@ static int train_merges(char ***out, int max_merges, int *n_out) {
                 unsigned h = (unsigned)key * 2654435761u >> 18;
                 while (hc[h] && hk[h] != key)
                     h = (h + 1) & (HS - 1);
-                if (!hc[h])
-                    hk[h] = key, hfirst[h] = order++;
+                if (!hc[h]) hk[h] = key, hfirst[h] = order++;
                 hc[h]++;
                 if (best < 0 || hc[h] > hc[best] || (hc[h] == hc[best] && hfirst[h] < hfirst[best]))
                     best = (int)h;
@@ -405,11 +392,9 @@ static int build_vocab(struct vocab *v, int n_vocab, bt_err *e) {
     if (max_merges < 0)
         return bt_fail(e, BT_EINVAL, "mkmodel: --vocab %d is below the minimum %d", n_vocab,
                        256 + N_SPECIALS);
-    if (max_merges > 4000)
-        max_merges = 4000;
+    if (max_merges > 4000) max_merges = 4000;
     int rc = train_merges(&v->merges, max_merges, &v->n_merges);
-    if (rc)
-        return bt_fail(e, rc, "mkmodel: out of memory training merges");
+    if (rc) return bt_fail(e, rc, "mkmodel: out of memory training merges");
     v->tok = calloc((size_t)n_vocab, sizeof *v->tok);
     v->type = calloc((size_t)n_vocab, sizeof *v->type);
     if (!v->tok || !v->type)
@@ -420,8 +405,7 @@ static int build_vocab(struct vocab *v, int n_vocab, bt_err *e) {
     for (int pass = 0; pass < 2; pass++)
         for (int b = 0; b < 256; b++) {
             int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-            if (printable != !pass)
-                continue;
+            if (printable != !pass) continue;
             char s[4] = {0};
             put_utf8(s, byte_cp(b));
             v->tok[n] = strdup(s);
@@ -429,8 +413,7 @@ static int build_vocab(struct vocab *v, int n_vocab, bt_err *e) {
         }
     for (int i = 0; i < v->n_merges; i++) {
         char *t = strdup(v->merges[i]), *sp = strchr(t ? t : "", ' ');
-        if (!t)
-            return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
+        if (!t) return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
         memmove(sp, sp + 1, strlen(sp)); /* "a b" -> "ab" */
         int dup = 0;
         for (int j = 256; j < n && !dup; j++)
@@ -462,8 +445,7 @@ static int build_vocab(struct vocab *v, int n_vocab, bt_err *e) {
         v->type[n] = 5;
     }
     for (int i = 0; i < n_vocab; i++)
-        if (!v->tok[i])
-            return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
+        if (!v->tok[i]) return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
     return 0;
 }
 
@@ -481,7 +463,8 @@ static const char CHAT_TEMPLATE[] =
     "{%- endfor %}"
     "{{- '<|im_end|>\\n' }}"
     "{%- elif message.role == 'tool' %}"
-    "{{- '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + message.content + "
+    "'\\n</tool_response><|im_end|>\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message.role + '\\n' + (message.content | trim) + '<|im_end|>\\n' }}"
     "{%- endif %}"
@@ -536,8 +519,7 @@ static void gen_row(const struct tdesc *t, int t_idx, uint64_t seed, int64_t row
 static void *job_run(void *arg) {
     struct job *j = arg;
     float *x = malloc((size_t)j->t->ne[0] * sizeof *x + 64);
-    if (!x)
-        return (void *)1;
+    if (!x) return (void *)1;
     for (int64_t r = j->ith; r < j->rows; r += j->nth) {
         gen_row(j->t, j->t_idx, j->seed, j->row0 + r, x);
         ops->quantize_row[j->t->dt](x, j->out + (size_t)r * j->row_bytes, j->t->ne[0]);
@@ -547,8 +529,8 @@ static void *job_run(void *arg) {
 }
 
 /* Generates tensor t chunk by chunk on nth threads and streams it to the writer. */
-static int write_tensor(gguf_writer_t *w, const struct tdesc *t, int t_idx, uint64_t seed,
-                        int nth, uint8_t *buf, size_t buf_bytes, bt_err *e) {
+static int write_tensor(gguf_writer_t *w, const struct tdesc *t, int t_idx, uint64_t seed, int nth,
+                        uint8_t *buf, size_t buf_bytes, bt_err *e) {
     size_t row_bytes = dtype_row_bytes(t->dt, t->ne[0]);
     int64_t chunk = (int64_t)(buf_bytes / row_bytes);
     if (chunk < 1)
@@ -573,11 +555,9 @@ static int write_tensor(gguf_writer_t *w, const struct tdesc *t, int t_idx, uint
                 pthread_join(th[i], &ret);
                 failed |= ret != NULL;
             }
-        if (failed)
-            return bt_fail(e, -ENOMEM, "tensor %s: out of memory", t->name);
+        if (failed) return bt_fail(e, -ENOMEM, "tensor %s: out of memory", t->name);
         int rc = gguf_writer_write(w, buf, (size_t)rows * row_bytes, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -585,15 +565,14 @@ static int write_tensor(gguf_writer_t *w, const struct tdesc *t, int t_idx, uint
 /* ---- command ---- */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: baton mkmodel --size tiny|0.8b|2b|4b|9b --type T -o FILE [options]\n"
-            "  -s, --size S         base configuration (spec 1.1; tiny = 4 layers, hidden 256)\n"
-            "  -t, --type T         f32 f16 bf16 q8_0 q4_0 q4_k_m q6_k (default q8_0)\n"
-            "  -o, --output FILE    GGUF to write\n"
-            "      --seed N         PRNG seed (default 1)\n"
-            "      --threads N      generator threads (default 2)\n"
-            "  overrides: --layers --hidden --ffn --heads --kv-heads --head-dim\n"
-            "             --lin-k-heads --lin-v-heads --lin-head-dim --vocab --tied 0|1\n");
+    fprintf(f, "usage: baton mkmodel --size tiny|0.8b|2b|4b|9b --type T -o FILE [options]\n"
+               "  -s, --size S         base configuration (spec 1.1; tiny = 4 layers, hidden 256)\n"
+               "  -t, --type T         f32 f16 bf16 q8_0 q4_0 q4_k_m q6_k (default q8_0)\n"
+               "  -o, --output FILE    GGUF to write\n"
+               "      --seed N         PRNG seed (default 1)\n"
+               "      --threads N      generator threads (default 2)\n"
+               "  overrides: --layers --hidden --ffn --heads --kv-heads --head-dim\n"
+               "             --lin-k-heads --lin-v-heads --lin-head-dim --vocab --tied 0|1\n");
 }
 
 static const char *file_type_id(const char *type, uint32_t *ft) {
@@ -604,8 +583,7 @@ static const char *file_type_id(const char *type, uint32_t *ft) {
     };
     // clang-format on
     for (size_t i = 0; i < sizeof m / sizeof *m; i++)
-        if (!strcmp(m[i].n, type))
-            return *ft = m[i].ft, m[i].n;
+        if (!strcmp(m[i].n, type)) return *ft = m[i].ft, m[i].n;
     return NULL;
 }
 
@@ -622,15 +600,13 @@ static int write_metadata(gguf_writer_t *w, const struct cfg *c, const char *typ
     sec[2] = (int32_t)(n_rot / 2) - 2 * sec[0];
     sec[3] = 0;
     uint8_t *rec = calloc((size_t)c->layers, 1);
-    if (!rec)
-        return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
+    if (!rec) return bt_fail(e, -ENOMEM, "mkmodel: out of memory");
     for (int l = 0; l < c->layers; l++)
         rec[l] = (l + 1) % 4 != 0;
     int rc = 0;
 #define P(call)                                                                                    \
     do {                                                                                           \
-        if (!rc)                                                                                   \
-            rc = call;                                                                             \
+        if (!rc) rc = call;                                                                        \
     } while (0)
     P(gguf_writer_add_str(w, "general.architecture", "qwen35", e));
     P(gguf_writer_add_str(w, "general.type", "model", e));
@@ -658,8 +634,8 @@ static int write_metadata(gguf_writer_t *w, const struct cfg *c, const char *typ
     P(gguf_writer_add_u32(w, "qwen35.ssm.state_size", (uint32_t)c->lin_head_dim, e));
     P(gguf_writer_add_u32(w, "qwen35.ssm.group_count", (uint32_t)c->lin_k_heads, e));
     P(gguf_writer_add_u32(w, "qwen35.ssm.time_step_rank", (uint32_t)c->lin_v_heads, e));
-    P(gguf_writer_add_u32(w, "qwen35.ssm.inner_size",
-                          (uint32_t)(c->lin_v_heads * c->lin_head_dim), e));
+    P(gguf_writer_add_u32(w, "qwen35.ssm.inner_size", (uint32_t)(c->lin_v_heads * c->lin_head_dim),
+                          e));
     P(gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", e));
     P(gguf_writer_add_str(w, "tokenizer.ggml.pre", "qwen35", e));
     P(gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tok, NULL,
@@ -682,28 +658,46 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return -1;
+    if (errno || *end || end == s || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
 
 int cmd_mkmodel(int argc, char **argv) {
-    enum { O_SEED = 256, O_THREADS, O_LAYERS, O_HIDDEN, O_FFN, O_HEADS, O_KVH, O_HD, O_LKH,
-           O_LVH, O_LHD, O_VOCAB, O_TIED };
+    enum {
+        O_SEED = 256,
+        O_THREADS,
+        O_LAYERS,
+        O_HIDDEN,
+        O_FFN,
+        O_HEADS,
+        O_KVH,
+        O_HD,
+        O_LKH,
+        O_LVH,
+        O_LHD,
+        O_VOCAB,
+        O_TIED
+    };
     static const struct option opts[] = {
-        {"size", required_argument, NULL, 's'}, {"type", required_argument, NULL, 't'},
-        {"output", required_argument, NULL, 'o'}, {"seed", required_argument, NULL, O_SEED},
+        {"size", required_argument, NULL, 's'},
+        {"type", required_argument, NULL, 't'},
+        {"output", required_argument, NULL, 'o'},
+        {"seed", required_argument, NULL, O_SEED},
         {"threads", required_argument, NULL, O_THREADS},
         {"layers", required_argument, NULL, O_LAYERS},
-        {"hidden", required_argument, NULL, O_HIDDEN}, {"ffn", required_argument, NULL, O_FFN},
-        {"heads", required_argument, NULL, O_HEADS}, {"kv-heads", required_argument, NULL, O_KVH},
+        {"hidden", required_argument, NULL, O_HIDDEN},
+        {"ffn", required_argument, NULL, O_FFN},
+        {"heads", required_argument, NULL, O_HEADS},
+        {"kv-heads", required_argument, NULL, O_KVH},
         {"head-dim", required_argument, NULL, O_HD},
         {"lin-k-heads", required_argument, NULL, O_LKH},
         {"lin-v-heads", required_argument, NULL, O_LVH},
         {"lin-head-dim", required_argument, NULL, O_LHD},
-        {"vocab", required_argument, NULL, O_VOCAB}, {"tied", required_argument, NULL, O_TIED},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"vocab", required_argument, NULL, O_VOCAB},
+        {"tied", required_argument, NULL, O_TIED},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *size = NULL, *type = "q8_0", *out = NULL;
     unsigned long long seed = 1;
@@ -713,11 +707,21 @@ int cmd_mkmodel(int argc, char **argv) {
     optind = 1;
     for (int o; (o = getopt_long(argc, argv, "s:t:o:h", opts, NULL)) != -1;) {
         switch (o) {
-        case 's': size = optarg; break;
-        case 't': type = optarg; break;
-        case 'o': out = optarg; break;
-        case 'h': usage(stdout); return 0;
-        case O_SEED: seed = strtoull(optarg, NULL, 0); break;
+        case 's':
+            size = optarg;
+            break;
+        case 't':
+            type = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case O_SEED:
+            seed = strtoull(optarg, NULL, 0);
+            break;
         case O_THREADS:
             if (parse_int(optarg, 1, 64, &threads)) {
                 fprintf(stderr, "mkmodel: --threads %s: expected 1..64\n", optarg);
@@ -750,15 +754,14 @@ int cmd_mkmodel(int argc, char **argv) {
         return 2;
     }
     c = sizes[si];
-    int *fields[] = {&c.layers, &c.hidden, &c.ffn, &c.heads, &c.kv_heads, &c.head_dim,
-                     &c.lin_k_heads, &c.lin_v_heads, &c.lin_head_dim, &c.vocab, &c.tied};
+    int *fields[] = {&c.layers,       &c.hidden,   &c.ffn,         &c.heads,
+                     &c.kv_heads,     &c.head_dim, &c.lin_k_heads, &c.lin_v_heads,
+                     &c.lin_head_dim, &c.vocab,    &c.tied};
     for (int i = 0; i <= O_TIED - O_LAYERS; i++)
-        if (ov[i] >= 0)
-            *fields[i] = ov[i];
+        if (ov[i] >= 0) *fields[i] = ov[i];
     uint32_t ft;
     if (!file_type_id(type, &ft)) {
-        fprintf(stderr, "mkmodel: unknown --type %s (f32 f16 bf16 q8_0 q4_0 q4_k_m q6_k)\n",
-                type);
+        fprintf(stderr, "mkmodel: unknown --type %s (f32 f16 bf16 q8_0 q4_0 q4_k_m q6_k)\n", type);
         return 2;
     }
     if (c.heads % c.kv_heads || c.lin_v_heads % c.lin_k_heads || c.head_dim % 4) {
@@ -777,8 +780,7 @@ int cmd_mkmodel(int argc, char **argv) {
     const size_t buf_bytes = 64u << 20;
     struct timespec ts0, ts1;
     clock_gettime(CLOCK_MONOTONIC, &ts0);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     if ((rc = build_plan(&plan, &c, type))) {
         bt_fail(&e, rc, "mkmodel: out of memory");
         goto fail;
@@ -789,8 +791,7 @@ int cmd_mkmodel(int argc, char **argv) {
                          dtype_name(plan.t[i].dt));
             goto fail;
         }
-    if ((rc = build_vocab(&voc, c.vocab, &e)))
-        goto fail;
+    if ((rc = build_vocab(&voc, c.vocab, &e))) goto fail;
     if ((rc = gguf_writer_new(&w, 32, &e)) || (rc = write_metadata(w, &c, type, &voc, &e)))
         goto fail;
     for (int i = 0; i < plan.n; i++) {
@@ -815,13 +816,10 @@ int cmd_mkmodel(int argc, char **argv) {
            "out=%s",
            c.size, type, c.layers, c.hidden, c.vocab, voc.n_merges, plan.n,
            (double)gguf_writer_file_size(w) / 1073741824.0, out);
-    if ((rc = gguf_writer_begin(w, f, &e)))
-        goto fail;
+    if ((rc = gguf_writer_begin(w, f, &e))) goto fail;
     for (int i = 0; i < plan.n; i++)
-        if ((rc = write_tensor(w, &plan.t[i], i, seed, threads, buf, buf_bytes, &e)))
-            goto fail;
-    if ((rc = gguf_writer_finish(w, &e)))
-        goto fail;
+        if ((rc = write_tensor(w, &plan.t[i], i, seed, threads, buf, buf_bytes, &e))) goto fail;
+    if ((rc = gguf_writer_finish(w, &e))) goto fail;
     if (fclose(f)) {
         f = NULL;
         rc = bt_fail(&e, -errno, "%s: close: %s", out, strerror(errno));
@@ -837,8 +835,7 @@ fail:
         fclose(f);
         remove(out);
     }
-    if (rc)
-        fprintf(stderr, "%s\n", bt_errmsg(&e, rc));
+    if (rc) fprintf(stderr, "%s\n", bt_errmsg(&e, rc));
     free(buf);
     gguf_writer_free(w);
     vocab_free(&voc);

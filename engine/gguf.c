@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_MAX_DEPTH     8  /* nesting of arrays inside a value; real files use 1 */
+#define GGUF_MAX_DEPTH     8 /* nesting of arrays inside a value; real files use 1 */
 #define GGUF_DEFAULT_ALIGN 32
 #define MIN_KV_BYTES       13 /* key length u64 + type u32 + a 1-byte value */
 #define MIN_TENSOR_BYTES   32 /* name length u64 + n_dims u32 + one ne u64 + type u32 + offset u64 */
@@ -24,9 +24,8 @@
 
 /* Size in bytes of a scalar value type; 0 for string/array/unknown. */
 static const uint8_t type_size[GGUF_TYPE_COUNT] = {
-    [GGUF_U8] = 1,  [GGUF_I8] = 1,  [GGUF_U16] = 2, [GGUF_I16] = 2,  [GGUF_U32] = 4,
-    [GGUF_I32] = 4, [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_U64] = 8, [GGUF_I64] = 8,
-    [GGUF_F64] = 8,
+    [GGUF_U8] = 1,  [GGUF_I8] = 1,   [GGUF_U16] = 2, [GGUF_I16] = 2, [GGUF_U32] = 4, [GGUF_I32] = 4,
+    [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_U64] = 8, [GGUF_I64] = 8, [GGUF_F64] = 8,
 };
 
 static const char *const type_names[GGUF_TYPE_COUNT] = {
@@ -42,15 +41,15 @@ struct chunk {
 struct kv {
     const char *key;
     enum gguf_type type;
-    uint8_t raw[8];      /* scalar value, little-endian as in the file */
-    const char *str;     /* GGUF_STRING: NUL-terminated copy */
+    uint8_t raw[8];  /* scalar value, little-endian as in the file */
+    const char *str; /* GGUF_STRING: NUL-terminated copy */
     size_t str_len;
     struct gguf_arr arr; /* GGUF_ARRAY */
 };
 
 /* Open-addressing hash set of indices into an array of names (keys or tensor names). */
 struct nameset {
-    uint32_t cap; /* power of two, > 2 x entries */
+    uint32_t cap;  /* power of two, > 2 x entries */
     int64_t *slot; /* index + 1; 0 = empty */
 };
 
@@ -73,8 +72,7 @@ static void *arena_alloc_aligned(gguf_t *g, size_t n, size_t align) {
     if (!c || at > c->cap || c->cap - at < n) {
         size_t cap = n > g->chunk ? n : g->chunk;
         c = malloc(sizeof *c + cap);
-        if (!c)
-            return NULL;
+        if (!c) return NULL;
         c->next = g->arena;
         c->cap = cap;
         g->arena = c;
@@ -110,19 +108,16 @@ static int nameset_init(struct nameset *ns, int64_t n) {
  * and the name is absent, inserts it. */
 static int64_t nameset_find(const struct nameset *ns, const char *name, const void *base,
                             size_t stride, int64_t insert_idx) {
-    if (!ns->slot)
-        return -1;
+    if (!ns->slot) return -1;
     uint32_t mask = ns->cap - 1;
     for (uint32_t i = (uint32_t)hash_str(name) & mask;; i = (i + 1) & mask) {
         int64_t s = ns->slot[i];
         if (!s) {
-            if (insert_idx >= 0)
-                ns->slot[i] = insert_idx + 1;
+            if (insert_idx >= 0) ns->slot[i] = insert_idx + 1;
             return -1;
         }
         const char *other = *(const char *const *)((const char *)base + (size_t)(s - 1) * stride);
-        if (!strcmp(other, name))
-            return s - 1;
+        if (!strcmp(other, name)) return s - 1;
     }
 }
 
@@ -146,8 +141,7 @@ static void printable(char *buf, size_t n, const char *s) {
     for (; s[i] && i + 1 < n; i++)
         buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
     buf[i] = 0;
-    if (s[i] && n > 4)
-        memcpy(buf + n - 4, "...", 4);
+    if (s[i] && n > 4) memcpy(buf + n - 4, "...", 4);
 }
 
 static void set_ctx(struct parser *ps, const char *kind, const char *name) {
@@ -156,8 +150,8 @@ static void set_ctx(struct parser *ps, const char *kind, const char *name) {
     snprintf(ps->ctx, sizeof ps->ctx, "%s %s", kind, nm);
 }
 
-__attribute__((format(printf, 3, 4))) static int pfail(struct parser *ps, int code,
-                                                       const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int pfail(struct parser *ps, int code, const char *fmt,
+                                                       ...) {
     char msg[200];
     va_list ap;
     va_start(ap, fmt);
@@ -174,8 +168,7 @@ static int truncated(struct parser *ps, uint64_t end) {
                      (unsigned long long)end, (unsigned long long)ps->file_size);
     if (ps->need) {
         uint64_t want = (uint64_t)ps->len * 4; /* each retry reparses: grow fast */
-        if (want < end)
-            want = end;
+        if (want < end) want = end;
         if (ps->sa_i > 0 && ps->sa_n > ps->sa_i) {
             /* a cut vocabulary: ask for its rest at the average length so far, +25% */
             uint64_t avg = (ps->pos - ps->sa_start) / ps->sa_i + 1;
@@ -183,10 +176,8 @@ static int truncated(struct parser *ps, uint64_t end) {
             if (rest < UINT64_MAX / (2 * avg) && want < ps->pos + rest * avg / 4 * 5 + 4096)
                 want = ps->pos + rest * avg / 4 * 5 + 4096;
         }
-        if (want < 4096)
-            want = 4096;
-        if (want > ps->file_size)
-            want = ps->file_size;
+        if (want < 4096) want = 4096;
+        if (want > ps->file_size) want = ps->file_size;
         *ps->need = (size_t)want;
     }
     return bt_fail(ps->e, BT_EMSGSIZE, "%s: header continues past the %zu bytes read", ps->ctx,
@@ -195,8 +186,7 @@ static int truncated(struct parser *ps, uint64_t end) {
 
 /* 0 if n more bytes are available at pos, else the truncation error. */
 static int avail(struct parser *ps, uint64_t n) {
-    if (n <= ps->len - ps->pos)
-        return 0;
+    if (n <= ps->len - ps->pos) return 0;
     uint64_t end = (uint64_t)ps->pos + n;
     if (end < n) /* overflow: certainly beyond the file */
         end = UINT64_MAX;
@@ -212,8 +202,7 @@ static uint64_t rd_le(const uint8_t *p, int n) {
 
 static int rd_u32(struct parser *ps, uint32_t *v) {
     int rc = avail(ps, 4);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *v = (uint32_t)rd_le(ps->p + ps->pos, 4);
     ps->pos += 4;
     return 0;
@@ -221,8 +210,7 @@ static int rd_u32(struct parser *ps, uint32_t *v) {
 
 static int rd_u64(struct parser *ps, uint64_t *v) {
     int rc = avail(ps, 8);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *v = rd_le(ps->p + ps->pos, 8);
     ps->pos += 8;
     return 0;
@@ -233,8 +221,8 @@ static int rd_u64(struct parser *ps, uint64_t *v) {
 static int bound_count(struct parser *ps, uint64_t count, uint64_t min_bytes, const char *what) {
     uint64_t file_rem = ps->file_size > ps->pos ? ps->file_size - ps->pos : 0;
     if (count > file_rem / min_bytes)
-        return pfail(ps, BT_EFORMAT, "%s %llu exceeds what the remaining %llu bytes can hold",
-                     what, (unsigned long long)count, (unsigned long long)file_rem);
+        return pfail(ps, BT_EFORMAT, "%s %llu exceeds what the remaining %llu bytes can hold", what,
+                     (unsigned long long)count, (unsigned long long)file_rem);
     return avail(ps, count * min_bytes);
 }
 
@@ -243,26 +231,22 @@ static int rd_str(struct parser *ps, const char **out, size_t *out_len, int nul_
                   const char *what) {
     uint64_t n;
     int rc = rd_u64(ps, &n);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint64_t file_rem = ps->file_size > ps->pos ? ps->file_size - ps->pos : 0;
     if (n > file_rem)
         return pfail(ps, BT_EFORMAT, "%s length %llu exceeds the remaining %llu bytes", what,
                      (unsigned long long)n, (unsigned long long)file_rem);
-    if ((rc = avail(ps, n)))
-        return rc;
+    if ((rc = avail(ps, n))) return rc;
     const uint8_t *src = ps->p + ps->pos;
     if (!nul_ok && memchr(src, 0, (size_t)n))
         return pfail(ps, BT_EFORMAT, "%s contains a NUL byte", what);
     char *s = arena_alloc_aligned(ps->g, (size_t)n + 1, 1);
-    if (!s)
-        return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
+    if (!s) return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
     memcpy(s, src, (size_t)n);
     s[n] = 0;
     ps->pos += (size_t)n;
     *out = s;
-    if (out_len)
-        *out_len = (size_t)n;
+    if (out_len) *out_len = (size_t)n;
     return 0;
 }
 
@@ -272,39 +256,31 @@ static int rd_arr(struct parser *ps, struct gguf_arr *a, int depth) {
     uint32_t t;
     uint64_t n;
     int rc = rd_u32(ps, &t);
-    if (rc)
-        return rc;
-    if (t >= GGUF_TYPE_COUNT)
-        return pfail(ps, BT_EFORMAT, "unknown array element type %u", t);
-    if ((rc = rd_u64(ps, &n)))
-        return rc;
+    if (rc) return rc;
+    if (t >= GGUF_TYPE_COUNT) return pfail(ps, BT_EFORMAT, "unknown array element type %u", t);
+    if ((rc = rd_u64(ps, &n))) return rc;
     memset(a, 0, sizeof *a);
     a->type = (enum gguf_type)t;
     a->n = n;
     if (type_size[t]) {
-        if ((rc = bound_count(ps, n, type_size[t], "array count")))
-            return rc;
+        if ((rc = bound_count(ps, n, type_size[t], "array count"))) return rc;
         size_t bytes = (size_t)n * type_size[t];
         void *d = arena_alloc(ps->g, bytes ? bytes : 1);
-        if (!d)
-            return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
+        if (!d) return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
         memcpy(d, ps->p + ps->pos, bytes);
         ps->pos += bytes;
         a->data = d;
         return 0;
     }
     if (t == GGUF_STRING) {
-        if ((rc = bound_count(ps, n, 8, "string array count")))
-            return rc;
+        if ((rc = bound_count(ps, n, 8, "string array count"))) return rc;
         const char **strs = arena_alloc(ps->g, (size_t)n * sizeof *strs + 1);
         size_t *lens = arena_alloc(ps->g, (size_t)n * sizeof *lens + 1);
-        if (!strs || !lens)
-            return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
+        if (!strs || !lens) return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
         uint64_t start = ps->pos;
         for (uint64_t i = 0; i < n; i++) {
             ps->sa_start = start, ps->sa_i = i, ps->sa_n = n;
-            if ((rc = rd_str(ps, &strs[i], &lens[i], 1, "string element")))
-                return rc;
+            if ((rc = rd_str(ps, &strs[i], &lens[i], 1, "string element"))) return rc;
         }
         ps->sa_i = ps->sa_n = 0;
         a->str = strs;
@@ -312,14 +288,11 @@ static int rd_arr(struct parser *ps, struct gguf_arr *a, int depth) {
         return 0;
     }
     /* nested arrays: each element is at least a u32 type and a u64 count */
-    if ((rc = bound_count(ps, n, 12, "nested array count")))
-        return rc;
+    if ((rc = bound_count(ps, n, 12, "nested array count"))) return rc;
     struct gguf_arr *sub = arena_alloc(ps->g, (size_t)n * sizeof *sub + 1);
-    if (!sub)
-        return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
+    if (!sub) return bt_fail(ps->e, -ENOMEM, "%s: out of memory", ps->ctx);
     for (uint64_t i = 0; i < n; i++)
-        if ((rc = rd_arr(ps, &sub[i], depth + 1)))
-            return rc;
+        if ((rc = rd_arr(ps, &sub[i], depth + 1))) return rc;
     a->arr = sub;
     return 0;
 }
@@ -327,24 +300,19 @@ static int rd_arr(struct parser *ps, struct gguf_arr *a, int depth) {
 static int rd_kv(struct parser *ps, struct kv *kv, int64_t idx) {
     snprintf(ps->ctx, sizeof ps->ctx, "kv %lld", (long long)idx);
     int rc = rd_str(ps, &kv->key, NULL, 0, "key");
-    if (rc)
-        return rc;
+    if (rc) return rc;
     set_ctx(ps, "key", kv->key);
     uint32_t t;
-    if ((rc = rd_u32(ps, &t)))
-        return rc;
-    if (t >= GGUF_TYPE_COUNT)
-        return pfail(ps, BT_EFORMAT, "unknown value type %u", t);
+    if ((rc = rd_u32(ps, &t))) return rc;
+    if (t >= GGUF_TYPE_COUNT) return pfail(ps, BT_EFORMAT, "unknown value type %u", t);
     kv->type = (enum gguf_type)t;
     if (type_size[t]) {
-        if ((rc = avail(ps, type_size[t])))
-            return rc;
+        if ((rc = avail(ps, type_size[t]))) return rc;
         memcpy(kv->raw, ps->p + ps->pos, type_size[t]);
         ps->pos += type_size[t];
         return 0;
     }
-    if (t == GGUF_STRING)
-        return rd_str(ps, &kv->str, &kv->str_len, 1, "string");
+    if (t == GGUF_STRING) return rd_str(ps, &kv->str, &kv->str_len, 1, "string");
     return rd_arr(ps, &kv->arr, 1);
 }
 
@@ -360,20 +328,35 @@ static int is_int_type(enum gguf_type t) {
 static int scalar_i64(enum gguf_type t, const uint8_t *p, int64_t *out) {
     uint64_t u;
     switch (t) {
-    case GGUF_U8: case GGUF_BOOL: *out = p[0]; return 0;
-    case GGUF_I8: *out = (int8_t)p[0]; return 0;
-    case GGUF_U16: *out = (uint16_t)rd_le(p, 2); return 0;
-    case GGUF_I16: *out = (int16_t)(uint16_t)rd_le(p, 2); return 0;
-    case GGUF_U32: *out = (uint32_t)rd_le(p, 4); return 0;
-    case GGUF_I32: *out = (int32_t)(uint32_t)rd_le(p, 4); return 0;
-    case GGUF_I64: *out = (int64_t)rd_le(p, 8); return 0;
+    case GGUF_U8:
+    case GGUF_BOOL:
+        *out = p[0];
+        return 0;
+    case GGUF_I8:
+        *out = (int8_t)p[0];
+        return 0;
+    case GGUF_U16:
+        *out = (uint16_t)rd_le(p, 2);
+        return 0;
+    case GGUF_I16:
+        *out = (int16_t)(uint16_t)rd_le(p, 2);
+        return 0;
+    case GGUF_U32:
+        *out = (uint32_t)rd_le(p, 4);
+        return 0;
+    case GGUF_I32:
+        *out = (int32_t)(uint32_t)rd_le(p, 4);
+        return 0;
+    case GGUF_I64:
+        *out = (int64_t)rd_le(p, 8);
+        return 0;
     case GGUF_U64:
         u = rd_le(p, 8);
-        if (u > (uint64_t)INT64_MAX)
-            return BT_EFORMAT;
+        if (u > (uint64_t)INT64_MAX) return BT_EFORMAT;
         *out = (int64_t)u;
         return 0;
-    default: return BT_ETYPE;
+    default:
+        return BT_ETYPE;
     }
 }
 
@@ -396,8 +379,7 @@ static int scalar_f64(enum gguf_type t, const uint8_t *p, double *out) {
     }
     int64_t i;
     int rc = scalar_i64(t, p, &i);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *out = (double)i;
     return 0;
 }
@@ -407,20 +389,16 @@ static int scalar_f64(enum gguf_type t, const uint8_t *p, double *out) {
 static int rd_tensor(struct parser *ps, struct gguf_tensor *t, int64_t idx) {
     snprintf(ps->ctx, sizeof ps->ctx, "tensor %lld", (long long)idx);
     int rc = rd_str(ps, &t->name, NULL, 0, "name");
-    if (rc)
-        return rc;
+    if (rc) return rc;
     set_ctx(ps, "tensor", t->name);
     uint32_t n_dims, type;
-    if ((rc = rd_u32(ps, &n_dims)))
-        return rc;
-    if (n_dims < 1 || n_dims > 4)
-        return pfail(ps, BT_EFORMAT, "n_dims=%u, expected 1..4", n_dims);
+    if ((rc = rd_u32(ps, &n_dims))) return rc;
+    if (n_dims < 1 || n_dims > 4) return pfail(ps, BT_EFORMAT, "n_dims=%u, expected 1..4", n_dims);
     t->n_dims = (int)n_dims;
     int64_t n_el = 1;
     for (int d = 0; d < 4; d++) {
         uint64_t ne = 1;
-        if (d < (int)n_dims && (rc = rd_u64(ps, &ne)))
-            return rc;
+        if (d < (int)n_dims && (rc = rd_u64(ps, &ne))) return rc;
         if (ne > (uint64_t)INT64_MAX)
             return pfail(ps, BT_EFORMAT, "ne[%d]=%llu is too large", d, (unsigned long long)ne);
         t->ne[d] = (int64_t)ne;
@@ -428,26 +406,22 @@ static int rd_tensor(struct parser *ps, struct gguf_tensor *t, int64_t idx) {
             return pfail(ps, BT_EFORMAT, "element count overflows at ne[%d]=%llu", d,
                          (unsigned long long)ne);
     }
-    if ((rc = rd_u32(ps, &type)))
-        return rc;
+    if ((rc = rd_u32(ps, &type))) return rc;
     if (!dtype_supported(type))
-        return pfail(ps, BT_EUNSUPPORTED, "unsupported ggml type %u (%s)", type,
-                     dtype_name(type));
+        return pfail(ps, BT_EUNSUPPORTED, "unsupported ggml type %u (%s)", type, dtype_name(type));
     t->dtype = (enum dtype)type;
     const struct dtype_traits *tr = &dtype_traits[type];
     if (t->ne[0] % tr->block)
         return pfail(ps, BT_EFORMAT, "ne[0]=%lld is not a multiple of the %s block of %d",
                      (long long)t->ne[0], tr->name, tr->block);
     uint64_t rows = (uint64_t)(n_el / (t->ne[0] ? t->ne[0] : 1)), bytes;
-    if (t->ne[0] == 0)
-        rows = 0;
+    if (t->ne[0] == 0) rows = 0;
     if (__builtin_mul_overflow((uint64_t)(t->ne[0] / tr->block), (uint64_t)tr->block_bytes,
                                &bytes) ||
         __builtin_mul_overflow(bytes, rows, &bytes))
         return pfail(ps, BT_EFORMAT, "byte size overflows");
     t->n_bytes = bytes;
-    if ((rc = rd_u64(ps, &t->offset)))
-        return rc;
+    if ((rc = rd_u64(ps, &t->offset))) return rc;
     if (t->offset % ps->g->alignment)
         return pfail(ps, BT_EFORMAT, "offset %llu is not a multiple of the alignment %llu",
                      (unsigned long long)t->offset, (unsigned long long)ps->g->alignment);
@@ -458,17 +432,14 @@ static int check_alignment(struct parser *ps) {
     gguf_t *g = ps->g;
     g->alignment = GGUF_DEFAULT_ALIGN;
     int64_t i = gguf_find_kv(g, "general.alignment");
-    if (i < 0)
-        return 0;
+    if (i < 0) return 0;
     snprintf(ps->ctx, sizeof ps->ctx, "key general.alignment");
     const struct kv *kv = &g->kvs[i];
     int64_t v;
     if (!is_int_type(kv->type) || kv->type == GGUF_BOOL)
-        return pfail(ps, BT_EFORMAT, "type %s, expected an unsigned integer",
-                     type_names[kv->type]);
+        return pfail(ps, BT_EFORMAT, "type %s, expected an unsigned integer", type_names[kv->type]);
     if (scalar_i64(kv->type, kv->raw, &v) || v <= 0 || (v & (v - 1)))
-        return pfail(ps, BT_EFORMAT, "value %lld is not a nonzero power of two",
-                     (long long)v);
+        return pfail(ps, BT_EFORMAT, "value %lld is not a nonzero power of two", (long long)v);
     g->alignment = (uint64_t)v;
     return 0;
 }
@@ -477,10 +448,14 @@ int gguf_parse(gguf_t **out, const void *buf, size_t len, uint64_t file_size, si
                bt_err *e) {
     *out = NULL;
     gguf_t *g = calloc(1, sizeof *g);
-    if (!g)
-        return bt_fail(e, -ENOMEM, "gguf: out of memory");
-    struct parser ps = {.g = g, .p = buf, .len = len, .file_size = file_size, .need = need,
-                        .e = e, .ctx = "header"};
+    if (!g) return bt_fail(e, -ENOMEM, "gguf: out of memory");
+    struct parser ps = {.g = g,
+                        .p = buf,
+                        .len = len,
+                        .file_size = file_size,
+                        .need = need,
+                        .e = e,
+                        .ctx = "header"};
     if (len > file_size) /* our caller's mistake, but never read past the file */
         ps.len = len = (size_t)file_size;
     g->file_size = file_size;
@@ -488,42 +463,35 @@ int gguf_parse(gguf_t **out, const void *buf, size_t len, uint64_t file_size, si
     uint32_t magic;
     uint64_t n_tensors, n_kv;
     int rc = rd_u32(&ps, &magic);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     if (magic != 0x46554747u) { /* "GGUF" read little-endian */
         rc = pfail(&ps, BT_EFORMAT, "bad magic 0x%08x, expected \"GGUF\"", magic);
         goto fail;
     }
-    if ((rc = rd_u32(&ps, &g->version)))
-        goto fail;
+    if ((rc = rd_u32(&ps, &g->version))) goto fail;
     if (g->version != 2 && g->version != 3) {
         rc = pfail(&ps, BT_EVERSION, "version %u unsupported (expected 2 or 3)", g->version);
         goto fail;
     }
-    if ((rc = rd_u64(&ps, &n_tensors)) || (rc = rd_u64(&ps, &n_kv)))
-        goto fail;
-    if ((rc = bound_count(&ps, n_kv, MIN_KV_BYTES, "kv count")))
-        goto fail;
+    if ((rc = rd_u64(&ps, &n_tensors)) || (rc = rd_u64(&ps, &n_kv))) goto fail;
+    if ((rc = bound_count(&ps, n_kv, MIN_KV_BYTES, "kv count"))) goto fail;
     g->kvs = calloc(n_kv ? n_kv : 1, sizeof *g->kvs);
     if (!g->kvs || (rc = nameset_init(&g->kv_set, (int64_t)n_kv))) {
         rc = bt_fail(e, -ENOMEM, "gguf: out of memory for %llu keys", (unsigned long long)n_kv);
         goto fail;
     }
     for (uint64_t i = 0; i < n_kv; i++) {
-        if ((rc = rd_kv(&ps, &g->kvs[i], (int64_t)i)))
-            goto fail;
+        if ((rc = rd_kv(&ps, &g->kvs[i], (int64_t)i))) goto fail;
         if (nameset_find(&g->kv_set, g->kvs[i].key, g->kvs, sizeof *g->kvs, (int64_t)i) >= 0) {
             rc = pfail(&ps, BT_EFORMAT, "duplicate key");
             goto fail;
         }
         g->n_kv++;
     }
-    if ((rc = check_alignment(&ps)))
-        goto fail;
+    if ((rc = check_alignment(&ps))) goto fail;
 
     snprintf(ps.ctx, sizeof ps.ctx, "header");
-    if ((rc = bound_count(&ps, n_tensors, MIN_TENSOR_BYTES, "tensor count")))
-        goto fail;
+    if ((rc = bound_count(&ps, n_tensors, MIN_TENSOR_BYTES, "tensor count"))) goto fail;
     g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensors);
     if (!g->tensors || (rc = nameset_init(&g->tensor_set, (int64_t)n_tensors))) {
         rc = bt_fail(e, -ENOMEM, "gguf: out of memory for %llu tensors",
@@ -532,8 +500,7 @@ int gguf_parse(gguf_t **out, const void *buf, size_t len, uint64_t file_size, si
     }
     for (uint64_t i = 0; i < n_tensors; i++) {
         struct gguf_tensor *t = &g->tensors[i];
-        if ((rc = rd_tensor(&ps, t, (int64_t)i)))
-            goto fail;
+        if ((rc = rd_tensor(&ps, t, (int64_t)i))) goto fail;
         if (nameset_find(&g->tensor_set, t->name, g->tensors, sizeof *t, (int64_t)i) >= 0) {
             rc = pfail(&ps, BT_EFORMAT, "duplicate tensor name");
             goto fail;
@@ -567,12 +534,9 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off) {
     size_t done = 0;
     while (done < n) {
         ssize_t r = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -EIO; /* file shrank under us */
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -errno;
+        if (r == 0) return -EIO; /* file shrank under us */
         done += (size_t)r;
     }
     return 0;
@@ -581,8 +545,7 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off) {
 int gguf_open(gguf_t **out, const char *path, bt_err *e) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return bt_fail(e, -errno, "%s: open: %s", path, strerror(errno));
+    if (fd < 0) return bt_fail(e, -errno, "%s: open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) < 0) {
         int rc = -errno;
@@ -615,8 +578,7 @@ int gguf_open(gguf_t **out, const char *path, bt_err *e) {
             len = need;
             continue;
         }
-        if (rc)
-            bt_fail(e, rc, "%s: %s", path, pe.msg);
+        if (rc) bt_fail(e, rc, "%s: %s", path, pe.msg);
         break;
     }
     free(buf);
@@ -625,8 +587,7 @@ int gguf_open(gguf_t **out, const char *path, bt_err *e) {
 }
 
 void gguf_free(gguf_t *g) {
-    if (!g)
-        return;
+    if (!g) return;
     for (struct chunk *c = g->arena, *next; c; c = next) {
         next = c->next;
         free(c);
@@ -688,22 +649,19 @@ static const struct kv *get_kv(const gguf_t *g, const char *key, bt_err *e) {
 
 int gguf_get_i64(const gguf_t *g, const char *key, int64_t *out, bt_err *e) {
     const struct kv *kv = get_kv(g, key, e);
-    if (!kv)
-        return BT_ENOKEY;
+    if (!kv) return BT_ENOKEY;
     int rc = scalar_i64(kv->type, kv->raw, out);
     if (rc == BT_ETYPE)
         return bt_fail(e, BT_ETYPE, "key %s: type %s, expected an integer", key,
                        type_names[kv->type]);
-    if (rc)
-        return bt_fail(e, BT_ETYPE, "key %s: value does not fit in int64", key);
+    if (rc) return bt_fail(e, BT_ETYPE, "key %s: value does not fit in int64", key);
     return 0;
 }
 
 int gguf_get_u32(const gguf_t *g, const char *key, uint32_t *out, bt_err *e) {
     int64_t v;
     int rc = gguf_get_i64(g, key, &v, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (v < 0 || v > (int64_t)UINT32_MAX)
         return bt_fail(e, BT_ETYPE, "key %s: value %lld does not fit in u32", key, (long long)v);
     *out = (uint32_t)v;
@@ -712,8 +670,7 @@ int gguf_get_u32(const gguf_t *g, const char *key, uint32_t *out, bt_err *e) {
 
 int gguf_get_f32(const gguf_t *g, const char *key, float *out, bt_err *e) {
     const struct kv *kv = get_kv(g, key, e);
-    if (!kv)
-        return BT_ENOKEY;
+    if (!kv) return BT_ENOKEY;
     double d;
     if (kv->type == GGUF_BOOL || scalar_f64(kv->type, kv->raw, &d))
         return bt_fail(e, BT_ETYPE, "key %s: type %s, expected a number", key,
@@ -725,49 +682,40 @@ int gguf_get_f32(const gguf_t *g, const char *key, float *out, bt_err *e) {
 int gguf_get_bool(const gguf_t *g, const char *key, int *out, bt_err *e) {
     int64_t v;
     int rc = gguf_get_i64(g, key, &v, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *out = v != 0;
     return 0;
 }
 
 int gguf_get_str(const gguf_t *g, const char *key, const char **out, size_t *len, bt_err *e) {
     const struct kv *kv = get_kv(g, key, e);
-    if (!kv)
-        return BT_ENOKEY;
+    if (!kv) return BT_ENOKEY;
     if (kv->type != GGUF_STRING)
-        return bt_fail(e, BT_ETYPE, "key %s: type %s, expected string", key,
-                       type_names[kv->type]);
+        return bt_fail(e, BT_ETYPE, "key %s: type %s, expected string", key, type_names[kv->type]);
     *out = kv->str;
-    if (len)
-        *len = kv->str_len;
+    if (len) *len = kv->str_len;
     return 0;
 }
 
 int gguf_get_arr(const gguf_t *g, const char *key, const struct gguf_arr **out, bt_err *e) {
     const struct kv *kv = get_kv(g, key, e);
-    if (!kv)
-        return BT_ENOKEY;
+    if (!kv) return BT_ENOKEY;
     if (kv->type != GGUF_ARRAY)
-        return bt_fail(e, BT_ETYPE, "key %s: type %s, expected array", key,
-                       type_names[kv->type]);
+        return bt_fail(e, BT_ETYPE, "key %s: type %s, expected array", key, type_names[kv->type]);
     *out = &kv->arr;
     return 0;
 }
 
 int gguf_arr_i64(const struct gguf_arr *a, uint64_t i, int64_t *out) {
-    if (i >= a->n || !type_size[a->type])
-        return i >= a->n ? BT_EINVAL : BT_ETYPE;
+    if (i >= a->n || !type_size[a->type]) return i >= a->n ? BT_EINVAL : BT_ETYPE;
     const uint8_t *p = (const uint8_t *)a->data + i * type_size[a->type];
     int rc = scalar_i64(a->type, p, out);
     return rc == BT_EFORMAT ? BT_ETYPE : rc;
 }
 
 int gguf_arr_f64(const struct gguf_arr *a, uint64_t i, double *out) {
-    if (i >= a->n || !type_size[a->type])
-        return i >= a->n ? BT_EINVAL : BT_ETYPE;
-    if (a->type == GGUF_BOOL)
-        return BT_ETYPE;
+    if (i >= a->n || !type_size[a->type]) return i >= a->n ? BT_EINVAL : BT_ETYPE;
+    if (a->type == GGUF_BOOL) return BT_ETYPE;
     const uint8_t *p = (const uint8_t *)a->data + i * type_size[a->type];
     return scalar_f64(a->type, p, out);
 }

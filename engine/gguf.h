@@ -17,27 +17,38 @@
  * parses it. Read-only after parsing: safe to share between threads. */
 #ifndef BT_ENGINE_GGUF_H
 #define BT_ENGINE_GGUF_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/dtype.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct gguf gguf_t;
 
 enum gguf_type {
-    GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
-    GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_U64 = 10,
-    GGUF_I64 = 11, GGUF_F64 = 12, GGUF_TYPE_COUNT
+    GGUF_U8 = 0,
+    GGUF_I8 = 1,
+    GGUF_U16 = 2,
+    GGUF_I16 = 3,
+    GGUF_U32 = 4,
+    GGUF_I32 = 5,
+    GGUF_F32 = 6,
+    GGUF_BOOL = 7,
+    GGUF_STRING = 8,
+    GGUF_ARRAY = 9,
+    GGUF_U64 = 10,
+    GGUF_I64 = 11,
+    GGUF_F64 = 12,
+    GGUF_TYPE_COUNT
 };
 
 struct gguf_tensor {
     const char *name;
-    enum dtype dtype;  /* checked: dtype_supported() */
-    int n_dims;        /* 1..4 */
-    int64_t ne[4];     /* fastest first; unused dims are 1 */
-    uint64_t offset;   /* absolute offset in the file (data section start + relative offset) */
-    uint64_t n_bytes;  /* checked: offset + n_bytes <= file_size */
+    enum dtype dtype; /* checked: dtype_supported() */
+    int n_dims;       /* 1..4 */
+    int64_t ne[4];    /* fastest first; unused dims are 1 */
+    uint64_t offset;  /* absolute offset in the file (data section start + relative offset) */
+    uint64_t n_bytes; /* checked: offset + n_bytes <= file_size */
 };
 
 /* Parses the head of a GGUF file. buf holds the first len bytes of a file of file_size bytes.
@@ -80,9 +91,9 @@ int gguf_get_str(const gguf_t *g, const char *key, const char **out, size_t *len
 struct gguf_arr {
     enum gguf_type type;
     uint64_t n;
-    const void *data;       /* scalar elements, packed; NULL for string/array elements */
-    const char *const *str; /* string elements (NUL-terminated copies), else NULL */
-    const size_t *str_len;  /* their byte lengths (strings may contain NUL) */
+    const void *data;           /* scalar elements, packed; NULL for string/array elements */
+    const char *const *str;     /* string elements (NUL-terminated copies), else NULL */
+    const size_t *str_len;      /* their byte lengths (strings may contain NUL) */
     const struct gguf_arr *arr; /* nested array elements, else NULL */
 };
 int gguf_get_arr(const gguf_t *g, const char *key, const struct gguf_arr **out, bt_err *e);

@@ -16,23 +16,22 @@ struct wtensor {
 
 struct gguf_writer {
     uint64_t alignment;
-    uint8_t *kv;        /* encoded KV pairs */
+    uint8_t *kv; /* encoded KV pairs */
     size_t kv_len, kv_cap;
     int64_t n_kv;
-    char **keys;        /* copies, for the duplicate check */
+    char **keys; /* copies, for the duplicate check */
     struct wtensor *t;
     int64_t n_t, cap_t;
-    uint64_t data_len;  /* aligned size of the data section so far */
+    uint64_t data_len; /* aligned size of the data section so far */
     /* streaming state */
     FILE *f;
-    int64_t cur;        /* tensor receiving data */
-    uint64_t cur_done;  /* its bytes written so far */
+    int64_t cur;       /* tensor receiving data */
+    uint64_t cur_done; /* its bytes written so far */
 };
 
 static const uint8_t scalar_size[GGUF_TYPE_COUNT] = {
-    [GGUF_U8] = 1,  [GGUF_I8] = 1,  [GGUF_U16] = 2, [GGUF_I16] = 2,  [GGUF_U32] = 4,
-    [GGUF_I32] = 4, [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_U64] = 8, [GGUF_I64] = 8,
-    [GGUF_F64] = 8,
+    [GGUF_U8] = 1,  [GGUF_I8] = 1,   [GGUF_U16] = 2, [GGUF_I16] = 2, [GGUF_U32] = 4, [GGUF_I32] = 4,
+    [GGUF_F32] = 4, [GGUF_BOOL] = 1, [GGUF_U64] = 8, [GGUF_I64] = 8, [GGUF_F64] = 8,
 };
 
 static uint64_t align_up(uint64_t x, uint64_t a) {
@@ -40,24 +39,20 @@ static uint64_t align_up(uint64_t x, uint64_t a) {
 }
 
 static int kv_reserve(gguf_writer_t *w, size_t n) {
-    if (w->kv_cap - w->kv_len >= n)
-        return 0;
+    if (w->kv_cap - w->kv_len >= n) return 0;
     size_t cap = w->kv_cap ? w->kv_cap : 4096;
     while (cap - w->kv_len < n)
         cap *= 2;
     uint8_t *p = realloc(w->kv, cap);
-    if (!p)
-        return -ENOMEM;
+    if (!p) return -ENOMEM;
     w->kv = p;
     w->kv_cap = cap;
     return 0;
 }
 
 static int put(gguf_writer_t *w, const void *p, size_t n) {
-    if (!n)
-        return 0; /* p may be NULL for an empty array */
-    if (kv_reserve(w, n))
-        return -ENOMEM;
+    if (!n) return 0; /* p may be NULL for an empty array */
+    if (kv_reserve(w, n)) return -ENOMEM;
     memcpy(w->kv + w->kv_len, p, n);
     w->kv_len += n;
     return 0;
@@ -76,14 +71,12 @@ static int put_str(gguf_writer_t *w, const char *s, size_t len) {
 
 int gguf_writer_new(gguf_writer_t **out, uint64_t alignment, bt_err *e) {
     *out = NULL;
-    if (!alignment)
-        alignment = 32;
+    if (!alignment) alignment = 32;
     if (alignment & (alignment - 1) || alignment > UINT32_MAX)
         return bt_fail(e, BT_EINVAL, "gguf writer: alignment %llu is not a power of two",
                        (unsigned long long)alignment);
     gguf_writer_t *w = calloc(1, sizeof *w);
-    if (!w)
-        return bt_fail(e, -ENOMEM, "gguf writer: out of memory");
+    if (!w) return bt_fail(e, -ENOMEM, "gguf writer: out of memory");
     w->alignment = alignment;
     w->cur = -1;
     if (alignment != 32) {
@@ -98,8 +91,7 @@ int gguf_writer_new(gguf_writer_t **out, uint64_t alignment, bt_err *e) {
 }
 
 void gguf_writer_free(gguf_writer_t *w) {
-    if (!w)
-        return;
+    if (!w) return;
     for (int64_t i = 0; i < w->n_kv; i++)
         free(w->keys[i]);
     for (int64_t i = 0; i < w->n_t; i++)
@@ -112,17 +104,13 @@ void gguf_writer_free(gguf_writer_t *w) {
 
 /* Writes the key and type of a new KV after checking the key is new. */
 static int begin_kv(gguf_writer_t *w, const char *key, enum gguf_type t, bt_err *e) {
-    if (w->f)
-        return bt_fail(e, BT_EINVAL, "key %s: added after gguf_writer_begin", key);
+    if (w->f) return bt_fail(e, BT_EINVAL, "key %s: added after gguf_writer_begin", key);
     for (int64_t i = 0; i < w->n_kv; i++)
-        if (!strcmp(w->keys[i], key))
-            return bt_fail(e, BT_EINVAL, "key %s: duplicate", key);
+        if (!strcmp(w->keys[i], key)) return bt_fail(e, BT_EINVAL, "key %s: duplicate", key);
     char **keys = realloc(w->keys, (size_t)(w->n_kv + 1) * sizeof *keys);
-    if (!keys)
-        return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
+    if (!keys) return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     w->keys = keys;
-    if (!(keys[w->n_kv] = strdup(key)))
-        return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
+    if (!(keys[w->n_kv] = strdup(key))) return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     w->n_kv++;
     if (put_str(w, key, strlen(key)) || put_le(w, (uint64_t)t, 4))
         return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
@@ -132,10 +120,8 @@ static int begin_kv(gguf_writer_t *w, const char *key, enum gguf_type t, bt_err 
 static int add_scalar(gguf_writer_t *w, const char *key, enum gguf_type t, uint64_t bits,
                       bt_err *e) {
     int rc = begin_kv(w, key, t, e);
-    if (rc)
-        return rc;
-    if (put_le(w, bits, scalar_size[t]))
-        return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
+    if (rc) return rc;
+    if (put_le(w, bits, scalar_size[t])) return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     return 0;
 }
 
@@ -177,13 +163,10 @@ int gguf_writer_add_bool(gguf_writer_t *w, const char *key, int v, bt_err *e) {
     return add_scalar(w, key, GGUF_BOOL, v != 0, e);
 }
 
-int gguf_writer_add_strn(gguf_writer_t *w, const char *key, const char *s, size_t len,
-                         bt_err *e) {
+int gguf_writer_add_strn(gguf_writer_t *w, const char *key, const char *s, size_t len, bt_err *e) {
     int rc = begin_kv(w, key, GGUF_STRING, e);
-    if (rc)
-        return rc;
-    if (put_str(w, s, len))
-        return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
+    if (rc) return rc;
+    if (put_str(w, s, len)) return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     return 0;
 }
 
@@ -196,8 +179,7 @@ int gguf_writer_add_arr(gguf_writer_t *w, const char *key, enum gguf_type t, con
     if ((unsigned)t >= GGUF_TYPE_COUNT || !scalar_size[t])
         return bt_fail(e, BT_EINVAL, "key %s: array element type %d is not a scalar", key, t);
     int rc = begin_kv(w, key, GGUF_ARRAY, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     /* The caller's elements are already little-endian (all our targets are). */
     if (put_le(w, (uint64_t)t, 4) || put_le(w, n, 8) || put(w, data, (size_t)n * scalar_size[t]))
         return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
@@ -207,8 +189,7 @@ int gguf_writer_add_arr(gguf_writer_t *w, const char *key, enum gguf_type t, con
 int gguf_writer_add_arr_str(gguf_writer_t *w, const char *key, const char *const *strs,
                             const size_t *lens, uint64_t n, bt_err *e) {
     int rc = begin_kv(w, key, GGUF_ARRAY, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (put_le(w, GGUF_STRING, 4) || put_le(w, n, 8))
         return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     for (uint64_t i = 0; i < n; i++)
@@ -222,24 +203,20 @@ int gguf_writer_add_raw(gguf_writer_t *w, const char *key, enum gguf_type t, con
     if ((unsigned)t >= GGUF_TYPE_COUNT)
         return bt_fail(e, BT_EINVAL, "key %s: unknown value type %d", key, t);
     int rc = begin_kv(w, key, t, e);
-    if (rc)
-        return rc;
-    if (put(w, bytes, len))
-        return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
+    if (rc) return rc;
+    if (put(w, bytes, len)) return bt_fail(e, -ENOMEM, "key %s: out of memory", key);
     return 0;
 }
 
 int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype dt, int n_dims,
                                const int64_t *ne, bt_err *e) {
-    if (w->f)
-        return bt_fail(e, BT_EINVAL, "tensor %s: added after gguf_writer_begin", name);
+    if (w->f) return bt_fail(e, BT_EINVAL, "tensor %s: added after gguf_writer_begin", name);
     if (n_dims < 1 || n_dims > 4)
         return bt_fail(e, BT_EINVAL, "tensor %s: n_dims=%d, expected 1..4", name, n_dims);
     if (!dtype_supported((uint32_t)dt))
         return bt_fail(e, BT_EINVAL, "tensor %s: unsupported dtype %d", name, (int)dt);
     for (int64_t i = 0; i < w->n_t; i++)
-        if (!strcmp(w->t[i].name, name))
-            return bt_fail(e, BT_EINVAL, "tensor %s: duplicate", name);
+        if (!strcmp(w->t[i].name, name)) return bt_fail(e, BT_EINVAL, "tensor %s: duplicate", name);
     struct wtensor t = {.dt = dt, .n_dims = n_dims, .ne = {1, 1, 1, 1}};
     int64_t rows = 1;
     for (int d = 0; d < n_dims; d++) {
@@ -256,13 +233,11 @@ int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype dt
     if (w->n_t == w->cap_t) {
         int64_t cap = w->cap_t ? 2 * w->cap_t : 64;
         struct wtensor *nt = realloc(w->t, (size_t)cap * sizeof *nt);
-        if (!nt)
-            return bt_fail(e, -ENOMEM, "tensor %s: out of memory", name);
+        if (!nt) return bt_fail(e, -ENOMEM, "tensor %s: out of memory", name);
         w->t = nt;
         w->cap_t = cap;
     }
-    if (!(t.name = strdup(name)))
-        return bt_fail(e, -ENOMEM, "tensor %s: out of memory", name);
+    if (!(t.name = strdup(name))) return bt_fail(e, -ENOMEM, "tensor %s: out of memory", name);
     t.offset = w->data_len;
     w->data_len += align_up(t.n_bytes, w->alignment);
     w->t[w->n_t] = t;
@@ -303,16 +278,14 @@ static int fpad(gguf_writer_t *w, uint64_t n, bt_err *e) {
     while (n) {
         size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
         int rc = fput(w, zeros, k, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         n -= k;
     }
     return 0;
 }
 
 int gguf_writer_begin(gguf_writer_t *w, FILE *f, bt_err *e) {
-    if (w->f)
-        return bt_fail(e, BT_EINVAL, "gguf writer: begin called twice");
+    if (w->f) return bt_fail(e, BT_EINVAL, "gguf writer: begin called twice");
     w->f = f;
     uint64_t n = 4 + 4 + 8 + 8 + w->kv_len;
     int rc;
@@ -327,8 +300,7 @@ int gguf_writer_begin(gguf_writer_t *w, FILE *f, bt_err *e) {
             (rc = fput_le(w, (uint64_t)t->n_dims, 4, e)))
             return rc;
         for (int d = 0; d < t->n_dims; d++)
-            if ((rc = fput_le(w, (uint64_t)t->ne[d], 8, e)))
-                return rc;
+            if ((rc = fput_le(w, (uint64_t)t->ne[d], 8, e))) return rc;
         if ((rc = fput_le(w, (uint64_t)t->dt, 4, e)) || (rc = fput_le(w, t->offset, 8, e)))
             return rc;
         n += 8 + nl + 4 + 8 * (uint64_t)t->n_dims + 4 + 8;
@@ -340,15 +312,13 @@ int gguf_writer_begin(gguf_writer_t *w, FILE *f, bt_err *e) {
 
 int gguf_writer_write(gguf_writer_t *w, const void *data, size_t n, bt_err *e) {
     const uint8_t *p = data;
-    if (!w->f)
-        return bt_fail(e, BT_EINVAL, "gguf writer: write before begin");
+    if (!w->f) return bt_fail(e, BT_EINVAL, "gguf writer: write before begin");
     while (n) {
         /* skip zero-byte tensors, padding each finished one */
         while (w->cur < w->n_t && w->cur_done == w->t[w->cur].n_bytes) {
             uint64_t sz = w->t[w->cur].n_bytes;
             int rc = fpad(w, align_up(sz, w->alignment) - sz, e);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             w->cur++;
             w->cur_done = 0;
         }
@@ -358,8 +328,7 @@ int gguf_writer_write(gguf_writer_t *w, const void *data, size_t n, bt_err *e) {
         uint64_t room = t->n_bytes - w->cur_done;
         size_t k = n < room ? n : (size_t)room;
         int rc = fput(w, p, k, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         w->cur_done += k;
         p += k;
         n -= k;
@@ -368,21 +337,19 @@ int gguf_writer_write(gguf_writer_t *w, const void *data, size_t n, bt_err *e) {
 }
 
 int gguf_writer_finish(gguf_writer_t *w, bt_err *e) {
-    if (!w->f)
-        return bt_fail(e, BT_EINVAL, "gguf writer: finish before begin");
+    if (!w->f) return bt_fail(e, BT_EINVAL, "gguf writer: finish before begin");
     while (w->cur < w->n_t && w->cur_done == w->t[w->cur].n_bytes) {
         uint64_t sz = w->t[w->cur].n_bytes;
         int rc = fpad(w, align_up(sz, w->alignment) - sz, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         w->cur++;
         w->cur_done = 0;
     }
     if (w->cur < w->n_t)
-        return bt_fail(e, BT_EINVAL, "tensor %s: %llu of %llu data bytes written", w->t[w->cur].name,
-                       (unsigned long long)w->cur_done, (unsigned long long)w->t[w->cur].n_bytes);
-    if (fflush(w->f))
-        return bt_fail(e, -errno, "gguf writer: flush failed: %s", strerror(errno));
+        return bt_fail(e, BT_EINVAL, "tensor %s: %llu of %llu data bytes written",
+                       w->t[w->cur].name, (unsigned long long)w->cur_done,
+                       (unsigned long long)w->t[w->cur].n_bytes);
+    if (fflush(w->f)) return bt_fail(e, -errno, "gguf writer: flush failed: %s", strerror(errno));
     return 0;
 }
 
@@ -392,8 +359,7 @@ int gguf_writer_to_mem(gguf_writer_t *w, const void *const *data, void **out, si
     size_t sz = 0;
     *out = NULL;
     FILE *f = open_memstream(&buf, &sz);
-    if (!f)
-        return bt_fail(e, -errno, "gguf writer: open_memstream: %s", strerror(errno));
+    if (!f) return bt_fail(e, -errno, "gguf writer: open_memstream: %s", strerror(errno));
     int rc = gguf_writer_begin(w, f, e);
     for (int64_t i = 0; !rc && i < w->n_t; i++) {
         uint64_t nb = w->t[i].n_bytes;
@@ -408,11 +374,9 @@ int gguf_writer_to_mem(gguf_writer_t *w, const void *const *data, void **out, si
             nb -= k;
         }
     }
-    if (!rc)
-        rc = gguf_writer_finish(w, e);
+    if (!rc) rc = gguf_writer_finish(w, e);
     w->f = NULL;
-    if (fclose(f) && !rc)
-        rc = bt_fail(e, -ENOMEM, "gguf writer: memstream failed");
+    if (fclose(f) && !rc) rc = bt_fail(e, -ENOMEM, "gguf writer: memstream failed");
     if (rc) {
         free(buf);
         return rc;

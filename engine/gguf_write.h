@@ -11,13 +11,13 @@
  * key, name and value it is given. One thread at a time. */
 #ifndef BT_ENGINE_GGUF_WRITE_H
 #define BT_ENGINE_GGUF_WRITE_H
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-
 #include "common/err.h"
 #include "engine/dtype.h"
 #include "engine/gguf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 typedef struct gguf_writer gguf_writer_t;
 
@@ -38,8 +38,7 @@ int gguf_writer_add_f32(gguf_writer_t *w, const char *key, float v, bt_err *e);
 int gguf_writer_add_f64(gguf_writer_t *w, const char *key, double v, bt_err *e);
 int gguf_writer_add_bool(gguf_writer_t *w, const char *key, int v, bt_err *e);
 /* String of len bytes (may contain NUL); gguf_writer_add_str uses strlen. */
-int gguf_writer_add_strn(gguf_writer_t *w, const char *key, const char *s, size_t len,
-                         bt_err *e);
+int gguf_writer_add_strn(gguf_writer_t *w, const char *key, const char *s, size_t len, bt_err *e);
 int gguf_writer_add_str(gguf_writer_t *w, const char *key, const char *s, bt_err *e);
 /* Array of n scalars of type t (not string/array), packed little-endian as in the file
  * (bool: 1 byte each). */

@@ -1,15 +1,15 @@
 /* tests/test_gguf.c: the GGUF parser on the reference fixtures, on one malformed file per
  * rejection path (tests/fixtures/bad/, written by make_bad_gguf.py), on every truncation of a
  * small file, and the writer by round trip. */
+#include "engine/gguf.h"
+#include "engine/gguf_write.h"
+#include "tests/fixtures.h"
+
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "engine/gguf.h"
-#include "engine/gguf_write.h"
-#include "tests/fixtures.h"
 
 static gguf_t *open_ok(const char *path) {
     gguf_t *g = NULL;
@@ -105,15 +105,15 @@ Test(gguf, tiny_f32_metadata_and_tensors) {
     cr_assert_eq(t->ne[1], 512);
     t = gguf_find_tensor(g, "blk.3.attn_q.weight");
     cr_assert_not_null(t);
-    cr_assert_eq(t->ne[1], 2 * 4 * 64); /* query + gate rows per head */
+    cr_assert_eq(t->ne[1], 2 * 4 * 64);                         /* query + gate rows per head */
     cr_assert_null(gguf_find_tensor(g, "blk.0.attn_q.weight")); /* layer 0 is linear attention */
     cr_assert_null(gguf_find_tensor(g, "nope"));
     gguf_free(g);
 }
 
 Test(gguf, every_fixture_parses_within_file) {
-    const char *files[] = {"model-f32", "model-q8_0", "model-q4_0", "model-q4_k_m", "model-q6_k",
-                           "model-q8_0-nomtp"};
+    const char *files[] = {"model-f32",    "model-q8_0", "model-q4_0",
+                           "model-q4_k_m", "model-q6_k", "model-q8_0-nomtp"};
     for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
         char rel[128];
         snprintf(rel, sizeof rel, "tiny-a/gguf/%s.gguf", files[f]);
@@ -214,8 +214,8 @@ static const char *bad_path(const char *name) {
     /* tests run from the repository root (tests/run.sh); fall back to this file's folder */
     snprintf(p, sizeof p, "tests/fixtures/bad/%s.gguf", name);
     if (access(p, R_OK) != 0)
-        snprintf(p, sizeof p, "%s/../tests/fixtures/bad/%s.gguf", getenv("PWD") ? getenv("PWD") : ".",
-                 name);
+        snprintf(p, sizeof p, "%s/../tests/fixtures/bad/%s.gguf",
+                 getenv("PWD") ? getenv("PWD") : ".", name);
     return p;
 }
 
@@ -248,7 +248,8 @@ BAD(bad_version, BT_EVERSION, "version 1")
 BAD(trunc_header, BT_EFORMAT, "header: truncated")
 BAD(trunc_kv, BT_EFORMAT, "key general.architecture")
 BAD(trunc_tensor_info, BT_EFORMAT, "tensor blk.0.attn_norm.weight: truncated")
-BAD(data_beyond_eof, BT_EFORMAT, "tensor blk.0.attn_norm.weight: data ends at 192 beyond file size 176")
+BAD(data_beyond_eof, BT_EFORMAT,
+    "tensor blk.0.attn_norm.weight: data ends at 192 beyond file size 176")
 BAD(huge_kv_count, BT_EFORMAT, "kv count 1152921504606846976")
 BAD(huge_tensor_count, BT_EFORMAT, "tensor count")
 BAD(huge_array_count, BT_EFORMAT, "key tokenizer.ggml.tokens: string array count")
@@ -297,8 +298,8 @@ static gguf_writer_t *sample_writer(uint64_t align) {
     cr_assert_eq(gguf_writer_add_arr_str(w, "t.arr_str", as, NULL, 3, &e), 0);
     cr_assert_eq(gguf_writer_add_arr(w, "t.arr_empty", GGUF_U8, NULL, 0, &e), 0);
     /* [[7], [8, 9]] as array of array of u16, encoded by hand */
-    const uint8_t nested[] = {2, 0, 0, 0, 0, 0, 0, 0,                     /* 2 elements */
-                              2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0,     /* u16 x1: 7 */
+    const uint8_t nested[] = {2, 0, 0, 0, 0, 0, 0, 0,                          /* 2 elements */
+                              2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0,        /* u16 x1: 7 */
                               2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 8, 0, 9, 0}; /* u16 x2 */
     uint8_t raw[4 + sizeof nested];
     raw[0] = GGUF_ARRAY, raw[1] = raw[2] = raw[3] = 0;
@@ -325,20 +326,31 @@ static void check_sample(const gguf_t *g, uint64_t align) {
     const char *s;
     size_t n;
     cr_assert_eq(gguf_alignment(g), align);
-    cr_assert_eq(gguf_get_i64(g, "t.u8", &v, NULL), 0); cr_assert_eq(v, 200);
-    cr_assert_eq(gguf_get_i64(g, "t.i8", &v, NULL), 0); cr_assert_eq(v, -100);
-    cr_assert_eq(gguf_get_i64(g, "t.u16", &v, NULL), 0); cr_assert_eq(v, 60000);
-    cr_assert_eq(gguf_get_i64(g, "t.i16", &v, NULL), 0); cr_assert_eq(v, -30000);
-    cr_assert_eq(gguf_get_u32(g, "t.u32", &u, NULL), 0); cr_assert_eq(u, 4000000000u);
-    cr_assert_eq(gguf_get_i64(g, "t.i32", &v, NULL), 0); cr_assert_eq(v, -2000000000);
+    cr_assert_eq(gguf_get_i64(g, "t.u8", &v, NULL), 0);
+    cr_assert_eq(v, 200);
+    cr_assert_eq(gguf_get_i64(g, "t.i8", &v, NULL), 0);
+    cr_assert_eq(v, -100);
+    cr_assert_eq(gguf_get_i64(g, "t.u16", &v, NULL), 0);
+    cr_assert_eq(v, 60000);
+    cr_assert_eq(gguf_get_i64(g, "t.i16", &v, NULL), 0);
+    cr_assert_eq(v, -30000);
+    cr_assert_eq(gguf_get_u32(g, "t.u32", &u, NULL), 0);
+    cr_assert_eq(u, 4000000000u);
+    cr_assert_eq(gguf_get_i64(g, "t.i32", &v, NULL), 0);
+    cr_assert_eq(v, -2000000000);
     cr_assert_eq(gguf_get_u32(g, "t.i32", &u, NULL), BT_ETYPE); /* negative */
-    cr_assert_eq(gguf_get_i64(g, "t.u64", &v, NULL), 0); cr_assert_eq(v, 1ll << 40);
+    cr_assert_eq(gguf_get_i64(g, "t.u64", &v, NULL), 0);
+    cr_assert_eq(v, 1ll << 40);
     cr_assert_eq(gguf_get_u32(g, "t.u64", &u, NULL), BT_ETYPE); /* too big */
-    cr_assert_eq(gguf_get_i64(g, "t.i64", &v, NULL), 0); cr_assert_eq(v, -(1ll << 40));
-    cr_assert_eq(gguf_get_f32(g, "t.f32", &f, NULL), 0); cr_assert_eq(f, 0.25f);
-    cr_assert_eq(gguf_get_f32(g, "t.f64", &f, NULL), 0); cr_assert_eq(f, -1.5f);
+    cr_assert_eq(gguf_get_i64(g, "t.i64", &v, NULL), 0);
+    cr_assert_eq(v, -(1ll << 40));
+    cr_assert_eq(gguf_get_f32(g, "t.f32", &f, NULL), 0);
+    cr_assert_eq(f, 0.25f);
+    cr_assert_eq(gguf_get_f32(g, "t.f64", &f, NULL), 0);
+    cr_assert_eq(f, -1.5f);
     int b = 0;
-    cr_assert_eq(gguf_get_bool(g, "t.bool", &b, NULL), 0); cr_assert_eq(b, 1);
+    cr_assert_eq(gguf_get_bool(g, "t.bool", &b, NULL), 0);
+    cr_assert_eq(b, 1);
     cr_assert_eq(gguf_get_str(g, "t.str", &s, &n, NULL), 0);
     cr_assert_str_eq(s, "héllo");
     cr_assert_eq(gguf_get_str(g, "t.strnul", &s, &n, NULL), 0);
@@ -346,24 +358,34 @@ static void check_sample(const gguf_t *g, uint64_t align) {
     cr_assert_eq(memcmp(s, "a\0b", 3), 0);
     const struct gguf_arr *a;
     cr_assert_eq(gguf_get_arr(g, "t.arr_i32", &a, NULL), 0);
-    cr_assert_eq(a->type, GGUF_I32); cr_assert_eq(a->n, 4);
-    cr_assert_eq(gguf_arr_i64(a, 2, &v), 0); cr_assert_eq(v, 10);
+    cr_assert_eq(a->type, GGUF_I32);
+    cr_assert_eq(a->n, 4);
+    cr_assert_eq(gguf_arr_i64(a, 2, &v), 0);
+    cr_assert_eq(v, 10);
     cr_assert_eq(gguf_get_arr(g, "t.arr_bool", &a, NULL), 0);
-    cr_assert_eq(gguf_arr_i64(a, 1, &v), 0); cr_assert_eq(v, 0);
+    cr_assert_eq(gguf_arr_i64(a, 1, &v), 0);
+    cr_assert_eq(v, 0);
     double d;
     cr_assert_eq(gguf_get_arr(g, "t.arr_f32", &a, NULL), 0);
-    cr_assert_eq(gguf_arr_f64(a, 1, &d), 0); cr_assert_eq(d, -2.0);
+    cr_assert_eq(gguf_arr_f64(a, 1, &d), 0);
+    cr_assert_eq(d, -2.0);
     cr_assert_eq(gguf_arr_i64(a, 1, &v), BT_ETYPE);
     cr_assert_eq(gguf_get_arr(g, "t.arr_str", &a, NULL), 0);
     cr_assert_eq(a->n, 3);
-    cr_assert_str_eq(a->str[0], "a"); cr_assert_str_eq(a->str[1], "");
+    cr_assert_str_eq(a->str[0], "a");
+    cr_assert_str_eq(a->str[1], "");
     cr_assert_str_eq(a->str[2], "Ġ Ġ");
-    cr_assert_eq(gguf_get_arr(g, "t.arr_empty", &a, NULL), 0); cr_assert_eq(a->n, 0);
+    cr_assert_eq(gguf_get_arr(g, "t.arr_empty", &a, NULL), 0);
+    cr_assert_eq(a->n, 0);
     cr_assert_eq(gguf_get_arr(g, "t.nested", &a, NULL), 0);
-    cr_assert_eq(a->type, GGUF_ARRAY); cr_assert_eq(a->n, 2);
-    cr_assert_eq(a->arr[1].type, GGUF_U16); cr_assert_eq(a->arr[1].n, 2);
-    cr_assert_eq(gguf_arr_i64(&a->arr[1], 1, &v), 0); cr_assert_eq(v, 9);
-    cr_assert_eq(gguf_arr_i64(&a->arr[0], 0, &v), 0); cr_assert_eq(v, 7);
+    cr_assert_eq(a->type, GGUF_ARRAY);
+    cr_assert_eq(a->n, 2);
+    cr_assert_eq(a->arr[1].type, GGUF_U16);
+    cr_assert_eq(a->arr[1].n, 2);
+    cr_assert_eq(gguf_arr_i64(&a->arr[1], 1, &v), 0);
+    cr_assert_eq(v, 9);
+    cr_assert_eq(gguf_arr_i64(&a->arr[0], 0, &v), 0);
+    cr_assert_eq(v, 7);
 
     cr_assert_eq(gguf_n_tensors(g), 4);
     const char *names[4] = {"a.q8_0", "b.f32", "c.q4_k", "d.bf16"};

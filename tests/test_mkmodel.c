@@ -2,15 +2,15 @@
  * tests/run.sh sets BUILD) on the tiny configuration, parses the file and checks metadata,
  * tensor shapes and dtypes against spec §10.1/§11, weight statistics, and that the output does
  * not depend on the thread count. */
+#include "engine/gguf.h"
+#include "ops/ops.h"
+
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "engine/gguf.h"
-#include "ops/ops.h"
 
 static const char *baton_bin(void) {
     static char p[1024];
@@ -127,16 +127,19 @@ Test(mkmodel, tiny_q4_k_m_follows_spec) {
     cr_assert_str_eq(tok->str[0], "!");
     cr_assert_eq(gguf_get_str(g, "tokenizer.ggml.model", &s, NULL, NULL), 0);
     cr_assert_str_eq(s, "gpt2");
-    uint32_t eos = u32(g, "tokenizer.ggml.eos_token_id"), pad = u32(g, "tokenizer.ggml.padding_token_id");
+    uint32_t eos = u32(g, "tokenizer.ggml.eos_token_id"),
+             pad = u32(g, "tokenizer.ggml.padding_token_id");
     cr_assert_str_eq(tok->str[eos], "<|im_end|>");
     cr_assert_str_eq(tok->str[pad], "<|endoftext|>");
     cr_assert_str_eq(tok->str[pad + 1], "<|im_start|>");
-    cr_assert_eq(gguf_arr_i64(tt, pad + 1, &v), 0); cr_assert_eq(v, 3);
+    cr_assert_eq(gguf_arr_i64(tt, pad + 1, &v), 0);
+    cr_assert_eq(v, 3);
     int found_think = 0;
     for (uint64_t i = 0; i < tok->n; i++)
         if (!strcmp(tok->str[i], "<think>")) {
             found_think = 1;
-            cr_assert_eq(gguf_arr_i64(tt, i, &v), 0); cr_assert_eq(v, 4);
+            cr_assert_eq(gguf_arr_i64(tt, i, &v), 0);
+            cr_assert_eq(v, 4);
         }
     cr_assert(found_think);
     char padname[32];

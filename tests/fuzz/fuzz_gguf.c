@@ -2,10 +2,10 @@
  * as a whole file, as the head of a file twice its size (exercising the need-more path), and
  * (when parsing succeeds) every typed getter is run on every key, so lookups of parsed data
  * are covered too. ASan reports leaks and out-of-bounds reads. */
+#include "engine/gguf.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "engine/gguf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -33,8 +33,7 @@ static void touch_all(const gguf_t *g) {
         const struct gguf_tensor *t = gguf_tensor(g, i);
         if (gguf_find_tensor(g, t->name) != t)
             __builtin_trap(); /* names are unique, so lookup must find this entry */
-        if (t->offset + t->n_bytes > gguf_file_size(g))
-            __builtin_trap();
+        if (t->offset + t->n_bytes > gguf_file_size(g)) __builtin_trap();
     }
 }
 
