@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct gen_args {
     const char *model, *tokens, *layers;
@@ -73,6 +74,10 @@ static error_t gen_parse(int key, char *arg, struct argp_state *st) {
 }
 
 int cmd_generate(int argc, char **argv) {
+    /* --cluster URL: generate on a running coordinator instead (client/cmd_cluster.c). */
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--cluster", 9))
+            return cmd_generate_cluster(argc, argv);
     struct gen_args a = {.chunk = 64, .n_gen = 32};
     struct argp argp = {gen_opts, gen_parse, NULL, "Generates N token ids after a prompt.",
                         0,        0,         0};

@@ -15,6 +15,7 @@ int cmd_tokenize(int argc, char **argv);   /* client/cmd_tokenize.c */
 int cmd_detokenize(int argc, char **argv); /* client/cmd_tokenize.c */
 int cmd_eval(int argc, char **argv);       /* client/cmd_eval.c */
 int cmd_generate(int argc, char **argv);   /* client/cmd_generate.c */
+int cmd_generate_cluster(int argc, char **argv); /* client/cmd_cluster.c: generate --cluster */
 int cmd_run(int argc, char **argv);        /* client/cmd_run.c */
 int cmd_mkmodel(int argc, char **argv);    /* client/cmd_mkmodel.c */
 
