@@ -30,6 +30,8 @@ COORD_SRCS := $(wildcard coordinator/*.c)
 COORD_LIB_SRCS := $(filter-out coordinator/main.c,$(COORD_SRCS))
 COORD_LIB_OBJS := $(COORD_LIB_SRCS:%.c=$(BUILD)/%.o)
 WORKER_SRCS:= $(wildcard worker/*.c)
+# Worker modules other than main.c go into libworker.a, linked into tests (test_worker).
+WORKER_LIB_OBJS := $(filter-out $(BUILD)/worker/main.o,$(WORKER_SRCS:%.c=$(BUILD)/%.o))
 TEST_SRCS  := $(wildcard tests/test_*.c)
 TEST_BINS  := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
@@ -78,7 +80,12 @@ $(BUILD)/libcoord.a: $(COORD_LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libcoord.a $(BUILD)/libbaton.a
+$(BUILD)/libworker.a: $(WORKER_LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libworker.a $(BUILD)/libcoord.a $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
 	@mkdir -p $(@D)

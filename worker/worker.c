@@ -1,0 +1,893 @@
+/* worker/worker.c: see worker.h (state machine, protocol choices). */
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/model.h"
+#include "proto/msg.h"
+#include "proto/wire.h"
+#include "worker/model_cache.h"
+#include "worker/stage.h"
+
+#define HELLO_RESEND_NS (2000LL * 1000000)
+#define FETCH_STALL_NS  (60LL * 1000000000)
+#define FETCH_WINDOW    4
+
+struct worker {
+    struct worker_opts o;
+    char id[TX_PEER_MAX + 1];
+    char data_ep[512];
+    transport_t *coord, *data, *next;
+    volatile sig_atomic_t stop;
+    int state; /* Baton__WorkerState */
+    int welcomed;
+    int hb_ms;
+    int has_model;
+    struct model_ident local; /* the --model file, when has_model */
+    struct model_ident loaded; /* the model the stage runs */
+    stage_t *stage;
+    struct stage_info si;
+    int stage_index, n_stages, wire_dtype;
+    uint64_t plan_id;
+    model_cache_t *cache;
+    uint64_t req_seq;
+    int64_t last_hello_ns, last_hb_ns, lost_since_ns;
+    int draining, drain_reported;
+    uint64_t drain_req;
+    int64_t drain_deadline_ns;
+};
+
+static const char *state_name(int s) {
+    static const char *const n[] = {"CONNECTING", "LOADING", "READY", "SERVING", "DRAINING"};
+    return s >= 0 && s < 5 ? n[s] : "?";
+}
+
+static void set_state(worker_t *w, int s, const char *why) {
+    if (w->state == s)
+        return;
+    BT_LOG(INFO, "worker", "state %s -> %s (%s)", state_name(w->state), state_name(s), why);
+    w->state = s;
+}
+
+const char *worker_data_endpoint(const worker_t *w) {
+    return w->data_ep;
+}
+
+void worker_stop(worker_t *w) {
+    w->stop = 1;
+    if (w->coord)
+        transport_wakeup(w->coord);
+}
+
+/* ---- sending ---- */
+
+static void free_cb(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* Packs env and sends it with extra payload frames (copied unless they carry free_fn). */
+static int send_env(transport_t *t, const char *peer, const Baton__Envelope *env,
+                    const struct tx_frame *extra, int n_extra, bt_err *e) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = msg_pack(env, &buf, &len, e);
+    if (rc) {
+        for (int i = 0; i < n_extra; i++)
+            if (extra[i].free_fn)
+                extra[i].free_fn((void *)(uintptr_t)extra[i].data, extra[i].hint);
+        return rc;
+    }
+    struct tx_frame f[TX_MAX_FRAMES];
+    f[0] = (struct tx_frame){.data = buf, .len = len, .free_fn = free_cb};
+    for (int i = 0; i < n_extra && i + 1 < TX_MAX_FRAMES; i++)
+        f[i + 1] = extra[i];
+    return transport_send(t, peer, f, 1 + n_extra, e);
+}
+
+static void send_error_word(worker_t *w, transport_t *t, const char *peer, uint64_t rid,
+                            const char *word, const char *text) {
+    Baton__Envelope env;
+    Baton__Error err;
+    msg_error_reply(&env, &err, rid, BT_EPROTO, text);
+    err.code = (char *)(uintptr_t)word;
+    bt_err e = {0};
+    int rc = send_env(t, peer, &env, NULL, 0, &e);
+    if (rc)
+        BT_LOG(WARN, "worker", "%s: error reply %s (request %llu) not sent: %s", w->id, word,
+               (unsigned long long)rid, bt_errmsg(&e, rc));
+}
+
+static void send_error(worker_t *w, transport_t *t, const char *peer, uint64_t rid, int code,
+                       const char *text) {
+    send_error_word(w, t, peer, rid, msg_code_word(code), text);
+}
+
+static void send_hello(worker_t *w) {
+    const struct worker_caps *c = w->o.caps;
+    Baton__Envelope env;
+    Baton__Hello h;
+    Baton__ModelId mid;
+    msg_init(&env, 0);
+    baton__hello__init(&h);
+    baton__model_id__init(&mid);
+    h.worker_id = w->id;
+    h.ram_bytes = c ? c->ram_bytes : 0;
+    h.mem_budget_bytes = w->o.mem_budget;
+    if (!h.mem_budget_bytes && c)
+        h.mem_budget_bytes = c->ram_bytes / 10 * 8;
+    h.cores = c ? (uint32_t)c->cores : 0;
+    h.isa = (char *)(uintptr_t)(c ? c->isa : "");
+    h.mem_bw_gbps = c ? c->mem_bw_gbps : 0.0f;
+    h.matmul_gflops = c ? c->matmul_gflops : 0.0f;
+    h.has_model = w->has_model;
+    if (w->has_model) {
+        mid.name = w->local.name;
+        mid.size = w->local.size;
+        mid.header_xxh3 = w->local.header_xxh3;
+        h.model = &mid;
+    }
+    h.protocol_version = MSG_PROTOCOL_VERSION;
+    h.data_endpoint = w->data_ep;
+    h.hostname = (char *)(uintptr_t)(c ? c->hostname : "");
+    env.body_case = BATON__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    bt_err e = {0};
+    int rc = send_env(w->coord, NULL, &env, NULL, 0, &e);
+    w->last_hello_ns = bt_now_ns();
+    if (rc)
+        BT_LOG(WARN, "worker", "hello not sent: %s", bt_errmsg(&e, rc));
+    else
+        BT_LOG(DEBUG, "worker", "hello id=%s data=%s has_model=%d", w->id, w->data_ep,
+               w->has_model);
+}
+
+static void send_heartbeat(worker_t *w, uint64_t rid) {
+    Baton__Envelope env;
+    Baton__Heartbeat hb;
+    msg_init(&env, rid);
+    baton__heartbeat__init(&hb);
+    hb.sent_ns = (uint64_t)bt_now_ns();
+    hb.state = (Baton__WorkerState)w->state;
+    hb.active_seqs = w->stage ? (uint32_t)stage_active(w->stage) : 0;
+    hb.mem_used_bytes = w->stage ? w->si.weight_bytes + w->si.state_bytes : 0;
+    env.body_case = BATON__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    bt_err e = {0};
+    int rc = send_env(w->coord, NULL, &env, NULL, 0, &e);
+    w->last_hb_ns = bt_now_ns();
+    if (rc)
+        BT_LOG(DEBUG, "worker", "heartbeat not sent: %s", bt_errmsg(&e, rc));
+}
+
+/* Pings while a long computation holds the only thread. */
+static void tick(void *ctx) {
+    worker_t *w = ctx;
+    transport_tick(w->coord, NULL);
+    transport_tick(w->data, NULL);
+    if (w->next)
+        transport_tick(w->next, NULL);
+}
+
+static void drop_stage(worker_t *w) {
+    stage_close(w->stage);
+    w->stage = NULL;
+    transport_close(w->next);
+    w->next = NULL;
+    model_cache_close(w->cache);
+    w->cache = NULL;
+    memset(&w->si, 0, sizeof w->si);
+}
+
+/* ---- model streaming ---- */
+
+struct pend {
+    uint64_t rid, off, len;
+};
+
+/* Fetches the missing parts of want[0..n) from the coordinator into w->cache. */
+static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_range *want,
+                        int n, bt_err *e) {
+    struct pend pend[FETCH_WINDOW];
+    int np = 0;
+    int64_t last_progress = bt_now_ns();
+    uint64_t got = 0, logged = 0;
+    uint64_t chunk = w->o.chunk_bytes ? w->o.chunk_bytes : (16u << 20);
+    if (chunk > MSG_MAX_CHUNK)
+        chunk = MSG_MAX_CHUNK;
+    for (;;) {
+        if (w->stop)
+            return bt_fail(e, BT_ECANCELED, "model fetch: stopping");
+        if (np == 0) {
+            struct mc_range pieces[FETCH_WINDOW];
+            int k = model_cache_missing(w->cache, want, n, chunk, pieces, FETCH_WINDOW);
+            if (k < 0)
+                return bt_fail(e, k, "model fetch: range list");
+            if (k == 0)
+                return 0;
+            for (int i = 0; i < k && i < FETCH_WINDOW; i++) {
+                Baton__Envelope env;
+                Baton__ModelChunkRequest rq;
+                msg_init(&env, ++w->req_seq);
+                baton__model_chunk_request__init(&rq);
+                rq.model = (Baton__ModelId *)(uintptr_t)mid;
+                rq.offset = pieces[i].off;
+                rq.length = pieces[i].len;
+                env.body_case = BATON__ENVELOPE__BODY_MODEL_CHUNK_REQUEST;
+                env.model_chunk_request = &rq;
+                int rc = send_env(w->coord, NULL, &env, NULL, 0, e);
+                if (rc)
+                    return rc;
+                pend[np++] = (struct pend){w->req_seq, pieces[i].off, pieces[i].len};
+            }
+        }
+        struct tx_msg m;
+        bt_err re = {0};
+        int rc = transport_recv(w->coord, 1000, &m, &re);
+        if (rc == BT_ETIMEDOUT || rc == -EINTR) {
+            if (bt_now_ns() - last_progress > FETCH_STALL_NS)
+                return bt_fail(e, BT_ETIMEDOUT, "model fetch: no chunk for 60 s");
+            continue;
+        }
+        if (rc == BT_EPEERLOST)
+            return bt_fail(e, BT_EPEERLOST, "model fetch: coordinator lost");
+        if (rc == BT_EPROTO)
+            continue;
+        if (rc)
+            return bt_fail(e, rc, "model fetch: %s", bt_errmsg(&re, rc));
+        Baton__Envelope *env = NULL;
+        uint64_t rid = 0;
+        rc = msg_unpack(m.data[0], m.len[0], NULL, &env, &rid, &re);
+        if (!rc)
+            rc = msg_check_payload(env, (size_t)m.n_frames - 1, m.len + 1, &re);
+        if (rc) {
+            send_error(w, w->coord, NULL, rid, rc, re.msg);
+            msg_free(env, NULL);
+            continue;
+        }
+        int slot = -1;
+        for (int i = 0; i < np; i++)
+            if (pend[i].rid == env->request_id)
+                slot = i;
+        switch (env->body_case) {
+        case BATON__ENVELOPE__BODY_MODEL_CHUNK: {
+            const Baton__ModelChunk *c = env->model_chunk;
+            if (slot < 0 || c->offset != pend[slot].off || c->length != pend[slot].len) {
+                BT_LOG(WARN, "worker", "model chunk %llu at %llu: not requested",
+                       (unsigned long long)env->request_id, (unsigned long long)c->offset);
+                break;
+            }
+            rc = model_cache_put(w->cache, c->offset, m.data[1], m.len[1], c->xxh3, e);
+            if (rc) {
+                msg_free(env, NULL);
+                return rc;
+            }
+            pend[slot] = pend[--np];
+            got += c->length;
+            last_progress = bt_now_ns();
+            if (got - logged >= (256u << 20)) {
+                BT_LOG(INFO, "worker", "model fetch bytes=%llu", (unsigned long long)got);
+                logged = got;
+            }
+            break;
+        }
+        case BATON__ENVELOPE__BODY_ERROR:
+            if (slot >= 0) {
+                rc = bt_fail(e, BT_EPROTO, "model fetch at %llu: coordinator says %s: %s",
+                             (unsigned long long)pend[slot].off, env->error->code,
+                             env->error->message);
+                msg_free(env, NULL);
+                return rc;
+            }
+            BT_LOG(WARN, "worker", "coordinator error %s: %s", env->error->code,
+                   env->error->message);
+            break;
+        case BATON__ENVELOPE__BODY_HEARTBEAT:
+            send_heartbeat(w, env->request_id);
+            break;
+        case BATON__ENVELOPE__BODY_SHUTDOWN:
+            w->stop = 1;
+            break;
+        case BATON__ENVELOPE__BODY_CANCEL:
+        case BATON__ENVELOPE__BODY_PLAN:
+            break; /* nothing loaded yet: nothing to cancel */
+        default:
+            send_error(w, w->coord, NULL, env->request_id, BT_EPROTO, "loading");
+        }
+        msg_free(env, NULL);
+    }
+}
+
+/* Makes the cache hold the model's head and layers [lo, hi). */
+static int stream_model(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
+    const Baton__ModelId *mid = L->model;
+    if (!mid || !mid->size)
+        return bt_fail(e, BT_EPROTO, "load: no model named and no local model file");
+    struct model_cache_opts co = {.dir = w->o.cache_dir,
+                                  .name = mid->name,
+                                  .size = mid->size,
+                                  .header_xxh3 = mid->header_xxh3};
+    int rc = model_cache_open(&w->cache, &co, e);
+    if (rc)
+        return rc;
+    size_t head = mid->size < (1u << 20) ? (size_t)mid->size : (1u << 20);
+    for (;;) {
+        struct mc_range want = {0, head};
+        if ((rc = fetch_ranges(w, mid, &want, 1, e)))
+            return rc;
+        unsigned char *buf = malloc(head);
+        if (!buf)
+            return bt_fail(e, -ENOMEM, "load: %zu head bytes", head);
+        size_t need = 0;
+        rc = model_cache_read(w->cache, 0, buf, head, e);
+        if (!rc)
+            rc = caps_model_ident_head(&w->loaded, mid->name, buf, head, mid->size, &need, e);
+        free(buf);
+        if (rc == BT_EMSGSIZE && need > head && need <= mid->size) {
+            head = need;
+            continue;
+        }
+        if (rc)
+            return rc;
+        break;
+    }
+    if (w->loaded.header_xxh3 != mid->header_xxh3)
+        return bt_fail(e, BT_ECHECKSUM, "load: model %s head xxh3 %016llx, coordinator says %016llx",
+                       mid->name, (unsigned long long)w->loaded.header_xxh3,
+                       (unsigned long long)mid->header_xxh3);
+    return 0;
+}
+
+/* ---- LoadLayers ---- */
+
+static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
+    const char *path = NULL;
+    int rc;
+    if (w->has_model && L->model && L->model->size == w->local.size &&
+        L->model->header_xxh3 == w->local.header_xxh3) {
+        path = w->o.model_path;
+        w->loaded = w->local;
+    } else {
+        if (w->has_model)
+            BT_LOG(WARN, "worker", "local model differs from %s: streaming it",
+                   L->model ? L->model->name : "?");
+        if ((rc = stream_model(w, L, e)))
+            return rc;
+        path = model_cache_path(w->cache);
+    }
+    struct model_desc *md = NULL;
+    struct layer_range r = {0};
+    if ((rc = model_open(&md, path, e)))
+        return rc;
+    if (md->hp.n_layer != (int)L->n_layers) {
+        rc = bt_fail(e, BT_ESHAPE, "load: model has %d layers, LoadLayers says %u", md->hp.n_layer,
+                     L->n_layers);
+        goto out;
+    }
+    if ((rc = model_range(md, (int)L->lo, (int)L->hi, &r, e)))
+        goto out;
+    uint64_t state_budget = L->state_budget_bytes;
+    if (w->o.mem_budget) {
+        if (r.bytes >= w->o.mem_budget) {
+            rc = bt_fail(e, BT_ECAPACITY, "load: layers [%u, %u) need %llu weight bytes, budget %llu",
+                         L->lo, L->hi, (unsigned long long)r.bytes,
+                         (unsigned long long)w->o.mem_budget);
+            goto out;
+        }
+        if (!state_budget || state_budget > w->o.mem_budget - r.bytes)
+            state_budget = w->o.mem_budget - r.bytes;
+    }
+    if (w->cache) {
+        struct mc_range *want = calloc((size_t)(r.n > 0 ? r.n : 1), sizeof *want);
+        if (!want) {
+            rc = bt_fail(e, -ENOMEM, "load: %d ranges", r.n);
+            goto out;
+        }
+        for (int i = 0; i < r.n; i++)
+            want[i] = (struct mc_range){r.tensors[i]->offset, r.tensors[i]->n_bytes};
+        rc = fetch_ranges(w, L->model, want, r.n, e);
+        free(want);
+        if (rc)
+            goto out;
+    }
+    struct stage_opts so = {.model_path = path,
+                            .lo = (int)L->lo,
+                            .hi = (int)L->hi,
+                            .wire_dtype = (int)L->wire_dtype,
+                            .max_seqs = L->max_seqs ? (int)L->max_seqs : 8,
+                            .max_ctx = L->max_ctx ? (int)L->max_ctx : 4096,
+                            .state_budget = state_budget,
+                            .threads = w->o.threads,
+                            .max_rows = w->o.max_rows,
+                            .tick = tick,
+                            .tick_ctx = w};
+    if ((rc = stage_open(&w->stage, &so, e)))
+        goto out;
+    stage_info(w->stage, &w->si);
+    if (w->si.is_last != (L->stage_index + 1 == L->n_stages)) {
+        rc = bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u", L->stage_index,
+                     L->n_stages, L->lo, L->hi, L->n_layers);
+        goto out;
+    }
+    if (!w->si.is_last) {
+        if (!L->next_endpoint || !*L->next_endpoint) {
+            rc = bt_fail(e, BT_EPROTO, "load: stage %u is not last but has no next_endpoint",
+                         L->stage_index);
+            goto out;
+        }
+        struct transport_opts to = {.kind = w->o.kind,
+                                    .role = TRANSPORT_CLIENT,
+                                    .endpoint = L->next_endpoint,
+                                    .identity = w->id,
+                                    .heartbeat_ms = w->o.heartbeat_ms};
+        if ((rc = transport_open(&w->next, &to, e)))
+            goto out;
+    }
+    w->stage_index = (int)L->stage_index;
+    w->n_stages = (int)L->n_stages;
+    w->wire_dtype = (int)L->wire_dtype;
+    w->plan_id = L->plan_id;
+out:
+    free(r.tensors);
+    model_close(md);
+    return rc;
+}
+
+static void on_load(worker_t *w, const Baton__Envelope *env) {
+    const Baton__LoadLayers *L = env->load_layers;
+    if (w->draining) {
+        send_error_word(w, w->coord, NULL, env->request_id, "draining", "worker is draining");
+        return;
+    }
+    drop_stage(w);
+    set_state(w, BATON__WORKER_STATE__WS_LOADING, "load_layers");
+    BT_LOG(INFO, "worker", "load plan=%llu layers=%u..%u stage=%u/%u next=%s wire=%s seqs=%u ctx=%u",
+           (unsigned long long)L->plan_id, L->lo, L->hi, L->stage_index, L->n_stages,
+           L->next_endpoint && *L->next_endpoint ? L->next_endpoint : "-",
+           wire_dtype_name((int)L->wire_dtype), L->max_seqs, L->max_ctx);
+    bt_err e = {0};
+    int rc = do_load(w, L, &e);
+    if (rc) {
+        BT_LOG(ERROR, "worker", "load failed: %s", bt_errmsg(&e, rc));
+        drop_stage(w);
+        send_error(w, w->coord, NULL, env->request_id, rc, bt_errmsg(&e, rc));
+        set_state(w, BATON__WORKER_STATE__WS_CONNECTING, "load failed");
+        return;
+    }
+    Baton__Envelope out;
+    Baton__LoadDone d;
+    msg_init(&out, env->request_id);
+    baton__load_done__init(&d);
+    d.plan_id = L->plan_id;
+    d.lo = L->lo;
+    d.hi = L->hi;
+    d.weight_bytes = w->si.weight_bytes;
+    d.state_bytes = w->si.state_bytes;
+    d.load_secs = (float)w->si.load_secs;
+    d.max_seqs = (uint32_t)w->si.n_slots;
+    d.max_ctx = (uint32_t)w->si.max_ctx;
+    out.body_case = BATON__ENVELOPE__BODY_LOAD_DONE;
+    out.load_done = &d;
+    if ((rc = send_env(w->coord, NULL, &out, NULL, 0, &e)))
+        BT_LOG(WARN, "worker", "load_done not sent: %s", bt_errmsg(&e, rc));
+    set_state(w, BATON__WORKER_STATE__WS_READY, "loaded");
+}
+
+/* ---- Forward ---- */
+
+static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m, int from_coord) {
+    Baton__Forward *f = env->forward;
+    uint64_t rid = env->request_id;
+    char msg[300];
+    if (!w->stage) {
+        snprintf(msg, sizeof msg, "batch %llu: no layers loaded", (unsigned long long)f->batch_id);
+        send_error(w, w->coord, NULL, rid, BT_EPROTO, msg);
+        return;
+    }
+    if ((int)f->stage_index != w->stage_index || from_coord != (w->stage_index == 0)) {
+        snprintf(msg, sizeof msg, "batch %llu: for stage %u from the %s; this is stage %d",
+                 (unsigned long long)f->batch_id, f->stage_index,
+                 from_coord ? "coordinator" : "previous stage", w->stage_index);
+        send_error(w, w->coord, NULL, rid, BT_EPROTO, msg);
+        return;
+    }
+    if (w->draining) {
+        for (size_t i = 0; i < f->n_seq_id; i++)
+            if (f->pos[i] == 0 && !stage_has_seq(w->stage, f->seq_id[i])) {
+                snprintf(msg, sizeof msg, "batch %llu: draining, seq %llu refused",
+                         (unsigned long long)f->batch_id, (unsigned long long)f->seq_id[i]);
+                send_error_word(w, w->coord, NULL, rid, "draining", msg);
+                return;
+            }
+    }
+    struct stage_out so;
+    bt_err e = {0};
+    int rc = stage_forward(w->stage, f, m->n_frames > 1 ? m->data[1] : NULL,
+                           m->n_frames > 1 ? m->len[1] : 0, &so, &e);
+    if (rc) {
+        snprintf(msg, sizeof msg, "batch %llu: %s", (unsigned long long)f->batch_id,
+                 bt_errmsg(&e, rc));
+        BT_LOG(WARN, "worker", "%s", msg);
+        send_error(w, w->coord, NULL, rid, rc, msg);
+        return;
+    }
+    if (w->state == BATON__WORKER_STATE__WS_READY)
+        set_state(w, BATON__WORKER_STATE__WS_SERVING, "first forward");
+    if (!w->si.is_last) {
+        /* Same header, next stage, our activations. */
+        f->stage_index++;
+        f->wire_dtype = (Baton__WireDtype)so.act_dtype;
+        f->hidden = (uint32_t)w->si.hidden;
+        struct tx_frame act = {.data = so.act, .len = so.act_len};
+        rc = send_env(w->next, NULL, env, &act, 1, &e);
+        if (rc) {
+            snprintf(msg, sizeof msg, "batch %llu: next stage: %s", (unsigned long long)f->batch_id,
+                     bt_errmsg(&e, rc));
+            BT_LOG(WARN, "worker", "%s", msg);
+            send_error(w, w->coord, NULL, rid, rc, msg);
+        }
+        return;
+    }
+    Baton__Envelope out;
+    msg_init(&out, rid);
+    out.body_case = BATON__ENVELOPE__BODY_RESULT;
+    out.result = so.result;
+    struct tx_frame lg = {.data = so.logits, .len = so.logits_len};
+    rc = send_env(w->coord, NULL, &out, &lg, so.logits ? 1 : 0, &e);
+    if (rc)
+        BT_LOG(WARN, "worker", "batch %llu: result not sent: %s", (unsigned long long)f->batch_id,
+               bt_errmsg(&e, rc));
+}
+
+/* ---- state moves ---- */
+
+static void on_state_export(worker_t *w, const Baton__Envelope *env) {
+    const Baton__StateExport *x = env->state_export;
+    bt_err e = {0};
+    if (!w->stage || (int)x->lo != w->si.lo || (int)x->hi != w->si.hi) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "state_export [%u, %u): this stage has [%d, %d)", x->lo, x->hi,
+                 w->si.lo, w->si.hi);
+        send_error(w, w->coord, NULL, env->request_id, BT_ESHAPE, msg);
+        return;
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    uint32_t n_pos = 0;
+    int rc = stage_export(w->stage, x->seq_id, &buf, &len, &n_pos, &e);
+    if (rc) {
+        send_error(w, w->coord, NULL, env->request_id, rc, bt_errmsg(&e, rc));
+        return;
+    }
+    Baton__Envelope out;
+    Baton__StateImport si;
+    Baton__ModelId mid;
+    uint64_t fb = len;
+    msg_init(&out, env->request_id);
+    baton__state_import__init(&si);
+    baton__model_id__init(&mid);
+    mid.name = w->loaded.name;
+    mid.size = w->loaded.size;
+    mid.header_xxh3 = w->loaded.header_xxh3;
+    si.seq_id = x->seq_id;
+    si.lo = x->lo;
+    si.hi = x->hi;
+    si.n_pos = n_pos;
+    si.n_frame_bytes = 1;
+    si.frame_bytes = &fb;
+    si.xxh3 = XXH3_64bits(buf, len);
+    si.model = &mid;
+    out.body_case = BATON__ENVELOPE__BODY_STATE_IMPORT;
+    out.state_import = &si;
+    struct tx_frame fr = {.data = buf, .len = len, .free_fn = free_cb};
+    if ((rc = send_env(w->coord, NULL, &out, &fr, 1, &e)))
+        BT_LOG(WARN, "worker", "state export of seq %llu not sent: %s",
+               (unsigned long long)x->seq_id, bt_errmsg(&e, rc));
+}
+
+static void on_state_import(worker_t *w, const Baton__Envelope *env, const struct tx_msg *m) {
+    const Baton__StateImport *x = env->state_import;
+    bt_err e = {0};
+    int rc = 0;
+    if (!w->stage || (int)x->lo != w->si.lo || (int)x->hi != w->si.hi)
+        rc = bt_fail(&e, BT_ESHAPE, "state_import [%u, %u): this stage has [%d, %d)", x->lo, x->hi,
+                     w->si.lo, w->si.hi);
+    else if (x->model && x->model->size &&
+             (x->model->size != w->loaded.size || x->model->header_xxh3 != w->loaded.header_xxh3))
+        rc = bt_fail(&e, BT_ESHAPE, "state_import: state of model %s, this stage runs %s",
+                     x->model->name, w->loaded.name);
+    else if (x->n_frame_bytes != 1)
+        rc = bt_fail(&e, BT_EUNSUPPORTED, "state_import: %zu frames (the worker writes one)",
+                     x->n_frame_bytes);
+    else if (XXH3_64bits(m->data[1], m->len[1]) != x->xxh3)
+        rc = bt_fail(&e, BT_ECHECKSUM, "state_import: seq %llu frames do not match xxh3",
+                     (unsigned long long)x->seq_id);
+    else
+        rc = stage_import(w->stage, x->seq_id, m->data[1], m->len[1], &e);
+    if (rc) {
+        send_error(w, w->coord, NULL, env->request_id, rc, bt_errmsg(&e, rc));
+        return;
+    }
+    Baton__Envelope out;
+    Baton__StateImport ack;
+    msg_init(&out, env->request_id);
+    baton__state_import__init(&ack);
+    ack.seq_id = x->seq_id;
+    ack.lo = x->lo;
+    ack.hi = x->hi;
+    ack.n_pos = x->n_pos;
+    out.body_case = BATON__ENVELOPE__BODY_STATE_IMPORT;
+    out.state_import = &ack;
+    if ((rc = send_env(w->coord, NULL, &out, NULL, 0, &e)))
+        BT_LOG(WARN, "worker", "state import ack not sent: %s", bt_errmsg(&e, rc));
+}
+
+/* ---- dispatch ---- */
+
+static int unpack(worker_t *w, transport_t *t, const struct tx_msg *m, Baton__Envelope **env) {
+    bt_err e = {0};
+    uint64_t rid = 0;
+    int rc = msg_unpack(m->data[0], m->len[0], NULL, env, &rid, &e);
+    if (!rc && (rc = msg_check_payload(*env, (size_t)m->n_frames - 1, m->len + 1, &e))) {
+        rid = (*env)->request_id;
+        msg_free(*env, NULL);
+        *env = NULL;
+    }
+    if (rc) {
+        BT_LOG(WARN, "worker", "bad message from %s: %s", *m->peer ? m->peer : "coordinator",
+               bt_errmsg(&e, rc));
+        send_error(w, t, m->peer, rid, rc, bt_errmsg(&e, rc));
+    }
+    return rc;
+}
+
+static void reset_to_connecting(worker_t *w, const char *why) {
+    drop_stage(w);
+    w->welcomed = 0;
+    w->draining = 0;
+    w->lost_since_ns = 0;
+    set_state(w, BATON__WORKER_STATE__WS_CONNECTING, why);
+    send_hello(w);
+}
+
+static void on_coord(worker_t *w, const struct tx_msg *m) {
+    Baton__Envelope *env = NULL;
+    if (unpack(w, w->coord, m, &env))
+        return;
+    switch (env->body_case) {
+    case BATON__ENVELOPE__BODY_WELCOME: {
+        const Baton__Welcome *wl = env->welcome;
+        if (wl->protocol_version != MSG_PROTOCOL_VERSION) {
+            send_error(w, w->coord, NULL, env->request_id, BT_EVERSION, "protocol version");
+            break;
+        }
+        w->welcomed = 1;
+        w->hb_ms = wl->heartbeat_ms ? (int)wl->heartbeat_ms : 1000;
+        BT_LOG(INFO, "worker", "welcomed by %s heartbeat_ms=%d",
+               wl->coordinator_id && *wl->coordinator_id ? wl->coordinator_id : "coordinator",
+               w->hb_ms);
+        break;
+    }
+    case BATON__ENVELOPE__BODY_PLAN:
+        BT_LOG(INFO, "worker", "plan %llu: %zu stages", (unsigned long long)env->plan->plan_id,
+               env->plan->n_stages);
+        break;
+    case BATON__ENVELOPE__BODY_LOAD_LAYERS:
+        on_load(w, env);
+        break;
+    case BATON__ENVELOPE__BODY_FORWARD:
+        on_forward(w, env, m, 1);
+        break;
+    case BATON__ENVELOPE__BODY_STATE_EXPORT:
+        on_state_export(w, env);
+        break;
+    case BATON__ENVELOPE__BODY_STATE_IMPORT:
+        on_state_import(w, env, m);
+        break;
+    case BATON__ENVELOPE__BODY_HEARTBEAT:
+        send_heartbeat(w, env->request_id);
+        break;
+    case BATON__ENVELOPE__BODY_DRAIN:
+        w->draining = 1;
+        w->drain_reported = 0;
+        w->drain_req = env->request_id;
+        w->drain_deadline_ns =
+            env->drain->deadline_ms ? bt_now_ns() + (int64_t)env->drain->deadline_ms * 1000000 : 0;
+        set_state(w, BATON__WORKER_STATE__WS_DRAINING, "drain");
+        break;
+    case BATON__ENVELOPE__BODY_CANCEL:
+        if (w->stage)
+            stage_cancel(w->stage, env->cancel->seq_id, env->cancel->n_seq_id);
+        break;
+    case BATON__ENVELOPE__BODY_SHUTDOWN:
+        BT_LOG(INFO, "worker", "shutdown: %s", env->shutdown->reason ? env->shutdown->reason : "");
+        w->stop = 1;
+        break;
+    case BATON__ENVELOPE__BODY_ERROR:
+        BT_LOG(WARN, "worker", "coordinator error (request %llu) %s: %s",
+               (unsigned long long)env->error->request_id, env->error->code, env->error->message);
+        break;
+    case BATON__ENVELOPE__BODY_MODEL_CHUNK:
+        BT_LOG(DEBUG, "worker", "late model chunk %llu ignored",
+               (unsigned long long)env->request_id);
+        break;
+    default: {
+        char msg[100];
+        snprintf(msg, sizeof msg, "unexpected %s from the coordinator",
+                 msg_body_name(env->body_case));
+        send_error(w, w->coord, NULL, env->request_id, BT_EPROTO, msg);
+    }
+    }
+    msg_free(env, NULL);
+}
+
+static void on_data(worker_t *w, const struct tx_msg *m) {
+    Baton__Envelope *env = NULL;
+    if (unpack(w, w->data, m, &env))
+        return;
+    if (env->body_case == BATON__ENVELOPE__BODY_FORWARD) {
+        on_forward(w, env, m, 0);
+    } else {
+        char msg[100];
+        snprintf(msg, sizeof msg, "unexpected %s on the data endpoint",
+                 msg_body_name(env->body_case));
+        send_error(w, w->data, m->peer, env->request_id, BT_EPROTO, msg);
+    }
+    msg_free(env, NULL);
+}
+
+static void on_next(const struct tx_msg *m) {
+    Baton__Envelope *env = NULL;
+    bt_err e = {0};
+    int rc = msg_unpack(m->data[0], m->len[0], NULL, &env, NULL, &e);
+    if (rc)
+        BT_LOG(WARN, "worker", "bad message from the next stage: %s", bt_errmsg(&e, rc));
+    else if (env->body_case == BATON__ENVELOPE__BODY_ERROR)
+        BT_LOG(WARN, "worker", "next stage error %s: %s", env->error->code, env->error->message);
+    else
+        BT_LOG(WARN, "worker", "unexpected %s from the next stage", msg_body_name(env->body_case));
+    msg_free(env, NULL);
+}
+
+/* Receives everything pending on t. */
+static void drain_transport(worker_t *w, transport_t *t, int which) {
+    for (int k = 0; k < 64 && !w->stop; k++) {
+        struct tx_msg m;
+        bt_err e = {0};
+        int rc = transport_recv(t, 0, &m, &e);
+        if (rc == BT_ETIMEDOUT || rc == -EINTR)
+            return;
+        if (rc == BT_EPEERLOST) {
+            if (which == 0) {
+                if (!w->lost_since_ns) {
+                    BT_LOG(WARN, "worker", "coordinator lost: reconnecting");
+                    w->lost_since_ns = bt_now_ns();
+                }
+            } else {
+                BT_LOG(WARN, "worker", "%s stage %s lost", which == 1 ? "previous" : "next",
+                       m.peer);
+            }
+            continue;
+        }
+        if (rc == BT_EPROTO) {
+            send_error(w, t, m.peer, 0, BT_EPROTO, "too many frames");
+            continue;
+        }
+        if (rc) {
+            BT_LOG(WARN, "worker", "recv: %s", bt_errmsg(&e, rc));
+            return;
+        }
+        if (which == 0) {
+            if (w->lost_since_ns) {
+                BT_LOG(INFO, "worker", "coordinator back after %.1f s",
+                       (double)(bt_now_ns() - w->lost_since_ns) * 1e-9);
+                w->lost_since_ns = 0;
+            }
+            on_coord(w, &m);
+        } else if (which == 1) {
+            on_data(w, &m);
+        } else {
+            on_next(&m);
+        }
+    }
+}
+
+static void check_drain(worker_t *w) {
+    if (!w->draining || w->drain_reported)
+        return;
+    int active = w->stage ? stage_active(w->stage) : 0;
+    if (active && w->drain_deadline_ns && bt_now_ns() > w->drain_deadline_ns) {
+        BT_LOG(WARN, "worker", "drain deadline: dropping %d sequences", active);
+        stage_cancel_all(w->stage);
+        active = 0;
+    }
+    if (!active) {
+        send_heartbeat(w, w->drain_req);
+        w->drain_reported = 1;
+        BT_LOG(INFO, "worker", "drained");
+    }
+}
+
+int worker_run(worker_t *w, bt_err *e) {
+    (void)e;
+    set_state(w, BATON__WORKER_STATE__WS_CONNECTING, "start");
+    send_hello(w);
+    int64_t lost_ns = (int64_t)(w->o.lost_secs > 0 ? w->o.lost_secs : 30) * 1000000000;
+    while (!w->stop) {
+        transport_t *ts[3] = {w->coord, w->data, w->next};
+        int n = w->next ? 3 : 2;
+        uint64_t ready = 0;
+        bt_err pe = {0};
+        int rc = transport_poll(ts, n, 200, &ready, &pe);
+        if (rc && rc != -EINTR)
+            BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
+        for (int i = 0; i < n && !w->stop; i++)
+            if (ready & (1ull << i))
+                drain_transport(w, ts[i], i);
+        int64_t now = bt_now_ns();
+        if (!w->welcomed && now - w->last_hello_ns > HELLO_RESEND_NS)
+            send_hello(w);
+        if (w->welcomed && !w->lost_since_ns && now - w->last_hb_ns > (int64_t)w->hb_ms * 1000000)
+            send_heartbeat(w, 0);
+        if (w->lost_since_ns && now - w->lost_since_ns > lost_ns)
+            reset_to_connecting(w, "coordinator lost");
+        check_drain(w);
+    }
+    BT_LOG(INFO, "worker", "stopping (state %s)", state_name(w->state));
+    return 0;
+}
+
+int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
+    *out = NULL;
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return bt_fail(e, -ENOMEM, "worker");
+    w->o = *o;
+    w->hb_ms = 1000;
+    w->state = -1;
+    snprintf(w->id, sizeof w->id, "%s", o->id && *o->id ? o->id : "worker");
+    int rc = 0;
+    if (o->model_path) {
+        if ((rc = caps_model_ident(&w->local, o->model_path, e)))
+            goto fail;
+        w->has_model = 1;
+        BT_LOG(INFO, "worker", "model %s size=%llu xxh3=%016llx", o->model_path,
+               (unsigned long long)w->local.size, (unsigned long long)w->local.header_xxh3);
+    }
+    struct transport_opts co = {.kind = o->kind,
+                                .role = TRANSPORT_CLIENT,
+                                .endpoint = o->join,
+                                .identity = w->id,
+                                .heartbeat_ms = o->heartbeat_ms};
+    struct transport_opts dopt = {.kind = o->kind,
+                                  .role = TRANSPORT_SERVER,
+                                  .endpoint = o->bind,
+                                  .identity = w->id,
+                                  .heartbeat_ms = o->heartbeat_ms};
+    if ((rc = transport_open(&w->data, &dopt, e)) || (rc = transport_open(&w->coord, &co, e)))
+        goto fail;
+    snprintf(w->data_ep, sizeof w->data_ep, "%s",
+             o->kind == TRANSPORT_INPROC ? o->bind : transport_endpoint(w->data));
+    BT_LOG(INFO, "worker", "id=%s join=%s data=%s", w->id, o->join, w->data_ep);
+    *out = w;
+    return 0;
+fail:
+    worker_close(w);
+    return rc;
+}
+
+void worker_close(worker_t *w) {
+    if (!w)
+        return;
+    drop_stage(w);
+    transport_close(w->coord);
+    transport_close(w->data);
+    free(w);
+}
