@@ -6,7 +6,8 @@
  * sane: matrices N(0, 1/fan_in) (0.35^2/fan_in for attn_output, ssm_out, ffn_down), norms
  * 1 + N(0, 0.1) as stored, ssm_a = -exp(U(log 0.08, log 7.4)), dt_bias U(-1, 1), conv taps
  * N(0, 0.25), embeddings N(0, 1), LM head N(0, 16/H). Tied sizes (no output.weight) use the
- * embedding as LM head, so their embedding gets the LM head's std 4/sqrt(H) instead.
+ * embedding as LM head, so their embedding gets the LM head's std 4/sqrt(H) instead. Rows of
+ * padding ids ([PAD<id>], type unused) are zero in both, so their logits are exactly 0.
  * Every row draws from its own xoshiro256** stream seeded from (seed, tensor, row), so the file
  * is identical for any thread count.
  *
@@ -110,6 +111,9 @@ struct tdesc {
     enum dtype dt;
     enum init init;
     float std; /* INIT_NORMAL: std; INIT_NORM1: std of the offset from 1 */
+    /* token_embd / output: token type per row; rows of unused (padding) ids are zero, so
+     * their logits are exactly 0, as in the fixtures */
+    const int32_t *row_type;
 };
 
 struct plan {
@@ -494,6 +498,10 @@ static void gen_row(const struct tdesc *t, int t_idx, uint64_t seed, int64_t row
     struct rng r;
     rng_seed(&r, seed, (uint64_t)t_idx + 1, (uint64_t)row);
     int64_t n = t->ne[0];
+    if (t->row_type && t->row_type[row] == 5) {
+        memset(x, 0, (size_t)n * sizeof *x);
+        return;
+    }
     switch (t->init) {
     case INIT_NORMAL:
         rng_normals(&r, x, n);
@@ -776,6 +784,7 @@ int cmd_mkmodel(int argc, char **argv) {
     struct vocab voc = {0};
     gguf_writer_t *w = NULL;
     FILE *f = NULL;
+    char tmp[4096];
     uint8_t *buf = NULL;
     const size_t buf_bytes = 64u << 20;
     struct timespec ts0, ts1;
@@ -792,6 +801,10 @@ int cmd_mkmodel(int argc, char **argv) {
             goto fail;
         }
     if ((rc = build_vocab(&voc, c.vocab, &e))) goto fail;
+    for (int i = 0; i < plan.n; i++)
+        if (!strcmp(plan.t[i].name, "token_embd.weight") ||
+            !strcmp(plan.t[i].name, "output.weight"))
+            plan.t[i].row_type = voc.type;
     if ((rc = gguf_writer_new(&w, 32, &e)) || (rc = write_metadata(w, &c, type, &voc, &e)))
         goto fail;
     for (int i = 0; i < plan.n; i++) {
@@ -806,8 +819,10 @@ int cmd_mkmodel(int argc, char **argv) {
         rc = bt_fail(&e, -ENOMEM, "mkmodel: out of memory");
         goto fail;
     }
-    if (!(f = fopen(out, "wb"))) {
-        rc = bt_fail(&e, -errno, "%s: %s", out, strerror(errno));
+    /* written as OUT.part and renamed at the end: readers never see a half-written model */
+    snprintf(tmp, sizeof tmp, "%s.part", out);
+    if (!(f = fopen(tmp, "wb"))) {
+        rc = bt_fail(&e, -errno, "%s: %s", tmp, strerror(errno));
         goto fail;
     }
     setvbuf(f, NULL, _IOFBF, 4u << 20);
@@ -822,10 +837,16 @@ int cmd_mkmodel(int argc, char **argv) {
     if ((rc = gguf_writer_finish(w, &e))) goto fail;
     if (fclose(f)) {
         f = NULL;
-        rc = bt_fail(&e, -errno, "%s: close: %s", out, strerror(errno));
+        rc = bt_fail(&e, -errno, "%s: close: %s", tmp, strerror(errno));
+        remove(tmp);
         goto fail;
     }
     f = NULL;
+    if (rename(tmp, out)) {
+        rc = bt_fail(&e, -errno, "%s: rename to %s: %s", tmp, out, strerror(errno));
+        remove(tmp);
+        goto fail;
+    }
     clock_gettime(CLOCK_MONOTONIC, &ts1);
     BT_LOG(INFO, "mkmodel", "wrote %s bytes=%llu secs=%.1f", out,
            (unsigned long long)gguf_writer_file_size(w),
@@ -833,7 +854,7 @@ int cmd_mkmodel(int argc, char **argv) {
 fail:
     if (f) {
         fclose(f);
-        remove(out);
+        remove(tmp);
     }
     if (rc) fprintf(stderr, "%s\n", bt_errmsg(&e, rc));
     free(buf);

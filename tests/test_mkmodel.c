@@ -200,8 +200,16 @@ Test(mkmodel, tiny_q4_k_m_follows_spec) {
     double mean, sd;
     float mn, mx;
     float *x = read_tensor(path, gguf_find_tensor(g, "token_embd.weight"), &n);
-    stats(x, n, &mean, &sd, &mn, &mx);
+    stats(x, 256 * H, &mean, &sd, &mn, &mx); /* the byte tokens' rows */
+    for (int64_t i = 0; i < H; i++) /* a padding id's row is zero: its logit is exactly 0 */
+        cr_assert_eq(x[(V - 1) * H + i], 0.0f);
     cr_assert(fabs(mean) < 0.02 && fabs(sd - 1.0) < 0.05, "embd mean %g sd %g", mean, sd);
+    free(x);
+    x = read_tensor(path, gguf_find_tensor(g, "output.weight"), &n);
+    stats(x, 256 * H, &mean, &sd, &mn, &mx);
+    cr_assert(fabs(sd - 4.0 / sqrt((double)H)) < 0.01, "lm head sd %g", sd);
+    for (int64_t i = 0; i < H; i++)
+        cr_assert_eq(x[(V - 1) * H + i], 0.0f);
     free(x);
     x = read_tensor(path, gguf_find_tensor(g, "blk.0.ffn_down.weight"), &n);
     stats(x, n, &mean, &sd, &mn, &mx);
