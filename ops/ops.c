@@ -12,10 +12,11 @@
 
 extern const struct ops_table ops_avx2;
 extern const struct ops_table ops_avx512;
+extern const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT];
 
 const struct ops_table *ops;
 
-enum { ISA_AVX512, ISA_AVX2, ISA_REF, ISA_COUNT };
+enum { ISA_AVX512VNNI, ISA_AVX512, ISA_AVX2, ISA_REF, ISA_COUNT };
 
 static struct ops_table filled[ISA_COUNT]; /* each ISA's table with NULL slots from ref */
 static const char *avail[ISA_COUNT + 1];   /* NULL-terminated, best first */
@@ -29,6 +30,9 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
     *dst = *src;
     for (int t = 0; t < DT_COUNT; t++) {
         if (!dst->matmul[t]) dst->matmul[t] = ops_ref.matmul[t];
+        /* every table computes the quantized path where ref defines one, so the function an
+         * ISA computes never depends on which kernels it happens to have */
+        if (!dst->matmul_q[t]) dst->matmul_q[t] = ops_ref.matmul_q[t];
         if (!dst->dequantize_row[t]) dst->dequantize_row[t] = ops_ref.dequantize_row[t];
         if (!dst->quantize_row[t]) dst->quantize_row[t] = ops_ref.quantize_row[t];
     }
@@ -59,13 +63,21 @@ static void setup(void) {
     supported[ISA_AVX512] =
         fma_f16c && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    /* AVX512_VNNI: CPUID leaf 7, ECX bit 11 (the OS state check is the avx512 one above) */
+    int vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 11));
+    supported[ISA_AVX512VNNI] = supported[ISA_AVX512] && vnni;
     supported[ISA_AVX2] = fma_f16c && __builtin_cpu_supports("avx2");
     supported[ISA_REF] = 1;
-    const struct ops_table *src[ISA_COUNT] = {&ops_avx512, &ops_avx2, &ops_ref};
+    const struct ops_table *src[ISA_COUNT] = {&ops_avx512, &ops_avx512, &ops_avx2, &ops_ref};
     int n = 0;
     for (int i = 0; i < ISA_COUNT; i++) {
         if (!supported[i]) continue;
         fill(&filled[i], src[i]);
+        if (i == ISA_AVX512VNNI) { /* the AVX-512 table with the VNNI integer dot products */
+            filled[i].isa = "avx512vnni";
+            for (int t = 0; t < DT_COUNT; t++)
+                if (ops_avx512vnni_matmul_q[t]) filled[i].matmul_q[t] = ops_avx512vnni_matmul_q[t];
+        }
         avail[n++] = filled[i].isa;
     }
     avail[n] = NULL;
@@ -83,8 +95,22 @@ const struct ops_table *ops_table_for(const char *isa) {
     return NULL;
 }
 
+static int exact_act = -1; /* -1: not decided yet ($BT_EXACT at the first ops_init) */
+
+void ops_set_exact(int on) {
+    exact_act = on != 0;
+}
+
+int ops_exact(void) {
+    return exact_act == 1;
+}
+
 int ops_init(const char *force_isa, bt_err *e) {
     pthread_once(&once, setup);
+    if (exact_act < 0) {
+        const char *ex = getenv("BT_EXACT");
+        exact_act = ex && *ex && strcmp(ex, "0") != 0;
+    }
     const char *want = force_isa && *force_isa ? force_isa : getenv("BT_ISA");
     const struct ops_table *t = avail[0] ? ops_table_for(avail[0]) : NULL;
     if (want && *want) {
@@ -97,6 +123,8 @@ int ops_init(const char *force_isa, bt_err *e) {
     int changed = ops != t;
     ops = t;
     pthread_mutex_unlock(&init_lock);
-    if (changed) BT_LOG(INFO, "ops", "isa=%s (override with BT_ISA=)", t->isa);
+    if (changed)
+        BT_LOG(INFO, "ops", "isa=%s act=%s (override with BT_ISA=, BT_EXACT=1)", t->isa,
+               exact_act == 1 ? "f32" : "quantized");
     return 0;
 }

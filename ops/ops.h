@@ -30,10 +30,42 @@ struct mat {
 typedef void (*matmul_fn)(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,
                           float *restrict y, int64_t ldy, int64_t r0, int64_t r1);
 
+/* Quantized activations (spec §12.3, what llama.cpp does): the inputs of a matmul are
+ * quantized once per token to the weight type's activation format (ops_act_dtype: Q8_0 per 32
+ * for Q8_0/Q4_0/Q5_0, Q8_K per 256 with 16-value sums for Q4_K/Q5_K/Q6_K), and each weight
+ * block is multiplied by its activation block with integer dot products; the integer sums are
+ * exact, so only the per-block float scaling differs between ISAs. xq holds n token rows of
+ * ldxq bytes, each ops_act_row_bytes(w->dt, w->cols) long, from quantize_row[ops_act_dtype].
+ * y as for matmul_fn. */
+typedef void (*matmul_q_fn)(const struct mat *w, const void *restrict xq, size_t ldxq, int64_t n,
+                            float *restrict y, int64_t ldy, int64_t r0, int64_t r1);
+
+/* Activation format of a weight type's matmul_q: DT_Q8_0, DT_Q8_K, or DT_F32 (no quantized
+ * path: float weights and the rarely used Q4_1/Q5_1 multiply f32 activations). */
+static inline enum dtype ops_act_dtype(enum dtype w) {
+    switch (w) {
+    case DT_Q8_0:
+    case DT_Q4_0:
+    case DT_Q5_0: return DT_Q8_0;
+    case DT_Q4_K:
+    case DT_Q5_K:
+    case DT_Q6_K: return DT_Q8_K;
+    default: return DT_F32;
+    }
+}
+/* Bytes of one token's quantized activations for a weight of type w with cols columns. */
+static inline size_t ops_act_row_bytes(enum dtype w, int64_t cols) {
+    enum dtype a = ops_act_dtype(w);
+    return a == DT_F32 ? (size_t)cols * sizeof(float) : dtype_row_bytes(a, cols);
+}
+
 struct ops_table {
     const char *isa;
 
     matmul_fn matmul[DT_COUNT];
+    /* Quantized-activation matmul, NULL for types without one (see matmul_q_fn). ops_ref holds
+     * the scalar definition; every table computes the same integer sums. */
+    matmul_q_fn matmul_q[DT_COUNT];
     /* Row of n elements (n a multiple of the block) to/from f32. quantize_row may be NULL for
      * a type baton only reads. */
     void (*dequantize_row[DT_COUNT])(const void *restrict src, float *restrict dst, int64_t n);
@@ -101,6 +133,14 @@ extern const struct ops_table *ops; /* set by ops_init(); read-only afterwards *
 /* NULL or "" = best for this CPU (or $BT_ISA when set). BT_EUNSUPPORTED if the forced ISA is
  * unknown or not supported by this CPU. Idempotent for the same choice. */
 int ops_init(const char *force_isa, bt_err *e);
+/* Exact mode: when on, pool_matmul_multi multiplies f32 activations (matmul) even where a
+ * matmul_q exists, so results match an exact float engine on dequantized weights (the
+ * ref-dequant fixtures). Off by default (fast path, like llama.cpp); the first ops_init()
+ * turns it on when $BT_EXACT is set to a non-zero value. Not thread-safe against running
+ * forward passes: set it at start-up or between passes. */
+void ops_set_exact(int on);
+int ops_exact(void);
+
 /* Names of the ISAs this CPU can run, best first, NULL-terminated (always ends with "ref"). */
 const char *const *ops_available_isas(void);
 /* Table for a named ISA, or NULL if this CPU cannot run it; with NULL slots filled from ref. */

@@ -335,8 +335,14 @@ static void attention_avx2(float *o, const float *q, const float *k_cache, const
     }
 }
 
+#define QSFX  avx2
+#define QATTR
+#define QVNNI 0
+#include "ops/matmul_q_x86.h"
+
 const struct ops_table ops_avx2 = {
     .isa = "avx2",
+    .matmul_q = {QSLOTS(avx2)},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx2,

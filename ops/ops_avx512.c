@@ -334,8 +334,26 @@ static void add_avx512(float *y, const float *x, int64_t n) {
     scale_axpy(y, 1.0f, x, 1.0f, n);
 }
 
+/* Quantized-activation kernels: 256-bit integer code (the loads are 32-byte pieces of
+ * blocks anyway), once plain and once with VNNI (vpdpbusd/vpdpwssd) for CPUs that have
+ * avx512_vnni; ops.c installs the VNNI slots as ISA "avx512vnni" after a CPUID check. */
+#define QSFX  avx512
+#define QATTR
+#define QVNNI 0
+#include "ops/matmul_q_x86.h"
+#undef QSFX
+#undef QATTR
+#undef QVNNI
+#define QSFX  avx512vnni
+#define QATTR __attribute__((target("avx512vnni")))
+#define QVNNI 1
+#include "ops/matmul_q_x86.h"
+
+const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {QSLOTS(avx512vnni)};
+
 const struct ops_table ops_avx512 = {
     .isa = "avx512",
+    .matmul_q = {QSLOTS(avx512)},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx512,

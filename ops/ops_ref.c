@@ -52,6 +52,146 @@ static void matmul_ref(const struct mat *w, const float *restrict x, int64_t ldx
     }
 }
 
+/* ---- quantized activations (ops.h matmul_q_fn, spec §12.3) ----
+ * Each block's dot product is an exact integer sum of weight codes times activation codes;
+ * the float part is one scaling per block: for Q8_0 activations sum += isum * (d_w * d_x), for
+ * Q8_K sum += d_x * (d * isum - dmin * msum) (msum = the min codes times the 16-value sums). */
+
+static float vdot_q8_0_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    const struct block_q8_0 *a = (const struct block_q8_0 *)(const void *)w;
+    const struct block_q8_0 *b = (const struct block_q8_0 *)(const void *)x;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        int isum = 0;
+        for (int j = 0; j < 32; j++)
+            isum += a[i].qs[j] * b[i].qs[j];
+        sum += (float)isum * (fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
+    }
+    return sum;
+}
+
+static float vdot_q4_0_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    const struct block_q4_0 *a = (const struct block_q4_0 *)(const void *)w;
+    const struct block_q8_0 *b = (const struct block_q8_0 *)(const void *)x;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        int isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += ((a[i].qs[j] & 15) - 8) * b[i].qs[j] + ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + 16];
+        sum += (float)isum * (fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
+    }
+    return sum;
+}
+
+static float vdot_q5_0_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    const struct block_q5_0 *a = (const struct block_q5_0 *)(const void *)w;
+    const struct block_q8_0 *b = (const struct block_q8_0 *)(const void *)x;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, a[i].qh, 4);
+        int isum = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (a[i].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+            int hi = (a[i].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            isum += (lo - 16) * b[i].qs[j] + (hi - 16) * b[i].qs[j + 16];
+        }
+        sum += (float)isum * (fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
+    }
+    return sum;
+}
+
+/* Q4_K / Q5_K: codes q in [0, 2^bits) per sub-block s of 32 with (scale, min) pairs:
+ * x = d*sc*q - dmin*mn, so the dot is d*sum_s sc_s*(q.y)_s - dmin*sum_s mn_s*bsum_s. */
+static float vdot_k45_ref(const uint8_t *w, const uint8_t *x, int64_t nb, int five) {
+    const struct block_q8_k *b = (const struct block_q8_k *)(const void *)x;
+    size_t bb = five ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *blk = w + (size_t)i * bb;
+        const struct block_q4_k *k4 = (const struct block_q4_k *)(const void *)blk;
+        const struct block_q5_k *k5 = (const struct block_q5_k *)(const void *)blk;
+        const uint8_t *scales = five ? k5->scales : k4->scales, *qs = five ? k5->qs : k4->qs;
+        uint16_t dh = five ? k5->d : k4->d, mh = five ? k5->dmin : k4->dmin;
+        int isum = 0, msum = 0;
+        for (int s = 0; s < 8; s++) {
+            uint8_t sc, mn;
+            quant_scale_min_k4(s, scales, &sc, &mn);
+            int c = s / 2, sub = 0;
+            for (int l = 0; l < 32; l++) {
+                int q = s & 1 ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 15;
+                if (five) q |= ((k5->qh[l] >> s) & 1) << 4;
+                sub += q * b[i].qs[32 * s + l];
+            }
+            isum += sc * sub;
+            msum += mn * (b[i].bsums[2 * s] + b[i].bsums[2 * s + 1]);
+        }
+        sum += b[i].d * (fp16_to_f32(dh) * (float)isum - fp16_to_f32(mh) * (float)msum);
+    }
+    return sum;
+}
+
+static float vdot_q4_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    return vdot_k45_ref(w, x, nb, 0);
+}
+static float vdot_q5_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    return vdot_k45_ref(w, x, nb, 1);
+}
+
+/* Q6_K: x = d * sc_g * (q - 32) with a signed scale per 16 values. */
+static float vdot_q6_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
+    const struct block_q6_k *a = (const struct block_q6_k *)(const void *)w;
+    const struct block_q8_k *b = (const struct block_q8_k *)(const void *)x;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        int q[QK_K];
+        for (int h = 0; h < 2; h++) /* spec §12.2: halves of 128, quarters of 32 */
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *ql = a[i].ql + 64 * h, *qh = a[i].qh + 32 * h;
+                int *o = q + 128 * h;
+                o[l] = ((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32;
+                o[l + 32] = ((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32;
+                o[l + 64] = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+                o[l + 96] = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+            }
+        int isum = 0;
+        for (int g = 0; g < 16; g++) {
+            int sub = 0;
+            for (int j = 0; j < 16; j++)
+                sub += q[16 * g + j] * b[i].qs[16 * g + j];
+            isum += a[i].scales[g] * sub;
+        }
+        sum += b[i].d * fp16_to_f32(a[i].d) * (float)isum;
+    }
+    return sum;
+}
+
+typedef float (*vdot_fn)(const uint8_t *w, const uint8_t *x, int64_t nb);
+
+static void matmul_q_ref_with(vdot_fn vdot, const struct mat *w, const void *restrict xq,
+                              size_t ldxq, int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                              int64_t r1) {
+    int64_t nb = w->cols / dtype_traits[w->dt].block;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t = 0; t < n; t++)
+            y[t * ldy + r] = vdot(row, (const uint8_t *)xq + (size_t)t * ldxq, nb);
+    }
+}
+
+#define DEF_MATMUL_Q_REF(T)                                                                        \
+    static void matmul_q_##T##_ref(const struct mat *w, const void *restrict xq, size_t ldxq,     \
+                                   int64_t n, float *restrict y, int64_t ldy, int64_t r0,         \
+                                   int64_t r1) {                                                  \
+        matmul_q_ref_with(vdot_##T##_ref, w, xq, ldxq, n, y, ldy, r0, r1);                         \
+    }
+DEF_MATMUL_Q_REF(q8_0)
+DEF_MATMUL_Q_REF(q4_0)
+DEF_MATMUL_Q_REF(q5_0)
+DEF_MATMUL_Q_REF(q4_k)
+DEF_MATMUL_Q_REF(q5_k)
+DEF_MATMUL_Q_REF(q6_k)
+
 static void rmsnorm_ref(float *y, const float *x, const float *w, int64_t n, float eps) {
     float ss = dot(x, x, n);
     float inv = 1.0f / sqrtf(ss / (float)n + eps);
@@ -250,6 +390,15 @@ const struct ops_table ops_ref = {
             [DT_Q5_K] = matmul_ref,
             [DT_Q6_K] = matmul_ref,
         },
+    .matmul_q =
+        {
+            [DT_Q8_0] = matmul_q_q8_0_ref,
+            [DT_Q4_0] = matmul_q_q4_0_ref,
+            [DT_Q5_0] = matmul_q_q5_0_ref,
+            [DT_Q4_K] = matmul_q_q4_k_ref,
+            [DT_Q5_K] = matmul_q_q5_k_ref,
+            [DT_Q6_K] = matmul_q_q6_k_ref,
+        },
     .dequantize_row =
         {
             [DT_F32] = dequantize_row_f32,
@@ -263,6 +412,7 @@ const struct ops_table ops_ref = {
             [DT_Q4_K] = dequantize_row_q4_k,
             [DT_Q5_K] = dequantize_row_q5_k,
             [DT_Q6_K] = dequantize_row_q6_k,
+            [DT_Q8_K] = dequantize_row_q8_k,
         },
     .quantize_row =
         {
@@ -277,6 +427,7 @@ const struct ops_table ops_ref = {
             [DT_Q4_K] = quantize_row_q4_k,
             [DT_Q5_K] = quantize_row_q5_k,
             [DT_Q6_K] = quantize_row_q6_k,
+            [DT_Q8_K] = quantize_row_q8_k,
         },
     .rmsnorm = rmsnorm_ref,
     .gated_rmsnorm = gated_rmsnorm_ref,

@@ -377,3 +377,27 @@ void quantize_row_q6_k(const float *restrict src, void *restrict dst, int64_t n)
         }
     }
 }
+
+void quantize_row_q8_k(const float *restrict src, void *restrict dst, int64_t n) {
+    struct block_q8_k *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, b++, src += QK_K) {
+        float amax = fabsf(signed_absmax(src, QK_K));
+        b->d = amax / 127.0f;
+        float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < QK_K; j++)
+            b->qs[j] = (int8_t)qround(src[j] * id, -127, 127);
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++)
+                s += b->qs[16 * g + j];
+            b->bsums[g] = (int16_t)s;
+        }
+    }
+}
+
+void dequantize_row_q8_k(const void *restrict src, float *restrict dst, int64_t n) {
+    const struct block_q8_k *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++, b++, dst += QK_K)
+        for (int j = 0; j < QK_K; j++)
+            dst[j] = b->d * (float)b->qs[j];
+}

@@ -57,6 +57,13 @@ struct block_q6_k {
     uint16_t d;        /* f16, last */
 };
 
+/* Activations for the K-quant dot products (spec §12.3): never stored in files. */
+struct block_q8_k {
+    float d;            /* x = d * qs[j] */
+    int8_t qs[256];     /* d = max|x| / 127 (sign kept so the largest maps to -127 or 127) */
+    int16_t bsums[16];  /* sum of qs over each 16 values: the K-quant min terms use them */
+};
+
 _Static_assert(sizeof(struct block_q4_0) == 18, "q4_0");
 _Static_assert(sizeof(struct block_q4_1) == 20, "q4_1");
 _Static_assert(sizeof(struct block_q5_0) == 22, "q5_0");
@@ -65,6 +72,7 @@ _Static_assert(sizeof(struct block_q8_0) == 34, "q8_0");
 _Static_assert(sizeof(struct block_q4_k) == 144, "q4_k");
 _Static_assert(sizeof(struct block_q5_k) == 176, "q5_k");
 _Static_assert(sizeof(struct block_q6_k) == 210, "q6_k");
+_Static_assert(sizeof(struct block_q8_k) == 292, "q8_k");
 
 static inline uint32_t quant_f32_bits(float f) {
     uint32_t u;
@@ -141,6 +149,7 @@ void dequantize_row_q8_0(const void *restrict src, float *restrict dst, int64_t 
 void dequantize_row_q4_k(const void *restrict src, float *restrict dst, int64_t n);
 void dequantize_row_q5_k(const void *restrict src, float *restrict dst, int64_t n);
 void dequantize_row_q6_k(const void *restrict src, float *restrict dst, int64_t n);
+void dequantize_row_q8_k(const void *restrict src, float *restrict dst, int64_t n);
 
 void quantize_row_f32(const float *restrict src, void *restrict dst, int64_t n);
 void quantize_row_f16(const float *restrict src, void *restrict dst, int64_t n);
@@ -153,5 +162,8 @@ void quantize_row_q8_0(const float *restrict src, void *restrict dst, int64_t n)
 void quantize_row_q4_k(const float *restrict src, void *restrict dst, int64_t n);
 void quantize_row_q5_k(const float *restrict src, void *restrict dst, int64_t n);
 void quantize_row_q6_k(const float *restrict src, void *restrict dst, int64_t n);
+/* Activation quantizer of the K-quant dot products: per 256 values, d = absmax / 127 as a
+ * float, codes round(x / d) in [-127, 127], and the 16 partial sums. */
+void quantize_row_q8_k(const float *restrict src, void *restrict dst, int64_t n);
 
 #endif

@@ -3,6 +3,7 @@
  * caller waits on `done` for the count to reach zero. Nothing spins. */
 #include "ops/threadpool.h"
 
+#include "common/assert.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -157,4 +158,80 @@ void pool_matmul(pool_t *p, const struct mat *w, const float *x, int64_t ldx, in
                  int64_t ldy) {
     struct matmul_job j = {ops ? ops : &ops_ref, w, x, ldx, n, y, ldy};
     pool_run(p, matmul_worker, &j);
+}
+
+/* ---- shared-input matmuls with quantized activations ---- */
+
+#define MM_MAX 8
+
+struct multi_job {
+    const struct ops_table *t;
+    const struct pool_mm *mm;
+    int n_mm;
+    const float *x;
+    int64_t ldx, n, cols, rows;
+    uint8_t *q[DT_COUNT]; /* quantized activations per activation dtype, NULL if unused */
+    size_t ldq[DT_COUNT];
+};
+
+size_t pool_matmul_qbuf_bytes(int64_t n, int64_t cols) {
+    /* room for both formats; a K-quant row needs whole 256 blocks, so round up */
+    int64_t c256 = (cols + 255) / 256 * 256;
+    return (size_t)n * (dtype_row_bytes(DT_Q8_0, (cols + 31) / 32 * 32) +
+                        dtype_row_bytes(DT_Q8_K, c256)) +
+           64;
+}
+
+static void quantize_job(void *arg, int ith, int nth) {
+    const struct multi_job *j = arg;
+    int64_t t0, t1;
+    pool_slice(j->n, ith, nth, 1, &t0, &t1);
+    for (int a = 0; a < DT_COUNT; a++) {
+        if (!j->q[a]) continue;
+        for (int64_t t = t0; t < t1; t++)
+            j->t->quantize_row[a](j->x + t * j->ldx, j->q[a] + (size_t)t * j->ldq[a], j->cols);
+    }
+}
+
+/* Rows of all matrices as one range [0, rows), split in units of 16. */
+static void multi_worker(void *arg, int ith, int nth) {
+    const struct multi_job *j = arg;
+    int64_t g0, g1, base = 0;
+    pool_slice(j->rows, ith, nth, 16, &g0, &g1);
+    for (int k = 0; k < j->n_mm && base < g1; base += j->mm[k].w->rows, k++) {
+        const struct pool_mm *m = &j->mm[k];
+        int64_t r0 = g0 > base ? g0 - base : 0, r1 = g1 - base;
+        if (r1 > m->w->rows) r1 = m->w->rows;
+        if (r0 >= r1) continue;
+        enum dtype dt = m->w->dt, a = ops_act_dtype(dt);
+        if (a != DT_F32 && j->q[a] && j->t->matmul_q[dt])
+            j->t->matmul_q[dt](m->w, j->q[a], j->ldq[a], j->n, m->y, m->ldy, r0, r1);
+        else
+            j->t->matmul[dt](m->w, j->x, j->ldx, j->n, m->y, m->ldy, r0, r1);
+    }
+}
+
+void pool_matmul_multi(pool_t *p, const struct pool_mm *mm, int n_mm, const float *x, int64_t ldx,
+                       int64_t n, void *qbuf) {
+    BT_ASSERT(n_mm >= 1 && n_mm <= MM_MAX);
+    struct multi_job j = {.t = ops ? ops : &ops_ref, .mm = mm, .n_mm = n_mm, .x = x, .ldx = ldx,
+                          .n = n, .cols = mm[0].w->cols};
+    uint8_t *next = qbuf;
+    for (int k = 0; k < n_mm; k++) {
+        BT_ASSERT(mm[k].w->cols == j.cols);
+        j.rows += mm[k].w->rows;
+        enum dtype a = ops_act_dtype(mm[k].w->dt);
+        if (!qbuf || ops_exact() || a == DT_F32 || j.q[a] || !j.t->matmul_q[mm[k].w->dt]) continue;
+        j.q[a] = next;
+        j.ldq[a] = dtype_row_bytes(a, j.cols);
+        next += (size_t)n * j.ldq[a];
+    }
+    /* a token's quantization is the same on any thread: small batches skip a wake-up */
+    if (next != (uint8_t *)qbuf) {
+        if (n <= 2)
+            quantize_job(&j, 0, 1);
+        else
+            pool_run(p, quantize_job, &j);
+    }
+    pool_run(p, multi_worker, &j);
 }

@@ -25,4 +25,18 @@ void pool_slice(int64_t n, int ith, int nth, int64_t align, int64_t *r0, int64_t
 void pool_matmul(pool_t *p, const struct mat *w, const float *x, int64_t ldx, int64_t n, float *y,
                  int64_t ldy);
 
+/* Several matrices that share one input (same cols), e.g. gate and up, or the four GDN input
+ * projections: y_k[t][r] = W_k x[t] for each k, rows of all matrices split across the pool in
+ * one pass. The activations are quantized once per token for each format the matrices need
+ * (ops.h matmul_q_fn) into qbuf, which must hold pool_matmul_qbuf_bytes(n, cols) bytes; with
+ * qbuf NULL, in exact mode (ops_exact()) or for types without matmul_q, f32 matmul is used. */
+struct pool_mm {
+    const struct mat *w;
+    float *y;
+    int64_t ldy;
+};
+size_t pool_matmul_qbuf_bytes(int64_t n, int64_t cols);
+void pool_matmul_multi(pool_t *p, const struct pool_mm *mm, int n_mm, const float *x, int64_t ldx,
+                       int64_t n, void *qbuf);
+
 #endif
