@@ -46,6 +46,7 @@ struct forward_ctx {
     float *kb, *vb;       /* [n][KVD] attention k, v */
     float *att;           /* [n][OD] attention output, gated */
     float *ffn_g, *ffn_u; /* [n][I] */
+    void *qbuf;           /* quantized activations of one matmul input (pool_matmul_multi) */
     /* per-thread scratch */
     float *thr; /* [nth][thr_floats] */
     size_t thr_floats;
@@ -71,7 +72,8 @@ static void run(forward_ctx_t *c, pool_fn fn) {
 
 static void matmul(forward_ctx_t *c, const struct mat *w, const float *x, int64_t ldx, int64_t n,
                    float *y, int64_t ldy) {
-    pool_matmul(c->pool, w, x, ldx, n, y, ldy);
+    struct pool_mm mm = {w, y, ldy};
+    pool_matmul_multi(c->pool, &mm, 1, x, ldx, n, c->qbuf);
 }
 
 /* ---- Gated DeltaNet (spec §6) ---- */
@@ -141,10 +143,14 @@ static void gdn_heads_job(void *ctx, int ith, int nth) {
 
 static void linear_attn_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
-    matmul(c, &L->wqkv, c->xb, d->H, n, c->qkv, d->CD);     /* m = [q | k | v] */
-    matmul(c, &L->wz, c->xb, d->H, n, c->z, d->VD);         /* z: output gate */
-    matmul(c, &L->wbeta, c->xb, d->H, n, c->beta, d->Hv);   /* b -> β */
-    matmul(c, &L->walpha, c->xb, d->H, n, c->alpha, d->Hv); /* α -> g */
+    /* the four input projections in one pass, sharing one activation quantization */
+    const struct pool_mm in[4] = {
+        {&L->wqkv, c->qkv, d->CD},   /* m = [q | k | v] */
+        {&L->wz, c->z, d->VD},       /* z: output gate */
+        {&L->wbeta, c->beta, d->Hv}, /* b -> β */
+        {&L->walpha, c->alpha, d->Hv}, /* α -> g */
+    };
+    pool_matmul_multi(c->pool, in, 4, c->xb, d->H, n, c->qbuf);
     run(c, gdn_conv_job);                                   /* causal conv + silu on m */
     run(c, gdn_heads_job);                                  /* delta rule per value head */
     matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H);
@@ -203,9 +209,12 @@ static void attn_job(void *ctx, int ith, int nth) {
 
 static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
-    matmul(c, &L->wq, c->xb, d->H, n, c->qg, d->QG); /* query | gate, per head */
-    matmul(c, &L->wk, c->xb, d->H, n, c->kb, d->KVD);
-    matmul(c, &L->wv, c->xb, d->H, n, c->vb, d->KVD);
+    const struct pool_mm in[3] = {
+        {&L->wq, c->qg, d->QG}, /* query | gate, per head */
+        {&L->wk, c->kb, d->KVD},
+        {&L->wv, c->vb, d->KVD},
+    };
+    pool_matmul_multi(c->pool, in, 3, c->xb, d->H, n, c->qbuf);
     run(c, attn_prep_job); /* q/k norm, rope, append to cache */
     run(c, attn_job);      /* softmax(qK/√d)V ⊙ σ(gate) */
     matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H);
@@ -215,8 +224,8 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
 
 static void mlp_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
-    matmul(c, &L->ffn_gate, c->xb, d->H, n, c->ffn_g, d->I);
-    matmul(c, &L->ffn_up, c->xb, d->H, n, c->ffn_u, d->I);
+    const struct pool_mm in[2] = {{&L->ffn_gate, c->ffn_g, d->I}, {&L->ffn_up, c->ffn_u, d->I}};
+    pool_matmul_multi(c->pool, in, 2, c->xb, d->H, n, c->qbuf); /* gate and up in one pass */
     ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I);
     matmul(c, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H);
 }
@@ -398,6 +407,10 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
              (c->xb = scratch(c, n * d->H, 1)) && (c->hb = scratch(c, n * d->H, 1)) &&
              (c->ffn_g = scratch(c, n * d->I, 1)) && (c->ffn_u = scratch(c, n * d->I, 1)) &&
              (c->thr = scratch(c, (size_t)c->nth * c->thr_floats, 1));
+    int64_t max_cols = d->H > d->I ? d->H : d->I; /* widest matmul input */
+    if (d->VD > max_cols) max_cols = d->VD;
+    if (d->OD > max_cols) max_cols = d->OD;
+    if (ok) ok = (c->qbuf = scratch(c, pool_matmul_qbuf_bytes(n, max_cols) / sizeof(float) + 1, 1)) != NULL;
     if (ok && has_lin)
         ok = (c->qkv = scratch(c, n * d->CD, 1)) && (c->mconv = scratch(c, n * d->CD, 1)) &&
              (c->z = scratch(c, n * d->VD, 1)) && (c->beta = scratch(c, n * d->Hv, 1)) &&

@@ -35,6 +35,7 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
         if (!dst->matmul_q[t]) dst->matmul_q[t] = ops_ref.matmul_q[t];
         if (!dst->dequantize_row[t]) dst->dequantize_row[t] = ops_ref.dequantize_row[t];
         if (!dst->quantize_row[t]) dst->quantize_row[t] = ops_ref.quantize_row[t];
+        if (!dst->quantize_act[t]) dst->quantize_act[t] = ops_ref.quantize_act[t];
     }
 #define FILL(f)                                                                                    \
     if (!dst->f) dst->f = ops_ref.f

@@ -35,7 +35,7 @@ typedef void (*matmul_fn)(const struct mat *w, const float *restrict x, int64_t 
  * for Q8_0/Q4_0/Q5_0, Q8_K per 256 with 16-value sums for Q4_K/Q5_K/Q6_K), and each weight
  * block is multiplied by its activation block with integer dot products; the integer sums are
  * exact, so only the per-block float scaling differs between ISAs. xq holds n token rows of
- * ldxq bytes, each ops_act_row_bytes(w->dt, w->cols) long, from quantize_row[ops_act_dtype].
+ * ldxq bytes, each ops_act_row_bytes(w->dt, w->cols) long, from quantize_act[ops_act_dtype].
  * y as for matmul_fn. */
 typedef void (*matmul_q_fn)(const struct mat *w, const void *restrict xq, size_t ldxq, int64_t n,
                             float *restrict y, int64_t ldy, int64_t r0, int64_t r1);
@@ -70,6 +70,9 @@ struct ops_table {
      * a type baton only reads. */
     void (*dequantize_row[DT_COUNT])(const void *restrict src, float *restrict dst, int64_t n);
     void (*quantize_row[DT_COUNT])(const float *restrict src, void *restrict dst, int64_t n);
+    /* Activation quantizers, indexed by activation dtype (DT_Q8_0, DT_Q8_K): the rounding
+     * llama.cpp uses for activations (which differs from the weight quantizer for Q8_0). */
+    void (*quantize_act[DT_COUNT])(const float *restrict src, void *restrict dst, int64_t n);
 
     /* y = x / sqrt(mean(x^2) + eps) * w  (w may be NULL: no weight). y may alias x. */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);

@@ -399,6 +399,7 @@ const struct ops_table ops_ref = {
             [DT_Q5_K] = matmul_q_q5_k_ref,
             [DT_Q6_K] = matmul_q_q6_k_ref,
         },
+    .quantize_act = {[DT_Q8_0] = quantize_act_q8_0, [DT_Q8_K] = quantize_row_q8_k},
     .dequantize_row =
         {
             [DT_F32] = dequantize_row_f32,

@@ -165,5 +165,8 @@ void quantize_row_q6_k(const float *restrict src, void *restrict dst, int64_t n)
 /* Activation quantizer of the K-quant dot products: per 256 values, d = absmax / 127 as a
  * float, codes round(x / d) in [-127, 127], and the 16 partial sums. */
 void quantize_row_q8_k(const float *restrict src, void *restrict dst, int64_t n);
+/* Q8_0 activation quantizer: like quantize_row_q8_0, but the codes are round(x * 127 / amax)
+ * (half away from zero) against the unrounded scale; d stored as f16. */
+void quantize_act_q8_0(const float *restrict src, void *restrict dst, int64_t n);
 
 #endif

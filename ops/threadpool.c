@@ -189,7 +189,7 @@ static void quantize_job(void *arg, int ith, int nth) {
     for (int a = 0; a < DT_COUNT; a++) {
         if (!j->q[a]) continue;
         for (int64_t t = t0; t < t1; t++)
-            j->t->quantize_row[a](j->x + t * j->ldx, j->q[a] + (size_t)t * j->ldq[a], j->cols);
+            j->t->quantize_act[a](j->x + t * j->ldx, j->q[a] + (size_t)t * j->ldq[a], j->cols);
     }
 }
 

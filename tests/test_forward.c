@@ -20,6 +20,10 @@
 /* Kernel table for the stages of a test: NULL = the best for this CPU. Criterion runs each
  * test in its own process, so a test may pin another ISA. */
 static const char *g_isa;
+/* Activation path of the stages: 1 = exact f32 activations (compared with ref-dequant, the
+ * float32 engine on dequantized weights), 0 = quantized activations like llama.cpp (the
+ * default of the engine; compared with ref/<type>, llama.cpp's own outputs). */
+static int g_exact;
 
 /* One stage: weights [lo, hi), its state pool, a forward ctx. */
 struct stage {
@@ -36,6 +40,7 @@ static void stage_open_m(struct stage *s, struct model_desc *m, int lo, int hi, 
     bt_err e = {0};
     memset(s, 0, sizeof *s);
     cr_assert_eq(ops_init(g_isa, &e), 0, "%s", e.msg);
+    ops_set_exact(g_exact);
     s->m = m;
     struct weights_opts wo = {0};
     cr_assert_eq(weights_load(&s->w, m, lo, hi, &wo, &e), 0, "%s", e.msg);
@@ -140,6 +145,7 @@ static void greedy(struct stage *s, int slot, const float *last, int n_gen, int3
 /* Compares logits and greedy tokens of one model file with a reference folder. */
 static void check_model(const char *model, const char *ref, const char *prompt, float tol,
                         int allow_greedy_flip) {
+    g_exact = 1;
     char rel[256];
     int32_t ids[512], want[64];
     snprintf(rel, sizeof rel, "tiny-a/prompts/%s.ids", prompt);
@@ -204,6 +210,85 @@ Test(forward, q4_k_m_matches_dequant_reference) {
 Test(forward, hf_safetensors_matches_f32_reference) {
     check_model("tiny-a/hf", "ref/f32", "chat", 2e-3f, 0);
     check_model("tiny-a/hf", "ref/f32", "story", 2e-3f, 0);
+}
+
+/* The quantized-activation path (the default) against llama.cpp's outputs on the same file
+ * (ref/<type>), with the README's statistical tolerances: relative L2 of all prompt logits
+ * <= 0.05, top-1 agreement >= 0.90, first greedy token equal. Prints the numbers, and the
+ * same numbers against ref-dequant for orientation. */
+static void check_fast(const char *type, const char *prompt) {
+    char rel[256], model[128];
+    int32_t ids[512], want[64];
+    g_exact = 0;
+    snprintf(model, sizeof model, "tiny-a/gguf/model-%s.gguf", type);
+    snprintf(rel, sizeof rel, "tiny-a/prompts/%s.ids", prompt);
+    int n = read_ids(rel, ids, 512);
+    struct stage s;
+    stage_open(&s, model, 0, -1, 2, 64);
+    int V = s.m->hp.n_vocab;
+    float *lg = malloc((size_t)n * V * sizeof(float));
+    int slot;
+    eval_all(&s, ids, n, 64, lg, &slot);
+    double rl2[2] = {0, 0}, top1[2] = {0, 0};
+    float maxd[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        size_t nref;
+        snprintf(rel, sizeof rel, "tiny-a/%s/%s/%s/logits.f32", k ? "ref-dequant" : "ref", type,
+                 prompt);
+        float *rl = read_f32(rel, &nref);
+        cr_assert_eq(nref, (size_t)n * V);
+        double e2 = 0, r2 = 0;
+        for (size_t i = 0; i < nref; i++) {
+            double dd = (double)lg[i] - (double)rl[i];
+            e2 += dd * dd;
+            r2 += (double)rl[i] * (double)rl[i];
+        }
+        rl2[k] = sqrt(e2 / r2);
+        maxd[k] = max_abs_diff(lg, rl, nref);
+        for (int p = 0; p < n; p++)
+            top1[k] += argmax(lg + (size_t)p * V, V) == argmax(rl + (size_t)p * V, V);
+        top1[k] /= n;
+        free(rl);
+    }
+    int32_t got[32];
+    greedy(&s, slot, lg + (size_t)(n - 1) * V, 32, got);
+    snprintf(rel, sizeof rel, "tiny-a/ref/%s/%s/greedy.txt", type, prompt);
+    cr_assert_eq(read_ids(rel, want, 64), 32);
+    int same = 0;
+    while (same < 32 && got[same] == want[same])
+        same++;
+    fprintf(stderr,
+            "forward: fast %s/%s (isa %s): vs llama.cpp rel L2 %.4f max %.3f top-1 %.3f greedy "
+            "%d/32 | vs ref-dequant rel L2 %.4f max %.3f top-1 %.3f\n",
+            type, prompt, ops->isa, rl2[0], (double)maxd[0], top1[0], same, rl2[1],
+            (double)maxd[1], top1[1]);
+    cr_expect_leq(rl2[0], 0.05, "%s/%s: rel L2 vs llama.cpp %g", type, prompt, rl2[0]);
+    cr_expect_geq(top1[0], 0.90, "%s/%s: top-1 agreement %g", type, prompt, top1[0]);
+    cr_expect_geq(same, 1, "%s/%s: first greedy token differs", type, prompt);
+    free(lg);
+    stage_close(&s);
+}
+
+Test(forward, fast_path_q8_0_matches_llama_cpp) {
+    check_fast("q8_0", "chat");
+    check_fast("q8_0", "story");
+}
+Test(forward, fast_path_q4_0_matches_llama_cpp) {
+    check_fast("q4_0", "chat");
+    check_fast("q4_0", "story");
+}
+Test(forward, fast_path_q6_k_matches_llama_cpp) {
+    check_fast("q6_k", "chat");
+    check_fast("q6_k", "story");
+}
+Test(forward, fast_path_q4_k_m_matches_llama_cpp) {
+    check_fast("q4_k_m", "chat");
+    check_fast("q4_k_m", "story");
+}
+/* The ref ISA's scalar matmul_q is the definition: it must agree as well. */
+Test(forward, fast_path_ref_isa_matches_llama_cpp) {
+    g_isa = "ref";
+    check_fast("q4_k_m", "story");
 }
 
 /* All logits of a prompt, chunked as asked, on a fresh stage. */

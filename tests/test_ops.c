@@ -422,7 +422,7 @@ static void check_matmul_q(const struct ops_table *T, enum dtype dt, int64_t row
         ops_ref.dequantize_row[dt](wq + (size_t)r * rb, wd + r * cols, cols);
     }
     for (int64_t t = 0; t < n; t++) {
-        ops_ref.quantize_row[at](x + t * ldx, xq + (size_t)t * ldq, cols);
+        ops_ref.quantize_act[at](x + t * ldx, xq + (size_t)t * ldq, cols);
         ops_ref.dequantize_row[at](xq + (size_t)t * ldq, xd + t * cols, cols);
     }
     struct mat m = {dt, wq, rows, cols, rb};
@@ -548,7 +548,7 @@ Test(ops, matmul_multi_shared_input) {
         size_t ab = ops_act_row_bytes(dts[k], cols);
         uint8_t *xq = malloc((size_t)n * ab);
         for (int64_t t = 0; t < n; t++)
-            ops->quantize_row[at](x + t * cols, xq + (size_t)t * ab, cols);
+            ops->quantize_act[at](x + t * cols, xq + (size_t)t * ab, cols);
         ops->matmul_q[dts[k]](&m[k], xq, ab, n, want[k], rows[k], 0, rows[k]);
         free(xq);
     }
