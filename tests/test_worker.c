@@ -619,6 +619,7 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
                      r->body_case == BATON__ENVELOPE__BODY_ERROR ? r->error->message : "");
         cr_assert_eq(r->request_id, 1000 + (uint64_t)step);
         cr_assert_eq(r->result->n_seqs, 1);
+        cr_assert_eq(r->result->n_stage_ms, 2); /* one compute time per stage */
         gen[step] = (int32_t)r->result->seqs[0]->token;
         cr_assert_eq(gen[step], want[step], "token %d", step);
         msg_free(r, NULL);
@@ -671,6 +672,20 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
         msg_free(r, NULL);
     }
     cr_assert(drained, "no drain report");
+    /* A new sequence reaching the draining stage is refused with "draining". */
+    {
+        struct fwd_msg fm;
+        fwd_init(&fm, 7000, 1, 0, prompt, 4, 0);
+        msg_init(&env, 7000);
+        env.body_case = BATON__ENVELOPE__BODY_FORWARD;
+        env.forward = &fm.f;
+        csend(&c, "w0", &env);
+        Baton__Envelope *r = crecv(&c);
+        cr_assert_eq(r->body_case, BATON__ENVELOPE__BODY_ERROR, "%s", msg_body_name(r->body_case));
+        cr_assert_eq(r->request_id, 7000);
+        cr_assert_str_eq(r->error->code, "draining");
+        msg_free(r, NULL);
+    }
     Baton__Shutdown sd;
     for (int k = 0; k < 2; k++) {
         msg_init(&env, 0);

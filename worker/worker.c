@@ -19,6 +19,7 @@
 #define HELLO_RESEND_NS (2000LL * 1000000)
 #define FETCH_STALL_NS  (60LL * 1000000000)
 #define FETCH_WINDOW    4
+#define DRAIN_IDLE_NS   (1000LL * 1000000)
 
 struct worker {
     struct worker_opts o;
@@ -40,6 +41,8 @@ struct worker {
     uint64_t req_seq;
     int64_t last_hello_ns, last_hb_ns, lost_since_ns;
     int draining, drain_reported;
+    int64_t last_forward_ns;
+    float stage_ms[MSG_MAX_STAGES + 1]; /* Forward/Result.stage_ms with ours appended */
     uint64_t drain_req;
     int64_t drain_deadline_ns;
 };
@@ -498,9 +501,11 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
         send_error(w, w->coord, NULL, rid, BT_EPROTO, msg);
         return;
     }
+    w->last_forward_ns = bt_now_ns();
     if (w->draining) {
+        /* seq_id is the coordinator's slot number, so a known id at pos 0 is a new sequence. */
         for (size_t i = 0; i < f->n_seq_id; i++)
-            if (f->pos[i] == 0 && !stage_has_seq(w->stage, f->seq_id[i])) {
+            if (f->pos[i] == 0) {
                 snprintf(msg, sizeof msg, "batch %llu: draining, seq %llu refused",
                          (unsigned long long)f->batch_id, (unsigned long long)f->seq_id[i]);
                 send_error_word(w, w->coord, NULL, rid, "draining", msg);
@@ -509,8 +514,14 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
     }
     struct stage_out so;
     bt_err e = {0};
+    int64_t t0 = bt_now_ns();
     int rc = stage_forward(w->stage, f, m->n_frames > 1 ? m->data[1] : NULL,
                            m->n_frames > 1 ? m->len[1] : 0, &so, &e);
+    /* Earlier stages' compute times plus ours (msg_unpack bounds the count). */
+    size_t n_ms = f->n_stage_ms < MSG_MAX_STAGES ? f->n_stage_ms : MSG_MAX_STAGES;
+    if (n_ms)
+        memcpy(w->stage_ms, f->stage_ms, n_ms * sizeof(float));
+    w->stage_ms[n_ms++] = (float)((double)(bt_now_ns() - t0) * 1e-6);
     if (rc) {
         snprintf(msg, sizeof msg, "batch %llu: %s", (unsigned long long)f->batch_id,
                  bt_errmsg(&e, rc));
@@ -525,8 +536,15 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
         f->stage_index++;
         f->wire_dtype = (Baton__WireDtype)so.act_dtype;
         f->hidden = (uint32_t)w->si.hidden;
+        /* Borrow our array for the pack; msg_free must see the unpacked one again. */
+        size_t in_n = f->n_stage_ms;
+        float *in_ms = f->stage_ms;
+        f->n_stage_ms = n_ms;
+        f->stage_ms = w->stage_ms;
         struct tx_frame act = {.data = so.act, .len = so.act_len};
         rc = send_env(w->next, NULL, env, &act, 1, &e);
+        f->n_stage_ms = in_n;
+        f->stage_ms = in_ms;
         if (rc) {
             snprintf(msg, sizeof msg, "batch %llu: next stage: %s", (unsigned long long)f->batch_id,
                      bt_errmsg(&e, rc));
@@ -539,6 +557,8 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
     msg_init(&out, rid);
     out.body_case = BATON__ENVELOPE__BODY_RESULT;
     out.result = so.result;
+    so.result->n_stage_ms = n_ms;
+    so.result->stage_ms = w->stage_ms;
     struct tx_frame lg = {.data = so.logits, .len = so.logits_len};
     rc = send_env(w->coord, NULL, &out, &lg, so.logits ? 1 : 0, &e);
     if (rc)
@@ -803,6 +823,10 @@ static void check_drain(worker_t *w) {
     if (!w->draining || w->drain_reported)
         return;
     int active = w->stage ? stage_active(w->stage) : 0;
+    /* The coordinator reuses slots without Cancel, so a finished sequence still holds its
+     * slot: a pipeline with no Forward for DRAIN_IDLE_NS counts as finished. */
+    if (active && bt_now_ns() - w->last_forward_ns > DRAIN_IDLE_NS)
+        active = 0;
     if (active && w->drain_deadline_ns && bt_now_ns() > w->drain_deadline_ns) {
         BT_LOG(WARN, "worker", "drain deadline: dropping %d sequences", active);
         stage_cancel_all(w->stage);

@@ -20,12 +20,15 @@
  *  - The last stage answers every Forward with exactly one Result, even when no sequence had
  *    sample set (seqs empty), so the coordinator can complete every batch.
  *  - Result goes to the coordinator only; LoadLayers.first_endpoint (the ring) is ignored.
- *  - Slots: a pos == 0 chunk takes a slot (or resets the sequence's slot); Cancel frees. The
- *    worker never frees a slot on its own, not even on FINISH_STOP/LENGTH: the coordinator
- *    cancels finished sequences on every stage.
- *  - Draining: Forwards that start a sequence unknown here fail with Error code "draining";
- *    when no sequence holds a slot (or Drain.deadline_ms passed: all are dropped) the worker
- *    sends Heartbeat{state = WS_DRAINING, active_seqs = 0} with the Drain's request_id.
+ *  - Slots: seq_id is the coordinator's slot number; a pos == 0 chunk takes a slot (or resets
+ *    the sequence's slot); Cancel frees (optional for the coordinator: slots are reused by a
+ *    pos == 0 chunk). The worker never frees a slot on its own, not even on FINISH_*.
+ *  - Draining: Forwards with any pos == 0 chunk (a new sequence) fail with Error code
+ *    "draining"; when no sequence holds a slot, or no Forward came for 1 s (finished sequences
+ *    keep their slots, see above), or Drain.deadline_ms passed (the rest are dropped), the
+ *    worker sends Heartbeat{state = WS_DRAINING, active_seqs = 0} with the Drain's request_id.
+ *  - stage_ms: each stage appends its stage_forward time to Forward.stage_ms; the last stage
+ *    puts the list into Result.stage_ms.
  *  - Heartbeat: a coordinator Heartbeat is answered with one (same request_id); the worker also
  *    sends one unsolicited every Welcome.heartbeat_ms (request_id 0).
  *  - StateExport -> reply StateImport (same request_id) with one frame (seqstate_save bytes);
