@@ -43,6 +43,11 @@ int http_url_parse(const char *s, struct http_url *u, bt_err *e) {
         return bt_fail(e, BT_EINVAL, "url %s: missing or too long host", s);
     memcpy(u->host, host, hlen);
     u->host[hlen] = 0;
+    /* names and IPv4 (letters, digits, - . _), or inside [] an IPv6 literal (hex, : . %) */
+    if (strspn(u->host, host == s || host[-1] != '['
+                            ? "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
+                            : "0123456789abcdefABCDEF:.%") != hlen)
+        return bt_fail(e, BT_EINVAL, "url %s: bad character in host '%s'", s, u->host);
     if (*p == ':') {
         p++;
         long port = 0;
