@@ -40,7 +40,7 @@
 struct args {
     const char *model, *bind, *http, *model_name;
     int min_workers, wire, max_seqs, max_ctx, max_batch, threads, heartbeat_ms;
-    int plan_only, local, load_timeout_s;
+    int plan_only, local, load_timeout_s, uniform;
     double min_gain;
 };
 
@@ -59,6 +59,9 @@ static const struct argp_option options[] = {
     {"heartbeat-ms", 'h', "MS", 0, "transport ping interval (default 1000)", 0},
     {"load-timeout", 'T', "SECS", 0, "give up when loading takes longer (default 900)", 0},
     {"model-name", 'M', "NAME", 0, "model id for the API (default: the file's general.name)", 0},
+    {"uniform", 'U', NULL, 0,
+     "plan as if every worker were equally fast (identical machines, noisy measurements, tests)",
+     0},
     {"min-gain", 'g', "FRACTION", 0, "planner: a further worker must cut the bottleneck this much",
      0},
     {0}};
@@ -82,6 +85,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     case 'M': a->model_name = arg; break;
     case 'P': a->plan_only = 1; break;
     case 'L': a->local = 1; break;
+    case 'U': a->uniform = 1; break;
     case 'n':
         if (parse_int(arg, 1, REG_MAX_WORKERS, &a->min_workers))
             argp_error(st, "--min-workers: 1..%d", REG_MAX_WORKERS);
@@ -238,6 +242,10 @@ static int start_plan(struct coord *c) {
         pw[n].mem_bytes = w->mem_budget;
         pw[n].mem_bw_gbps = w->mem_bw_gbps;
         pw[n].gflops = w->gflops;
+        if (c->a.uniform) { /* equal speeds: only memory shapes the split */
+            pw[n].mem_bw_gbps = 10.0;
+            pw[n].gflops = 0.0;
+        }
         n++;
     }
     bt_err e = {0};

@@ -351,7 +351,7 @@ size_t planner_format(const struct plan *p, const struct plan_model *pm,
             APPEND("left out: worker=%s mem=%.1fMiB bw=%.1fGB/s (would not speed up the "
                    "pipeline)\n",
                    w[i].id, (double)w[i].mem_bytes / MIB, w[i].mem_bw_gbps);
-    APPEND("plan: stages=%d layers=%d weights=%.1fMiB state=%.1fMiB total=%.1fMiB "
+    APPEND("totals: stages=%d layers=%d weights=%.1fMiB state=%.1fMiB total=%.1fMiB "
            "bottleneck_ms=%.2f latency_ms=%.2f est_tok_s=%.1f\n",
            p->n_stages, pm->n_layer, (double)tw / MIB, (double)ts / MIB, (double)tt / MIB,
            p->bottleneck_ms, p->latency_ms,

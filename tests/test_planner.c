@@ -184,7 +184,7 @@ Test(planner, leaves_out_slow_worker) {
     cr_assert_lt(n, sizeof buf);
     cr_assert(strstr(buf, "left out: worker=slow"), "%s", buf);
     cr_assert(strstr(buf, "stage 0: worker=fast"), "%s", buf);
-    cr_assert(strstr(buf, "plan: stages=2 layers=32"), "%s", buf);
+    cr_assert(strstr(buf, "totals: stages=2 layers=32"), "%s", buf);
 }
 
 Test(planner, uses_slow_worker_when_memory_needs_it) {
