@@ -16,7 +16,6 @@
 #include "worker/model_cache.h"
 #include "worker/stage.h"
 
-#define HELLO_RESEND_NS (2000LL * 1000000)
 #define FETCH_STALL_NS  (60LL * 1000000000)
 #define FETCH_WINDOW    4
 #define DRAIN_IDLE_NS   (1000LL * 1000000)
@@ -40,6 +39,8 @@ struct worker {
     model_cache_t *cache;
     uint64_t req_seq;
     int64_t last_hello_ns, last_hb_ns, lost_since_ns;
+    int hello_due;   /* send Hello once the coordinator shows a sign of life after hello_mark */
+    int64_t hello_mark_ns;
     int draining, drain_reported;
     int64_t last_forward_ns;
     float stage_ms[MSG_MAX_STAGES + 1]; /* Forward/Result.stage_ms with ours appended */
@@ -67,6 +68,18 @@ void worker_stop(worker_t *w) {
     w->stop = 1;
     if (w->coord)
         transport_wakeup(w->coord);
+}
+
+/* 1 if the coordinator's transport heard anything (a ping at least) after time t. Hellos are
+ * sent only then: ZeroMQ queues messages for an absent peer and would deliver a burst of
+ * Hellos (duplicates) when the coordinator comes up. */
+static int coord_seen_since(const worker_t *w, int64_t t) {
+    struct tx_peer p[4];
+    int n = transport_peers(w->coord, p, 4);
+    for (int i = 0; i < n; i++)
+        if (p[i].last_seen_ns > t)
+            return 1;
+    return 0;
 }
 
 /* ---- sending ---- */
@@ -674,7 +687,23 @@ static void reset_to_connecting(worker_t *w, const char *why) {
     w->draining = 0;
     w->lost_since_ns = 0;
     set_state(w, BATON__WORKER_STATE__WS_CONNECTING, why);
-    send_hello(w);
+    w->hello_due = 1;
+    w->hello_mark_ns = bt_now_ns();
+}
+
+/* The coordinator answers again after a loss. Not yet welcomed: Hello now. Welcomed: Hello
+ * again too, since a restarted coordinator does not know us (one that does answers
+ * Error "protocol" for the duplicate, which is only logged). */
+static void coord_regained(worker_t *w) {
+    BT_LOG(INFO, "worker", "coordinator back after %.1f s",
+           (double)(bt_now_ns() - w->lost_since_ns) * 1e-9);
+    w->lost_since_ns = 0;
+    if (!w->welcomed) {
+        w->hello_due = 1;
+        w->hello_mark_ns = 0;
+    } else {
+        send_hello(w);
+    }
 }
 
 static void on_coord(worker_t *w, const struct tx_msg *m) {
@@ -790,6 +819,10 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
                     BT_LOG(WARN, "worker", "coordinator lost: reconnecting");
                     w->lost_since_ns = bt_now_ns();
                 }
+                if (!w->welcomed) {
+                    w->hello_due = 1;
+                    w->hello_mark_ns = bt_now_ns();
+                }
             } else {
                 BT_LOG(WARN, "worker", "%s stage %s lost", which == 1 ? "previous" : "next",
                        m.peer);
@@ -805,11 +838,8 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
             return;
         }
         if (which == 0) {
-            if (w->lost_since_ns) {
-                BT_LOG(INFO, "worker", "coordinator back after %.1f s",
-                       (double)(bt_now_ns() - w->lost_since_ns) * 1e-9);
-                w->lost_since_ns = 0;
-            }
+            if (w->lost_since_ns)
+                coord_regained(w);
             on_coord(w, &m);
         } else if (which == 1) {
             on_data(w, &m);
@@ -842,7 +872,8 @@ static void check_drain(worker_t *w) {
 int worker_run(worker_t *w, bt_err *e) {
     (void)e;
     set_state(w, BATON__WORKER_STATE__WS_CONNECTING, "start");
-    send_hello(w);
+    w->hello_due = 1;
+    w->hello_mark_ns = bt_now_ns(); /* wait for the coordinator's first ping */
     int64_t lost_ns = (int64_t)(w->o.lost_secs > 0 ? w->o.lost_secs : 30) * 1000000000;
     while (!w->stop) {
         transport_t *ts[3] = {w->coord, w->data, w->next};
@@ -856,8 +887,12 @@ int worker_run(worker_t *w, bt_err *e) {
             if (ready & (1ull << i))
                 drain_transport(w, ts[i], i);
         int64_t now = bt_now_ns();
-        if (!w->welcomed && now - w->last_hello_ns > HELLO_RESEND_NS)
+        if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns))
+            coord_regained(w);
+        if (w->hello_due && coord_seen_since(w, w->hello_mark_ns)) {
+            w->hello_due = 0;
             send_hello(w);
+        }
         if (w->welcomed && !w->lost_since_ns && now - w->last_hb_ns > (int64_t)w->hb_ms * 1000000)
             send_heartbeat(w, 0);
         if (w->lost_since_ns && now - w->lost_since_ns > lost_ns)
