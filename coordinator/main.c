@@ -463,9 +463,10 @@ static void on_load_done(struct coord *c, const char *peer, uint64_t rid,
     w->state_bytes = d->state_bytes;
     w->load_secs = d->load_secs;
     BT_LOG(INFO, "coord", "loaded stage=%d worker=%s layers=%d..%d weights=%.1fMiB "
-           "state=%.1fMiB secs=%.2f", w->stage, peer, w->lo, w->hi - 1,
-           (double)d->weight_bytes / 1048576.0, (double)d->state_bytes / 1048576.0,
-           (double)d->load_secs);
+           "state=%.1fMiB secs=%.2f served=%.1fMiB (model bytes streamed to workers so far)",
+           w->stage, peer, w->lo, w->hi - 1, (double)d->weight_bytes / 1048576.0,
+           (double)d->state_bytes / 1048576.0, (double)d->load_secs,
+           (double)model_server_bytes_served(c->ms) / 1048576.0);
     for (int s = 0; s < c->plan.n_stages; s++)
         if (!c->stages[s]->loaded)
             return;
