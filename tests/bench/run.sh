@@ -6,6 +6,20 @@ BUILD=${BUILD:-build}
 cd "$(dirname "$0")/../.."
 failed=()
 found=0
+# bench_forward's inputs: the mkmodel 9B files, written once and cached in build/bench/, and
+# llama.cpp (tests/bench/build_llama.sh; LLAMA_BIN=dir with an existing llama-bench is linked).
+if [ -x "$BUILD/bench/bench_forward" ] && [ -z "${BENCH_MODELS:-}" ]; then
+    mkdir -p build/bench
+    for t in q4_k_m q8_0; do
+        f=build/bench/9b-$t.gguf
+        [ -f "$f" ] && continue
+        echo "run: writing $f (baton mkmodel --size 9b --type $t)"
+        "$BUILD/baton" mkmodel --size 9b --type "$t" -o "$f.tmp" && mv "$f.tmp" "$f"
+    done
+fi
+if [ -x "$BUILD/bench/bench_forward" ]; then
+    bash tests/bench/build_llama.sh || echo "run: llama.cpp unavailable; bench_forward reports baton only"
+fi
 for b in "$BUILD"/bench/bench_*; do
     [ -x "$b" ] && [ -f "$b" ] || continue
     case "$b" in *.o|*.d) continue ;; esac
