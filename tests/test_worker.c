@@ -704,3 +704,111 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     rm_rf(dir);
     free(dir);
 }
+
+/* Next message of a given body on t within ms, skipping others (heartbeats, errors). */
+static Baton__Envelope *wait_body(transport_t *t, Baton__Envelope__BodyCase body, int ms) {
+    int64_t end = bt_now_ns() + (int64_t)ms * 1000000;
+    while (bt_now_ns() < end) {
+        struct tx_msg m;
+        bt_err e = {0};
+        if (transport_recv(t, 50, &m, &e))
+            continue;
+        Baton__Envelope *env = NULL;
+        if (msg_unpack(m.data[0], m.len[0], NULL, &env, NULL, &e))
+            continue;
+        if (env->body_case == body)
+            return env;
+        msg_free(env, NULL);
+    }
+    return NULL;
+}
+
+/* The coordinator goes away and a new one appears under the same endpoint: the worker says
+ * Hello again; after lost_secs it drops its layers and returns to CONNECTING. */
+Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
+    const char *path = fixture_path(MODEL);
+    struct model_ident id;
+    bt_err e = {0};
+    cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
+    struct transport_opts so = {.kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER,
+                                .endpoint = "tr-coord", .heartbeat_ms = 100};
+    transport_t *c1 = NULL, *c2 = NULL;
+    cr_assert_eq(transport_open(&c1, &so, &e), 0, "%s", e.msg);
+    struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
+    struct worker_opts o = {.kind = TRANSPORT_INPROC, .join = "tr-coord", .bind = "tr-d0",
+                            .id = "wr", .model_path = path, .threads = 1, .heartbeat_ms = 100,
+                            .lost_secs = 1, .caps = &caps};
+    struct wthread t = {0};
+    cr_assert_eq(worker_open(&t.w, &o, &e), 0, "%s", e.msg);
+    cr_assert_eq(pthread_create(&t.th, NULL, wmain, &t), 0);
+    Baton__Envelope *h = wait_body(c1, BATON__ENVELOPE__BODY_HELLO, 5000);
+    cr_assert(h, "no hello");
+    msg_free(h, NULL);
+    /* Welcome + a one-stage load, then the coordinator vanishes. */
+    Baton__Envelope env;
+    Baton__Welcome wl;
+    msg_init(&env, 0);
+    baton__welcome__init(&wl);
+    wl.protocol_version = MSG_PROTOCOL_VERSION;
+    env.body_case = BATON__ENVELOPE__BODY_WELCOME;
+    env.welcome = &wl;
+    uint8_t *buf;
+    size_t len;
+    cr_assert_eq(msg_pack(&env, &buf, &len, &e), 0);
+    struct tx_frame f = {.data = buf, .len = len};
+    cr_assert_eq(transport_send(c1, "wr", &f, 1, &e), 0, "%s", e.msg);
+    free(buf);
+    Baton__ModelId mid;
+    baton__model_id__init(&mid);
+    mid.name = id.name;
+    mid.size = id.size;
+    mid.header_xxh3 = id.header_xxh3;
+    Baton__LoadLayers L;
+    msg_init(&env, 5);
+    baton__load_layers__init(&L);
+    L.model = &mid;
+    L.n_layers = 8;
+    L.hi = 8;
+    L.n_stages = 1;
+    L.max_seqs = 1;
+    L.max_ctx = 64;
+    env.body_case = BATON__ENVELOPE__BODY_LOAD_LAYERS;
+    env.load_layers = &L;
+    cr_assert_eq(msg_pack(&env, &buf, &len, &e), 0);
+    f = (struct tx_frame){.data = buf, .len = len};
+    cr_assert_eq(transport_send(c1, "wr", &f, 1, &e), 0, "%s", e.msg);
+    free(buf);
+    Baton__Envelope *d = wait_body(c1, BATON__ENVELOPE__BODY_LOAD_DONE, 5000);
+    cr_assert(d, "no load_done");
+    cr_assert_eq(d->request_id, 5);
+    msg_free(d, NULL);
+    transport_close(c1);
+    /* Past the liveness window (300 ms) and lost_secs (1 s): then a new coordinator. */
+    usleep(1600 * 1000);
+    cr_assert_eq(transport_open(&c2, &so, &e), 0, "%s", e.msg);
+    h = wait_body(c2, BATON__ENVELOPE__BODY_HELLO, 5000);
+    cr_assert(h, "no hello to the new coordinator");
+    cr_assert_str_eq(h->hello->worker_id, "wr");
+    msg_free(h, NULL);
+    /* The layers were dropped: a Forward now fails with "no layers loaded". */
+    int32_t toks[2] = {1, 2};
+    struct fwd_msg fm;
+    fwd_init(&fm, 9, 0, 0, toks, 2, 0);
+    msg_init(&env, 9);
+    env.body_case = BATON__ENVELOPE__BODY_FORWARD;
+    env.forward = &fm.f;
+    cr_assert_eq(msg_pack(&env, &buf, &len, &e), 0);
+    f = (struct tx_frame){.data = buf, .len = len};
+    cr_assert_eq(transport_send(c2, "wr", &f, 1, &e), 0, "%s", e.msg);
+    free(buf);
+    Baton__Envelope *er = wait_body(c2, BATON__ENVELOPE__BODY_ERROR, 5000);
+    cr_assert(er, "no error");
+    cr_assert_eq(er->request_id, 9);
+    cr_assert(strstr(er->error->message, "no layers loaded"), "%s", er->error->message);
+    msg_free(er, NULL);
+    worker_stop(t.w);
+    pthread_join(t.th, NULL);
+    cr_assert_eq(t.rc, 0);
+    worker_close(t.w);
+    transport_close(c2);
+}

@@ -1,7 +1,7 @@
 /* worker/worker.h: the baton worker daemon's core: one pipeline stage serving a coordinator.
  *
- * States (logged one line per change): CONNECTING (Hello sent, waiting for Welcome; resent
- * every 2 s) -> READY-to-load after Welcome (reported as CONNECTING until a LoadLayers comes)
+ * States (logged one line per change): CONNECTING (Hello sent once the coordinator answers
+ * pings, and again whenever it comes back after a loss) -> READY-to-load after Welcome (reported as CONNECTING until a LoadLayers comes)
  * -> LOADING (model fetch if needed, weights of [lo, hi), slots) -> READY (LoadDone sent) ->
  * SERVING (first Forward seen) -> DRAINING (Drain received) ... Shutdown or a signal ends
  * worker_run. Transports: a CLIENT to the coordinator (identity = worker id), a SERVER bound on
