@@ -19,6 +19,9 @@
 #define FETCH_STALL_NS  (60LL * 1000000000)
 #define FETCH_WINDOW    4
 #define DRAIN_IDLE_NS   (1000LL * 1000000)
+/* Unpacked messages of the serving path live in one arena, reset per message (no malloc per
+ * Forward). Unpacked size stays within a small multiple of the 4 MiB packed cap. */
+#define ARENA_BYTES     ((size_t)16 << 20)
 
 struct worker {
     struct worker_opts o;
@@ -44,6 +47,8 @@ struct worker {
     int draining, drain_reported;
     int64_t last_forward_ns;
     float stage_ms[MSG_MAX_STAGES + 1]; /* Forward/Result.stage_ms with ours appended */
+    void *arena_buf;
+    struct msg_arena arena;
     uint64_t drain_req;
     int64_t drain_deadline_ns;
 };
@@ -664,13 +669,16 @@ static void on_state_import(worker_t *w, const Baton__Envelope *env, const struc
 
 /* ---- dispatch ---- */
 
+/* Unpacks into the arena (so the previous message unpacked here dies: the serving path
+ * handles one message at a time; the model fetch loop, nested inside a LoadLayers, uses
+ * malloc instead). Free with msg_free(env, &w->arena.alloc) (a no-op). */
 static int unpack(worker_t *w, transport_t *t, const struct tx_msg *m, Baton__Envelope **env) {
     bt_err e = {0};
     uint64_t rid = 0;
-    int rc = msg_unpack(m->data[0], m->len[0], NULL, env, &rid, &e);
+    msg_arena_reset(&w->arena);
+    int rc = msg_unpack(m->data[0], m->len[0], &w->arena.alloc, env, &rid, &e);
     if (!rc && (rc = msg_check_payload(*env, (size_t)m->n_frames - 1, m->len + 1, &e))) {
         rid = (*env)->request_id;
-        msg_free(*env, NULL);
         *env = NULL;
     }
     if (rc) {
@@ -774,7 +782,7 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
         send_error(w, w->coord, NULL, env->request_id, BT_EPROTO, msg);
     }
     }
-    msg_free(env, NULL);
+    msg_free(env, &w->arena.alloc);
 }
 
 static void on_data(worker_t *w, const struct tx_msg *m) {
@@ -789,7 +797,7 @@ static void on_data(worker_t *w, const struct tx_msg *m) {
                  msg_body_name(env->body_case));
         send_error(w, w->data, m->peer, env->request_id, BT_EPROTO, msg);
     }
-    msg_free(env, NULL);
+    msg_free(env, &w->arena.alloc);
 }
 
 static void on_next(const struct tx_msg *m) {
@@ -913,6 +921,11 @@ int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
     w->state = -1;
     snprintf(w->id, sizeof w->id, "%s", o->id && *o->id ? o->id : "worker");
     int rc = 0;
+    if (!(w->arena_buf = malloc(ARENA_BYTES))) {
+        rc = bt_fail(e, -ENOMEM, "worker: message arena of %zu bytes", ARENA_BYTES);
+        goto fail;
+    }
+    msg_arena_init(&w->arena, w->arena_buf, ARENA_BYTES);
     if (o->model_path) {
         if ((rc = caps_model_ident(&w->local, o->model_path, e)))
             goto fail;
@@ -948,5 +961,6 @@ void worker_close(worker_t *w) {
     drop_stage(w);
     transport_close(w->coord);
     transport_close(w->data);
+    free(w->arena_buf);
     free(w);
 }
