@@ -4,17 +4,6 @@
  * for bit and against the tiny-a greedy reference, and two whole workers (worker_run) over
  * INPROC transports driven by this test acting as the coordinator, one of them streaming the
  * model from the "coordinator". */
-#include <criterion/criterion.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <xxhash.h>
-
 #include "common/clock.h"
 #include "engine/model.h"
 #include "fixtures.h"
@@ -26,6 +15,17 @@
 #include "worker/model_cache.h"
 #include "worker/stage.h"
 #include "worker/worker.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #define MODEL "tiny-a/gguf/model-f32.gguf"
 
@@ -102,8 +102,8 @@ Test(worker, model_ident, .init = setup) {
     size_t need = 0;
     cr_assert_eq(caps_model_ident_head(&h, "x", b, 64, len, &need, &e), BT_EMSGSIZE);
     cr_assert_gt(need, 64);
-    cr_assert_eq(caps_model_ident_head(&h, "x", b, (size_t)id.data_offset, len, &need, &e), 0,
-                 "%s", e.msg);
+    cr_assert_eq(caps_model_ident_head(&h, "x", b, (size_t)id.data_offset, len, &need, &e), 0, "%s",
+                 e.msg);
     cr_assert_eq(h.header_xxh3, id.header_xxh3);
     cr_assert_eq(h.data_offset, id.data_offset);
     /* Another byte in the directory: another identity. */
@@ -131,8 +131,7 @@ Test(worker, cache_ranges, .init = setup) {
     model_cache_t *c = NULL;
     bt_err e = {0};
     cr_assert_eq(model_cache_open(&c, &o, &e), 0, "%s", e.msg);
-    cr_assert(strstr(model_cache_path(c), "/m_odel_x-0000000000000007"), "%s",
-              model_cache_path(c));
+    cr_assert(strstr(model_cache_path(c), "/m_odel_x-0000000000000007"), "%s", model_cache_path(c));
     struct mc_range all = {0, size}, out[64];
     /* Empty cache: 10 MiB in 4 MiB pieces = 3 pieces covering everything in order. */
     cr_assert_eq(model_cache_missing(c, &all, 1, 4u << 20, out, 64), 3);
@@ -201,8 +200,8 @@ Test(worker, cache_loads_weights, .init = setup) {
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
     char *dir = make_tmpdir();
-    struct model_cache_opts o = {.dir = dir, .name = id.name, .size = size,
-                                 .header_xxh3 = id.header_xxh3};
+    struct model_cache_opts o = {
+        .dir = dir, .name = id.name, .size = size, .header_xxh3 = id.header_xxh3};
     model_cache_t *c = NULL;
     cr_assert_eq(model_cache_open(&c, &o, &e), 0, "%s", e.msg);
     put_range(c, file, 0, id.data_offset);
@@ -236,8 +235,9 @@ Test(worker, cache_loads_weights, .init = setup) {
         a = &w1->layers[l].attn_norm, b = &w2->layers[l].attn_norm;
         cr_assert_eq(memcmp(a->data, b->data, (size_t)a->rows * a->row_bytes), 0, "layer %d", l);
     }
-    cr_assert_eq(memcmp(w1->output.data, w2->output.data,
-                        (size_t)w1->output.rows * w1->output.row_bytes), 0);
+    cr_assert_eq(
+        memcmp(w1->output.data, w2->output.data, (size_t)w1->output.rows * w1->output.row_bytes),
+        0);
     weights_free(w1);
     weights_free(w2);
     model_close(m);
@@ -294,8 +294,13 @@ static void fwd_init(struct fwd_msg *m, uint64_t batch, uint64_t seq, uint32_t p
 }
 
 static stage_t *open_stage(int lo, int hi, int fwd_tokens) {
-    struct stage_opts o = {.model_path = fixture_path(MODEL), .lo = lo, .hi = hi,
-                           .wire_dtype = WIRE_F32, .max_seqs = 2, .max_ctx = 128, .threads = 2,
+    struct stage_opts o = {.model_path = fixture_path(MODEL),
+                           .lo = lo,
+                           .hi = hi,
+                           .wire_dtype = WIRE_F32,
+                           .max_seqs = 2,
+                           .max_ctx = 128,
+                           .threads = 2,
                            .fwd_tokens = fwd_tokens};
     stage_t *s = NULL;
     bt_err e = {0};
@@ -341,8 +346,7 @@ static void run_pipeline(stage_t **st, int n, int32_t *gen, float *logits) {
             cr_assert_eq(so.logits_len, (size_t)last.n_vocab * sizeof(float));
             memcpy(logits + (size_t)step * (size_t)last.n_vocab, so.logits, so.logits_len);
         }
-        if (step == 32)
-            break;
+        if (step == 32) break;
         gen[step] = (int32_t)r->token;
         pos += n_in;
         in = &gen[step];
@@ -469,8 +473,7 @@ static Baton__Envelope *crecv(struct coord *c) {
     while (bt_now_ns() < end) {
         bt_err e = {0};
         int rc = transport_recv(c->t, 200, &c->m, &e);
-        if (rc == BT_ETIMEDOUT || rc == BT_EPEERLOST)
-            continue;
+        if (rc == BT_ETIMEDOUT || rc == BT_EPEERLOST) continue;
         cr_assert_eq(rc, 0, "%s", e.msg);
         Baton__Envelope *env = NULL;
         cr_assert_eq(msg_unpack(c->m.data[0], c->m.len[0], NULL, &env, NULL, &e), 0, "%s", e.msg);
@@ -515,16 +518,26 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     struct model_ident id;
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
-    struct transport_opts so = {.kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER,
-                                .endpoint = "tw-coord"};
+    struct transport_opts so = {
+        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "tw-coord"};
     cr_assert_eq(transport_open(&c.t, &so, &e), 0, "%s", e.msg);
     char *dir = make_tmpdir();
     struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
     /* w0 has the file; w1 streams it from the coordinator into its cache. */
-    struct worker_opts o0 = {.kind = TRANSPORT_INPROC, .join = "tw-coord", .bind = "tw-d0",
-                             .id = "w0", .model_path = path, .threads = 1, .caps = &caps};
-    struct worker_opts o1 = {.kind = TRANSPORT_INPROC, .join = "tw-coord", .bind = "tw-d1",
-                             .id = "w1", .cache_dir = dir, .threads = 1, .chunk_bytes = 1u << 20,
+    struct worker_opts o0 = {.kind = TRANSPORT_INPROC,
+                             .join = "tw-coord",
+                             .bind = "tw-d0",
+                             .id = "w0",
+                             .model_path = path,
+                             .threads = 1,
+                             .caps = &caps};
+    struct worker_opts o1 = {.kind = TRANSPORT_INPROC,
+                             .join = "tw-coord",
+                             .bind = "tw-d1",
+                             .id = "w1",
+                             .cache_dir = dir,
+                             .threads = 1,
+                             .chunk_bytes = 1u << 20,
                              .caps = &caps};
     struct wthread t[2] = {0};
     cr_assert_eq(worker_open(&t[0].w, &o0, &e), 0, "%s", e.msg);
@@ -543,8 +556,7 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
         cr_assert_str_eq(h->worker_id, k ? "w1" : "w0");
         cr_assert_eq(h->protocol_version, MSG_PROTOCOL_VERSION);
         cr_assert_eq(h->has_model, !k);
-        if (!k)
-            cr_assert_eq(h->model->header_xxh3, id.header_xxh3);
+        if (!k) cr_assert_eq(h->model->header_xxh3, id.header_xxh3);
         cr_assert_str_eq(h->data_endpoint, k ? "tw-d1" : "tw-d0");
         seen |= 1 << k;
         msg_free(env, NULL);
@@ -662,8 +674,7 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     /* crecv skips heartbeats, so read the drain report directly. */
     int drained = 0;
     for (int64_t end = bt_now_ns() + 5000000000LL; !drained && bt_now_ns() < end;) {
-        if (transport_recv(c.t, 200, &c.m, &e))
-            continue;
+        if (transport_recv(c.t, 200, &c.m, &e)) continue;
         Baton__Envelope *r = NULL;
         cr_assert_eq(msg_unpack(c.m.data[0], c.m.len[0], NULL, &r, NULL, &e), 0);
         drained = r->body_case == BATON__ENVELOPE__BODY_HEARTBEAT && r->request_id == 6000 &&
@@ -711,13 +722,10 @@ static Baton__Envelope *wait_body(transport_t *t, Baton__Envelope__BodyCase body
     while (bt_now_ns() < end) {
         struct tx_msg m;
         bt_err e = {0};
-        if (transport_recv(t, 50, &m, &e))
-            continue;
+        if (transport_recv(t, 50, &m, &e)) continue;
         Baton__Envelope *env = NULL;
-        if (msg_unpack(m.data[0], m.len[0], NULL, &env, NULL, &e))
-            continue;
-        if (env->body_case == body)
-            return env;
+        if (msg_unpack(m.data[0], m.len[0], NULL, &env, NULL, &e)) continue;
+        if (env->body_case == body) return env;
         msg_free(env, NULL);
     }
     return NULL;
@@ -730,14 +738,22 @@ Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
     struct model_ident id;
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
-    struct transport_opts so = {.kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER,
-                                .endpoint = "tr-coord", .heartbeat_ms = 100};
+    struct transport_opts so = {.kind = TRANSPORT_INPROC,
+                                .role = TRANSPORT_SERVER,
+                                .endpoint = "tr-coord",
+                                .heartbeat_ms = 100};
     transport_t *c1 = NULL, *c2 = NULL;
     cr_assert_eq(transport_open(&c1, &so, &e), 0, "%s", e.msg);
     struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
-    struct worker_opts o = {.kind = TRANSPORT_INPROC, .join = "tr-coord", .bind = "tr-d0",
-                            .id = "wr", .model_path = path, .threads = 1, .heartbeat_ms = 100,
-                            .lost_secs = 1, .caps = &caps};
+    struct worker_opts o = {.kind = TRANSPORT_INPROC,
+                            .join = "tr-coord",
+                            .bind = "tr-d0",
+                            .id = "wr",
+                            .model_path = path,
+                            .threads = 1,
+                            .heartbeat_ms = 100,
+                            .lost_secs = 1,
+                            .caps = &caps};
     struct wthread t = {0};
     cr_assert_eq(worker_open(&t.w, &o, &e), 0, "%s", e.msg);
     cr_assert_eq(pthread_create(&t.th, NULL, wmain, &t), 0);

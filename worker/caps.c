@@ -1,6 +1,11 @@
 /* worker/caps.c: see caps.h. */
 #include "worker/caps.h"
 
+#include "common/clock.h"
+#include "common/log.h"
+#include "engine/gguf.h"
+#include "ops/ops.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,11 +16,6 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 #include <xxhash.h>
-
-#include "common/clock.h"
-#include "common/log.h"
-#include "engine/gguf.h"
-#include "ops/ops.h"
 
 /* Sums the buffer as u64 words with 4 independent accumulators (enough loads in flight to be
  * bandwidth bound, not latency bound); the result is returned so the compiler keeps the loop. */
@@ -40,8 +40,7 @@ static void *bw_alloc(size_t bytes, void **base, size_t *base_len) {
     /* Over-allocate by 2 MiB so the buffer can start on a huge page boundary. */
     size_t len = bytes + HUGE_2M;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
+    if (p == MAP_FAILED) return NULL;
     char *a = (char *)(((uintptr_t)p + HUGE_2M - 1) & ~(uintptr_t)(HUGE_2M - 1));
     (void)madvise(a, bytes, MADV_HUGEPAGE); /* a hint: may be refused */
     *base = p;
@@ -55,8 +54,7 @@ static float measure_bw(uint64_t bytes, int bench_ms) {
     size_t base_len = 0;
     while (bytes >= (16u << 20) && !(buf = bw_alloc(bytes, &base, &base_len)))
         bytes /= 2;
-    if (!buf)
-        return 0.0f;
+    if (!buf) return 0.0f;
     size_t n = bytes / sizeof *buf;
     /* Touch every page first: the first pass would otherwise measure page faults. */
     memset(buf, 1, bytes);
@@ -67,10 +65,8 @@ static float measure_bw(uint64_t bytes, int bench_ms) {
         int64_t t0 = bt_now_ns();
         sink += sum_words(buf, n);
         double s = (double)(bt_now_ns() - t0) * 1e-9;
-        if (s > 0 && (double)bytes / s > best)
-            best = (double)bytes / s;
-        if (bt_now_ns() > t_end && pass >= 1)
-            break;
+        if (s > 0 && (double)bytes / s > best) best = (double)bytes / s;
+        if (bt_now_ns() > t_end && pass >= 1) break;
     }
     (void)sink;
     munmap(base, base_len);
@@ -88,8 +84,7 @@ static float measure_matmul(int bench_ms) {
     float *y = malloc((size_t)(n * rows) * sizeof(float));
     float *row = malloc((size_t)cols * sizeof(float));
     float g = 0.0f;
-    if (!w || !x || !y || !row)
-        goto out;
+    if (!w || !x || !y || !row) goto out;
     for (int64_t c = 0; c < n * cols; c++)
         x[c] = (float)((c * 7919) % 101) * 0.01f - 0.5f;
     for (int64_t r = 0; r < rows; r++) {
@@ -120,8 +115,7 @@ out:
 int caps_measure(struct worker_caps *c, const struct caps_opts *o, bt_err *e) {
     memset(c, 0, sizeof *c);
     struct sysinfo si;
-    if (sysinfo(&si) != 0)
-        return bt_fail(e, -errno, "sysinfo: %s", strerror(errno));
+    if (sysinfo(&si) != 0) return bt_fail(e, -errno, "sysinfo: %s", strerror(errno));
     c->ram_bytes = (uint64_t)si.totalram * si.mem_unit;
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     c->cores = nc > 0 ? (int)nc : 1;
@@ -130,8 +124,7 @@ int caps_measure(struct worker_caps *c, const struct caps_opts *o, bt_err *e) {
         snprintf(c->hostname, sizeof c->hostname, "unknown");
     int ms = o && o->bench_ms > 0 ? o->bench_ms : 100;
     uint64_t bw = o && o->bw_bytes ? o->bw_bytes : (128ull << 20);
-    if (bw > c->ram_bytes / 8)
-        bw = c->ram_bytes / 8;
+    if (bw > c->ram_bytes / 8) bw = c->ram_bytes / 8;
     int64_t t0 = bt_now_ns();
     c->mem_bw_gbps = measure_bw(bw, ms);
     int64_t t1 = bt_now_ns();
@@ -139,8 +132,8 @@ int caps_measure(struct worker_caps *c, const struct caps_opts *o, bt_err *e) {
         return bt_fail(e, -ENOMEM, "caps: no memory for a bandwidth buffer of %llu bytes",
                        (unsigned long long)bw);
     c->matmul_gflops = ops ? measure_matmul(ms) : 0.0f;
-    BT_LOG(DEBUG, "caps", "bw_secs=%.3f matmul_secs=%.3f bw_bytes=%llu",
-           (double)(t1 - t0) * 1e-9, (double)(bt_now_ns() - t1) * 1e-9, (unsigned long long)bw);
+    BT_LOG(DEBUG, "caps", "bw_secs=%.3f matmul_secs=%.3f bw_bytes=%llu", (double)(t1 - t0) * 1e-9,
+           (double)(bt_now_ns() - t1) * 1e-9, (unsigned long long)bw);
     return 0;
 }
 
@@ -149,14 +142,12 @@ int caps_model_ident_head(struct model_ident *id, const char *name, const void *
     memset(id, 0, sizeof *id);
     gguf_t *g = NULL;
     int rc = gguf_parse(&g, head, len, file_size, need, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint64_t off = gguf_data_offset(g);
     gguf_free(g);
     if (off > len) {
         /* The directory fits but its alignment padding does not: ask for the rest. */
-        if (need)
-            *need = (size_t)off;
+        if (need) *need = (size_t)off;
         return bt_fail(e, BT_EMSGSIZE, "%s: head needs %llu bytes, have %zu", name,
                        (unsigned long long)off, len);
     }
@@ -171,13 +162,11 @@ int caps_model_ident(struct model_ident *id, const char *path, bt_err *e) {
     memset(id, 0, sizeof *id);
     gguf_t *g = NULL;
     int rc = gguf_open(&g, path, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint64_t off = gguf_data_offset(g), size = gguf_file_size(g);
     gguf_free(g);
     unsigned char *buf = malloc(off ? (size_t)off : 1);
-    if (!buf)
-        return bt_fail(e, -ENOMEM, "%s: %llu header bytes", path, (unsigned long long)off);
+    if (!buf) return bt_fail(e, -ENOMEM, "%s: %llu header bytes", path, (unsigned long long)off);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = bt_fail(e, -errno, "%s: open: %s", path, strerror(errno));
@@ -186,8 +175,8 @@ int caps_model_ident(struct model_ident *id, const char *path, bt_err *e) {
     for (size_t have = 0; have < off;) {
         ssize_t r = pread(fd, buf + have, (size_t)off - have, (off_t)have);
         if (r <= 0) {
-            rc = bt_fail(e, r < 0 ? -errno : BT_EFORMAT, "%s: read of the head at %zu failed",
-                         path, have);
+            rc = bt_fail(e, r < 0 ? -errno : BT_EFORMAT, "%s: read of the head at %zu failed", path,
+                         have);
             goto out;
         }
         have += (size_t)r;
@@ -198,8 +187,7 @@ int caps_model_ident(struct model_ident *id, const char *path, bt_err *e) {
     id->data_offset = off;
     id->header_xxh3 = XXH3_64bits(buf, (size_t)off);
 out:
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     free(buf);
     return rc;
 }

@@ -10,10 +10,10 @@
  * Not thread-safe (caps_measure runs once, before serving). */
 #ifndef BT_WORKER_CAPS_H
 #define BT_WORKER_CAPS_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 struct model_ident {
     char name[256];
@@ -32,9 +32,9 @@ struct worker_caps {
 };
 
 struct caps_opts {
-    uint64_t bw_bytes;  /* buffer summed for the bandwidth measurement; 0 = 128 MiB (capped at
+    uint64_t bw_bytes; /* buffer summed for the bandwidth measurement; 0 = 128 MiB (capped at
                            RAM/8) */
-    int bench_ms;       /* time spent per measurement; 0 = 100 */
+    int bench_ms;      /* time spent per measurement; 0 = 100 */
 };
 
 /* Fills *c. ops_init must have run (the ISA comes from it). -ENOMEM if the bandwidth buffer

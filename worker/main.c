@@ -1,6 +1,11 @@
 /* worker/main.c: the baton-worker daemon: flags, capability measurement, signals, then
  * worker_run (worker/worker.h). SIGINT/SIGTERM only call worker_stop (a flag and an eventfd
  * write), so the loop exits at its next wakeup and everything is closed on one path. */
+#include "common/log.h"
+#include "ops/ops.h"
+#include "worker/caps.h"
+#include "worker/worker.h"
+
 #include <argp.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,11 +16,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include "common/log.h"
-#include "ops/ops.h"
-#include "worker/caps.h"
-#include "worker/worker.h"
 
 struct args {
     const char *join, *model, *bind, *id, *cache_dir;
@@ -28,8 +28,8 @@ static const struct argp_option options[] = {
     {"model", 'm', "FILE", 0, "local GGUF model file (default: stream from the coordinator)", 0},
     {"mem", 'M', "BYTES", 0, "memory budget for weights + state (512M, 8G; default 80% of RAM)", 0},
     {"threads", 't', "N", 0, "compute threads (default: all cores)", 0},
-    {"bind", 'b', "ENDPOINT", 0,
-     "data endpoint (default tcp://<address facing the coordinator>:*)", 0},
+    {"bind", 'b', "ENDPOINT", 0, "data endpoint (default tcp://<address facing the coordinator>:*)",
+     0},
     {"id", 'i', "NAME", 0, "worker id (default <hostname>-<pid>)", 0},
     {"cache-dir", 'c', "DIR", 0, "model cache directory (default /var/tmp/baton-cache)", 0},
     {"max-rows", 'r', "N", 0, "rows (tokens) accepted per Forward (default 2048)", 0},
@@ -40,42 +40,70 @@ static uint64_t parse_bytes(const char *s) {
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || v <= 0)
-        return 0;
+    if (errno || end == s || v <= 0) return 0;
     double mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1024.0 * 1024;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mul = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
-    if (*end == 'i' || *end == 'I')
-        end++;
-    if (*end == 'b' || *end == 'B')
-        end++;
+    if (*end == 'i' || *end == 'I') end++;
+    if (*end == 'b' || *end == 'B') end++;
     return *end ? 0 : (uint64_t)(v * mul);
 }
 
 static error_t parse_opt(int key, char *arg, struct argp_state *state) {
     struct args *a = state->input;
     switch (key) {
-    case 'j': a->join = arg; break;
-    case 'm': a->model = arg; break;
-    case 'b': a->bind = arg; break;
-    case 'i': a->id = arg; break;
-    case 'c': a->cache_dir = arg; break;
+    case 'j':
+        a->join = arg;
+        break;
+    case 'm':
+        a->model = arg;
+        break;
+    case 'b':
+        a->bind = arg;
+        break;
+    case 'i':
+        a->id = arg;
+        break;
+    case 'c':
+        a->cache_dir = arg;
+        break;
     case 'M':
         if (!(a->mem = parse_bytes(arg)))
             argp_error(state, "--mem %s: expected bytes like 512M or 8G", arg);
         break;
-    case 't': a->threads = atoi(arg); break;
-    case 'r': a->max_rows = atoi(arg); break;
-    case ARGP_KEY_END:
-        if (!a->join)
-            argp_error(state, "--join is required");
+    case 't':
+        a->threads = atoi(arg);
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    case 'r':
+        a->max_rows = atoi(arg);
+        break;
+    case ARGP_KEY_END:
+        if (!a->join) argp_error(state, "--join is required");
+        break;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
@@ -88,16 +116,13 @@ static void default_bind(const char *join, char *out, size_t cap) {
     p = p ? p + 3 : join;
     const char *colon = strrchr(p, ':');
     size_t n = colon ? (size_t)(colon - p) : strlen(p);
-    if (n >= sizeof host)
-        n = sizeof host - 1;
+    if (n >= sizeof host) n = sizeof host - 1;
     memcpy(host, p, n);
     host[n] = 0;
     snprintf(out, cap, "tcp://127.0.0.1:*");
-    if (!strncmp(host, "127.", 4) || !strcmp(host, "localhost"))
-        return;
+    if (!strncmp(host, "127.", 4) || !strcmp(host, "localhost")) return;
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *ai = NULL;
-    if (getaddrinfo(host, "9", &hints, &ai) || !ai)
-        return;
+    if (getaddrinfo(host, "9", &hints, &ai) || !ai) return;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in me;
     socklen_t ml = sizeof me;
@@ -107,8 +132,7 @@ static void default_bind(const char *join, char *out, size_t cap) {
         !getsockname(fd, (struct sockaddr *)&me, &ml) &&
         inet_ntop(AF_INET, &me.sin_addr, ip, sizeof ip))
         snprintf(out, cap, "tcp://%s:*", ip);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     freeaddrinfo(ai);
 }
 
@@ -116,15 +140,15 @@ static worker_t *g_worker;
 
 static void on_signal(int sig) {
     (void)sig;
-    if (g_worker)
-        worker_stop(g_worker);
+    if (g_worker) worker_stop(g_worker);
 }
 
 int main(int argc, char **argv) {
     bt_log_set_name("baton-worker");
     struct args a = {0};
-    struct argp argp = {options, parse_opt, NULL,
-                        "baton-worker: one pipeline stage of a baton cluster", NULL, NULL, NULL};
+    struct argp argp = {
+        options, parse_opt, NULL, "baton-worker: one pipeline stage of a baton cluster",
+        NULL,    NULL,      NULL};
     argp_parse(&argp, argc, argv, 0, NULL, &a);
     bt_err e = {0};
     int rc = ops_init(NULL, &e);
@@ -171,8 +195,7 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     rc = worker_run(g_worker, &e);
-    if (rc)
-        BT_LOG(ERROR, "worker", "%s", bt_errmsg(&e, rc));
+    if (rc) BT_LOG(ERROR, "worker", "%s", bt_errmsg(&e, rc));
     worker_t *w = g_worker;
     g_worker = NULL;
     worker_close(w);

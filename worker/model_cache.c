@@ -1,6 +1,8 @@
 /* worker/model_cache.c: see model_cache.h. */
 #include "worker/model_cache.h"
 
+#include "common/log.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,8 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
-
-#include "common/log.h"
 
 #define MC_MAGIC   0x434d5442u /* "BTMC" little-endian */
 #define MC_VERSION 1u
@@ -36,13 +36,11 @@ uint64_t model_cache_present_bytes(const model_cache_t *c) {
 
 /* Inserts [off, off+len) and merges neighbours that overlap or touch. */
 static int add_range(model_cache_t *c, uint64_t off, uint64_t len) {
-    if (!len)
-        return 0;
+    if (!len) return 0;
     if (c->n + 1 > c->cap) {
         int nc = c->cap ? c->cap * 2 : 16;
         struct mc_range *nr = realloc(c->r, (size_t)nc * sizeof *nr);
-        if (!nr)
-            return -ENOMEM;
+        if (!nr) return -ENOMEM;
         c->r = nr;
         c->cap = nc;
     }
@@ -53,10 +51,8 @@ static int add_range(model_cache_t *c, uint64_t off, uint64_t len) {
     while (i < c->n && r[i].off + r[i].len < lo)
         r[w++] = r[i++];
     while (i < c->n && r[i].off <= hi) {
-        if (r[i].off < lo)
-            lo = r[i].off;
-        if (r[i].off + r[i].len > hi)
-            hi = r[i].off + r[i].len;
+        if (r[i].off < lo) lo = r[i].off;
+        if (r[i].off + r[i].len > hi) hi = r[i].off + r[i].len;
         i++;
     }
     int rest = c->n - i;
@@ -67,11 +63,9 @@ static int add_range(model_cache_t *c, uint64_t off, uint64_t len) {
 }
 
 int model_cache_has(const model_cache_t *c, uint64_t off, uint64_t len) {
-    if (!len)
-        return 1;
+    if (!len) return 1;
     for (int i = 0; i < c->n; i++)
-        if (c->r[i].off <= off && off + len <= c->r[i].off + c->r[i].len)
-            return 1;
+        if (c->r[i].off <= off && off + len <= c->r[i].off + c->r[i].len) return 1;
     return 0;
 }
 
@@ -80,20 +74,16 @@ static int cmp_range(const void *a, const void *b) {
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-int model_cache_missing(const model_cache_t *c, const struct mc_range *want, int n,
-                        uint64_t chunk, struct mc_range *out, int max) {
-    if (!chunk)
-        chunk = 16u << 20;
+int model_cache_missing(const model_cache_t *c, const struct mc_range *want, int n, uint64_t chunk,
+                        struct mc_range *out, int max) {
+    if (!chunk) chunk = 16u << 20;
     struct mc_range *w = malloc((size_t)(n > 0 ? n : 1) * sizeof *w);
-    if (!w)
-        return -ENOMEM;
+    if (!w) return -ENOMEM;
     int m = 0;
     for (int i = 0; i < n; i++) {
         uint64_t lo = want[i].off, hi = want[i].off + want[i].len;
-        if (lo >= c->size || hi <= lo)
-            continue;
-        if (hi > c->size)
-            hi = c->size;
+        if (lo >= c->size || hi <= lo) continue;
+        if (hi > c->size) hi = c->size;
         w[m++] = (struct mc_range){lo, hi - lo};
     }
     qsort(w, (size_t)m, sizeof *w, cmp_range);
@@ -112,19 +102,15 @@ int model_cache_missing(const model_cache_t *c, const struct mc_range *want, int
                     covered = 1;
                     break;
                 }
-                if (ro > lo && ro < gap_end)
-                    gap_end = ro;
+                if (ro > lo && ro < gap_end) gap_end = ro;
             }
-            if (covered)
-                continue;
+            if (covered) continue;
             uint64_t piece = gap_end - lo < chunk ? gap_end - lo : chunk;
-            if (count < max)
-                out[count] = (struct mc_range){lo, piece};
+            if (count < max) out[count] = (struct mc_range){lo, piece};
             count++;
             lo += piece;
         }
-        if (hi > done)
-            done = hi;
+        if (hi > done) done = hi;
     }
     free(w);
     return count;
@@ -154,8 +140,7 @@ static uint64_t get_u64(const unsigned char *p) {
 static int write_index(model_cache_t *c, bt_err *e) {
     size_t len = 28 + (size_t)c->n * 16;
     unsigned char *b = malloc(len);
-    if (!b)
-        return bt_fail(e, -ENOMEM, "%s: index of %d ranges", c->idx_path, c->n);
+    if (!b) return bt_fail(e, -ENOMEM, "%s: index of %d ranges", c->idx_path, c->n);
     put_u32(b, MC_MAGIC);
     put_u32(b + 4, MC_VERSION);
     put_u64(b + 8, c->size);
@@ -190,8 +175,7 @@ out:
 /* Loads the sidecar index if it is ours; anything else leaves the cache empty. */
 static void read_index(model_cache_t *c) {
     FILE *f = fopen(c->idx_path, "rb");
-    if (!f)
-        return;
+    if (!f) return;
     unsigned char h[28];
     if (fread(h, 1, sizeof h, f) != sizeof h || get_u32(h) != MC_MAGIC ||
         get_u32(h + 4) != MC_VERSION || get_u64(h + 8) != c->size || get_u64(h + 16) != c->xxh3) {
@@ -202,11 +186,9 @@ static void read_index(model_cache_t *c) {
     uint32_t n = get_u32(h + 24);
     for (uint32_t i = 0; i < n; i++) {
         unsigned char p[16];
-        if (fread(p, 1, 16, f) != 16)
-            break;
+        if (fread(p, 1, 16, f) != 16) break;
         uint64_t off = get_u64(p), end = get_u64(p + 8);
-        if (end <= off || end > c->size || add_range(c, off, end - off))
-            break;
+        if (end <= off || end > c->size || add_range(c, off, end - off)) break;
     }
     fclose(f);
 }
@@ -215,8 +197,7 @@ int model_cache_open(model_cache_t **out, const struct model_cache_opts *o, bt_e
     *out = NULL;
     const char *dir = o->dir && *o->dir ? o->dir : "/var/tmp/baton-cache";
     model_cache_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return bt_fail(e, -ENOMEM, "model cache");
+    if (!c) return bt_fail(e, -ENOMEM, "model cache");
     c->fd = -1;
     c->size = o->size;
     c->xxh3 = o->header_xxh3;
@@ -244,16 +225,15 @@ int model_cache_open(model_cache_t **out, const struct model_cache_opts *o, bt_e
         rc = bt_fail(e, -errno, "%s: stat: %s", c->path, strerror(errno));
         goto fail;
     }
-    if ((uint64_t)st.st_size == c->size)
-        read_index(c);
+    if ((uint64_t)st.st_size == c->size) read_index(c);
     /* A file of another size cannot be ours (even partially): start over, sparse. */
     if ((uint64_t)st.st_size != c->size && ftruncate(c->fd, 0) != 0) {
         rc = bt_fail(e, -errno, "%s: truncate: %s", c->path, strerror(errno));
         goto fail;
     }
     if (ftruncate(c->fd, (off_t)c->size) != 0) {
-        rc = bt_fail(e, -errno, "%s: truncate to %llu: %s", c->path,
-                     (unsigned long long)c->size, strerror(errno));
+        rc = bt_fail(e, -errno, "%s: truncate to %llu: %s", c->path, (unsigned long long)c->size,
+                     strerror(errno));
         goto fail;
     }
     BT_LOG(INFO, "cache", "open path=%s size=%llu present=%llu ranges=%d", c->path,
@@ -266,10 +246,8 @@ fail:
 }
 
 void model_cache_close(model_cache_t *c) {
-    if (!c)
-        return;
-    if (c->fd >= 0)
-        close(c->fd);
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
     free(c->r);
     free(c);
 }
@@ -293,8 +271,7 @@ int model_cache_put(model_cache_t *c, uint64_t off, const void *data, size_t len
     }
     if (fdatasync(c->fd) != 0)
         return bt_fail(e, -errno, "%s: fdatasync: %s", c->path, strerror(errno));
-    if (add_range(c, off, len))
-        return bt_fail(e, -ENOMEM, "%s: range list", c->path);
+    if (add_range(c, off, len)) return bt_fail(e, -ENOMEM, "%s: range list", c->path);
     return write_index(c, e);
 }
 

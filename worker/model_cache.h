@@ -15,10 +15,10 @@
  * model_cache_put verifies (XXH3-64 of the chunk) and stores. One thread uses a cache. */
 #ifndef BT_WORKER_MODEL_CACHE_H
 #define BT_WORKER_MODEL_CACHE_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 typedef struct model_cache model_cache_t;
 
@@ -27,10 +27,10 @@ struct mc_range {
 };
 
 struct model_cache_opts {
-    const char *dir;       /* NULL = /var/tmp/baton-cache; created (one level) if missing */
-    const char *name;      /* model name; characters other than [A-Za-z0-9._-] become '_' */
-    uint64_t size;         /* file size */
-    uint64_t header_xxh3;  /* ModelId.header_xxh3 */
+    const char *dir;      /* NULL = /var/tmp/baton-cache; created (one level) if missing */
+    const char *name;     /* model name; characters other than [A-Za-z0-9._-] become '_' */
+    uint64_t size;        /* file size */
+    uint64_t header_xxh3; /* ModelId.header_xxh3 */
 };
 
 /* Opens or creates the cache for one model. Negated errno naming the path. */
@@ -46,8 +46,8 @@ int model_cache_has(const model_cache_t *c, uint64_t off, uint64_t len);
 /* The missing parts of the ranges want[0..n) (any order, may overlap), merged, clipped to the
  * file size and cut into pieces of at most chunk bytes, into out[0..max). Returns the number of
  * pieces (which may exceed max: only max are written; call again after fetching those). */
-int model_cache_missing(const model_cache_t *c, const struct mc_range *want, int n,
-                        uint64_t chunk, struct mc_range *out, int max);
+int model_cache_missing(const model_cache_t *c, const struct mc_range *want, int n, uint64_t chunk,
+                        struct mc_range *out, int max);
 
 /* Stores len bytes at off after checking XXH3-64(data) == xxh3 (BT_ECHECKSUM) and that the
  * range lies in the file (BT_EPROTO). Writes, syncs, records, rewrites the index. */

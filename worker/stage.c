@@ -1,12 +1,6 @@
 /* worker/stage.c: see stage.h. */
 #include "worker/stage.h"
 
-#include <errno.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/forward.h"
@@ -16,6 +10,12 @@
 #include "engine/tokenizer.h"
 #include "ops/threadpool.h"
 #include "proto/wire.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAX_STOP 64 /* = MSG_MAX_STOP_TOKENS */
 
@@ -38,16 +38,16 @@ struct stage {
     forward_ctx_t *fc;
     int lo, hi, H, V, n_real, n_slots, max_ctx, max_rows, fwd_tokens, is_first, is_last;
     double load_secs;
-    uint64_t *slot_seq; /* [n_slots] seq_id held by the slot */
-    int *slot_used;     /* [n_slots] 1 if the slot belongs to slot_seq */
+    uint64_t *slot_seq;     /* [n_slots] seq_id held by the slot */
+    int *slot_used;         /* [n_slots] 1 if the slot belongs to slot_seq */
     struct slot_samp *samp; /* [n_slots], last stage */
     /* scratch, sized once */
-    int32_t *tokens;    /* [max_rows] */
-    float *in;          /* [max_rows][H], later stages */
-    float *out;         /* not last: [max_rows][H]; last: [n_slots][V] */
-    void *act;          /* wire encoding of out, not last */
+    int32_t *tokens; /* [max_rows] */
+    float *in;       /* [max_rows][H], later stages */
+    float *out;      /* not last: [max_rows][H]; last: [n_slots][V] */
+    void *act;       /* wire encoding of out, not last */
     size_t act_cap;
-    int *seq_slot;      /* [MSG_MAX_SEQS] slot of each sequence of the Forward */
+    int *seq_slot;          /* [MSG_MAX_SEQS] slot of each sequence of the Forward */
     struct fwd_seq *pieces; /* [fwd_tokens] */
     /* Result storage */
     Baton__Result res;
@@ -60,14 +60,12 @@ struct stage {
 
 static int find_slot(const stage_t *s, uint64_t seq) {
     for (int i = 0; i < s->n_slots; i++)
-        if (s->slot_used[i] && s->slot_seq[i] == seq)
-            return i;
+        if (s->slot_used[i] && s->slot_seq[i] == seq) return i;
     return -1;
 }
 
 static void free_slot(stage_t *s, int slot) {
-    if (!s->slot_used[slot])
-        return;
+    if (!s->slot_used[slot]) return;
     s->slot_used[slot] = 0;
     seqstate_release(s->st, slot);
     if (s->samp) {
@@ -78,8 +76,7 @@ static void free_slot(stage_t *s, int slot) {
 }
 
 void stage_close(stage_t *s) {
-    if (!s)
-        return;
+    if (!s) return;
     for (int i = 0; s->samp && i < s->n_slots; i++) {
         sampler_free(s->samp[i].s);
         free(s->samp[i].hist);
@@ -113,8 +110,7 @@ static int read_n_real(const char *path, int n_vocab) {
     int n = n_vocab;
     if (!gguf_open(&g, path, NULL) && !tokenizer_open_gguf(&t, g, NULL)) {
         int32_t r = tokenizer_n_real(t);
-        if (r > 0 && r < n_vocab)
-            n = r;
+        if (r > 0 && r < n_vocab) n = r;
     }
     tokenizer_free(t);
     gguf_free(g);
@@ -132,12 +128,10 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total) {
 int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
     *out = NULL;
     stage_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bt_fail(e, -ENOMEM, "stage");
+    if (!s) return bt_fail(e, -ENOMEM, "stage");
     s->o = *o;
     int rc = model_open(&s->m, o->model_path, e);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     const struct qwen35_hparams *hp = &s->m->hp;
     if (o->lo < 0 || o->hi > hp->n_layer || o->lo >= o->hi) {
         rc = bt_fail(e, BT_ESHAPE, "stage: layers [%d, %d) of a %d-layer model", o->lo, o->hi,
@@ -153,8 +147,7 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
     s->max_ctx = o->max_ctx;
     s->max_rows = o->max_rows > 0 ? o->max_rows : 2048;
     s->fwd_tokens = o->fwd_tokens > 0 ? o->fwd_tokens : 256;
-    if (s->fwd_tokens > s->max_rows)
-        s->fwd_tokens = s->max_rows;
+    if (s->fwd_tokens > s->max_rows) s->fwd_tokens = s->max_rows;
     size_t per_slot = seqstate_bytes(hp, o->lo, o->hi, o->max_ctx);
     s->n_slots = o->max_seqs;
     if (o->state_budget && per_slot && (uint64_t)s->n_slots * per_slot > o->state_budget)
@@ -200,15 +193,18 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
              (s->tlp = calloc(N * MSG_MAX_LOGPROBS, sizeof *s->tlp));
         for (size_t i = 0; ok && i < N; i++)
             ok = (s->samp[i].hist = malloc((size_t)s->max_ctx * sizeof(int32_t))) != NULL;
-        s->n_real = o->n_real > 0 && o->n_real <= s->V ? o->n_real : read_n_real(o->model_path, s->V);
+        s->n_real =
+            o->n_real > 0 && o->n_real <= s->V ? o->n_real : read_n_real(o->model_path, s->V);
     }
     if (!ok) {
         rc = bt_fail(e, -ENOMEM, "stage: scratch for %d rows x %d, %d slots", s->max_rows, s->H,
                      s->n_slots);
         goto fail;
     }
-    BT_LOG(INFO, "stage", "open layers=%d..%d first=%d last=%d slots=%d ctx=%d weights=%llu "
-           "state=%zu secs=%.2f", s->lo, s->hi, s->is_first, s->is_last, s->n_slots, s->max_ctx,
+    BT_LOG(INFO, "stage",
+           "open layers=%d..%d first=%d last=%d slots=%d ctx=%d weights=%llu "
+           "state=%zu secs=%.2f",
+           s->lo, s->hi, s->is_first, s->is_last, s->n_slots, s->max_ctx,
            (unsigned long long)s->w->bytes_read, per_slot * N, s->load_secs);
     *out = s;
     return 0;
@@ -242,8 +238,7 @@ int stage_has_seq(const stage_t *s, uint64_t seq_id) {
 void stage_cancel(stage_t *s, const uint64_t *seq_ids, size_t n) {
     for (size_t i = 0; i < n; i++) {
         int slot = find_slot(s, seq_ids[i]);
-        if (slot >= 0)
-            free_slot(s, slot);
+        if (slot >= 0) free_slot(s, slot);
     }
 }
 
@@ -258,8 +253,7 @@ static int set_sampling(stage_t *s, int slot, const Baton__SamplingParams *wp, i
     struct slot_samp *ss = &s->samp[slot];
     Baton__SamplingParams zero;
     baton__sampling_params__init(&zero);
-    if (!wp)
-        wp = &zero; /* proto3 defaults: greedy, nothing returned */
+    if (!wp) wp = &zero; /* proto3 defaults: greedy, nothing returned */
     Baton__SamplingParams key = zero;
     key.temperature = wp->temperature;
     key.top_p = wp->top_p;
@@ -272,16 +266,16 @@ static int set_sampling(stage_t *s, int slot, const Baton__SamplingParams *wp, i
     key.logprobs = wp->logprobs;
     key.want_logprob = wp->want_logprob;
     const Baton__SamplingParams *o = &ss->p;
-    int same = ss->s && key.temperature == o->temperature && key.top_p == o->top_p &&
-               key.top_k == o->top_k && key.min_p == o->min_p &&
-               key.repetition_penalty == o->repetition_penalty &&
-               key.presence_penalty == o->presence_penalty &&
-               key.frequency_penalty == o->frequency_penalty && key.seed == o->seed &&
-               key.logprobs == o->logprobs && key.want_logprob == o->want_logprob &&
-               wp->n_stop_token_ids == ss->n_stop &&
-               (!ss->n_stop || !memcmp(wp->stop_token_ids, ss->stop, ss->n_stop * sizeof(uint32_t)));
-    if (same && !fresh)
-        return 0;
+    int same =
+        ss->s && key.temperature == o->temperature && key.top_p == o->top_p &&
+        key.top_k == o->top_k && key.min_p == o->min_p &&
+        key.repetition_penalty == o->repetition_penalty &&
+        key.presence_penalty == o->presence_penalty &&
+        key.frequency_penalty == o->frequency_penalty && key.seed == o->seed &&
+        key.logprobs == o->logprobs && key.want_logprob == o->want_logprob &&
+        wp->n_stop_token_ids == ss->n_stop &&
+        (!ss->n_stop || !memcmp(wp->stop_token_ids, ss->stop, ss->n_stop * sizeof(uint32_t)));
+    if (same && !fresh) return 0;
     struct sampler_params p;
     sampler_params_default(&p);
     p.temperature = wp->temperature;
@@ -295,14 +289,12 @@ static int set_sampling(stage_t *s, int slot, const Baton__SamplingParams *wp, i
     p.n_logprobs = (int32_t)wp->logprobs;
     sampler_t *ns = NULL;
     int rc = sampler_new(&ns, &p, s->V, s->n_real, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     sampler_free(ss->s);
     ss->s = ns;
     ss->p = key;
     ss->n_stop = wp->n_stop_token_ids < MAX_STOP ? wp->n_stop_token_ids : MAX_STOP;
-    if (ss->n_stop)
-        memcpy(ss->stop, wp->stop_token_ids, ss->n_stop * sizeof(uint32_t));
+    if (ss->n_stop) memcpy(ss->stop, wp->stop_token_ids, ss->n_stop * sizeof(uint32_t));
     return 0;
 }
 
@@ -363,8 +355,8 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         if (f->pos[i] == 0) {
             if (slot < 0 && n_free-- <= 0)
                 return bt_fail(e, BT_ECAPACITY, "forward %llu: no free slot for seq %llu (%d/%d)",
-                               (unsigned long long)f->batch_id, (unsigned long long)id,
-                               s->n_slots, s->n_slots);
+                               (unsigned long long)f->batch_id, (unsigned long long)id, s->n_slots,
+                               s->n_slots);
         } else if (slot < 0) {
             return bt_fail(e, BT_EPROTO, "forward %llu: seq %llu at pos %u has no state here",
                            (unsigned long long)f->batch_id, (unsigned long long)id, f->pos[i]);
@@ -376,8 +368,7 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
     }
     if (!s->is_first) {
         int rc = wire_decode(f->wire_dtype, frame, frame_len, (int64_t)T, s->H, s->in, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     /* ---- take slots, set samplers ---- */
     for (size_t i = 0; i < n; i++) {
@@ -385,20 +376,18 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         if (f->pos[i] == 0) {
             if (slot < 0) {
                 int rc = seqstate_acquire(s->st, &slot, e);
-                if (rc)
-                    return rc; /* counted above: cannot happen */
+                if (rc) return rc; /* counted above: cannot happen */
                 s->slot_used[slot] = 1;
                 s->slot_seq[slot] = f->seq_id[i];
             } else {
                 seqstate_reset(s->st, slot);
             }
-            if (s->is_last)
-                s->samp[slot].n_hist = 0;
+            if (s->is_last) s->samp[slot].n_hist = 0;
         }
         if (s->is_last && (f->pos[i] == 0 || f->n_sampling)) {
-            int rc = set_sampling(s, slot, f->n_sampling ? f->sampling[i] : NULL, f->pos[i] == 0, e);
-            if (rc)
-                return rc;
+            int rc =
+                set_sampling(s, slot, f->n_sampling ? f->sampling[i] : NULL, f->pos[i] == 0, e);
+            if (rc) return rc;
         }
         s->seq_slot[i] = slot;
     }
@@ -414,14 +403,14 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         size_t piece_row0 = row0;
         while (i < n && rows < s->fwd_tokens) {
             uint32_t left = f->n_tokens[i] - done_in_seq;
-            int take = (int)(left < (uint32_t)(s->fwd_tokens - rows) ? left
-                                                                       : (uint32_t)(s->fwd_tokens - rows));
+            int take =
+                (int)(left < (uint32_t)(s->fwd_tokens - rows) ? left
+                                                              : (uint32_t)(s->fwd_tokens - rows));
             int wants = (f->n_sample && f->sample[i]) || (f->n_want_logits && f->want_logits[i]);
             int ends = (uint32_t)take == left;
-            s->pieces[np++] = (struct fwd_seq){
-                .slot = s->seq_slot[i],
-                .n_tokens = take,
-                .out = ends && wants ? FWD_OUT_LAST : FWD_OUT_NONE};
+            s->pieces[np++] = (struct fwd_seq){.slot = s->seq_slot[i],
+                                               .n_tokens = take,
+                                               .out = ends && wants ? FWD_OUT_LAST : FWD_OUT_NONE};
             rows += take;
             if (ends) {
                 i++;
@@ -437,20 +426,16 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
             b.hidden = s->in + piece_row0 * (size_t)s->H;
         b.out = s->is_last ? s->out + out_rows * (size_t)s->V : s->out + piece_row0 * (size_t)s->H;
         int rc = forward(s->fc, &b, e);
-        if (rc)
-            return rc;
-        if (s->is_last)
-            out_rows += (size_t)forward_n_out(&b);
+        if (rc) return rc;
+        if (s->is_last) out_rows += (size_t)forward_n_out(&b);
         row0 += (size_t)rows;
-        if (i < n && s->o.tick)
-            s->o.tick(s->o.tick_ctx);
+        if (i < n && s->o.tick) s->o.tick(s->o.tick_ctx);
     }
     if (!s->is_last) {
         size_t len = 0;
         int dt = s->o.wire_dtype;
         int rc = wire_bytes(dt, (int64_t)T, s->H, &len, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         wire_encode(dt, s->out, (int64_t)T, s->H, s->act);
         out->act = s->act;
         out->act_len = len;
@@ -474,13 +459,10 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         tok_at += f->n_tokens[k];
         int smp = f->n_sample && f->sample[k];
         int wl = f->n_want_logits && f->want_logits[k];
-        if (!smp && !wl)
-            continue;
+        if (!smp && !wl) continue;
         const float *row = s->out + lrow++ * (size_t)s->V;
-        if (wl)
-            memcpy(s->logits_out + n_logit++ * (size_t)s->V, row, (size_t)s->V * sizeof(float));
-        if (!smp)
-            continue;
+        if (wl) memcpy(s->logits_out + n_logit++ * (size_t)s->V, row, (size_t)s->V * sizeof(float));
+        if (!smp) continue;
         struct sampler_result r;
         int32_t tok = sampler_sample(ss->s, row, ss->hist, (size_t)ss->n_hist, &r);
         size_t j = s->res.n_seqs++;
@@ -505,8 +487,7 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         }
         q->finish = BATON__FINISH_REASON__FINISH_NONE;
         for (size_t t = 0; t < ss->n_stop; t++)
-            if (ss->stop[t] == (uint32_t)tok)
-                q->finish = BATON__FINISH_REASON__FINISH_STOP;
+            if (ss->stop[t] == (uint32_t)tok) q->finish = BATON__FINISH_REASON__FINISH_STOP;
         if (q->finish == BATON__FINISH_REASON__FINISH_NONE && q->pos + 1 > (uint32_t)s->max_ctx)
             q->finish = BATON__FINISH_REASON__FINISH_LENGTH;
     }
@@ -525,11 +506,11 @@ int stage_export(stage_t *s, uint64_t seq_id, void **buf, size_t *len, uint32_t 
     *len = 0;
     int slot = find_slot(s, seq_id);
     if (slot < 0)
-        return bt_fail(e, BT_ENOKEY, "export: seq %llu has no state here", (unsigned long long)seq_id);
+        return bt_fail(e, BT_ENOKEY, "export: seq %llu has no state here",
+                       (unsigned long long)seq_id);
     size_t cap = seqstate_save_size(s->st, slot);
     void *b = malloc(cap ? cap : 1);
-    if (!b)
-        return bt_fail(e, -ENOMEM, "export: %zu bytes", cap);
+    if (!b) return bt_fail(e, -ENOMEM, "export: %zu bytes", cap);
     int rc = seqstate_save(s->st, slot, b, cap, len, e);
     if (rc) {
         free(b);
@@ -544,22 +525,19 @@ int stage_import(stage_t *s, uint64_t seq_id, const void *buf, size_t len, bt_er
     int slot = find_slot(s, seq_id), fresh = 0;
     if (slot < 0) {
         int rc = seqstate_acquire(s->st, &slot, e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         fresh = 1;
     }
     int rc = seqstate_load(s->st, slot, buf, len, e);
     if (rc) {
-        if (fresh)
-            seqstate_release(s->st, slot);
+        if (fresh) seqstate_release(s->st, slot);
         return rc;
     }
     s->slot_used[slot] = 1;
     s->slot_seq[slot] = seq_id;
     if (s->is_last) {
         s->samp[slot].n_hist = 0;
-        if ((rc = set_sampling(s, slot, NULL, 1, e)))
-            return rc;
+        if ((rc = set_sampling(s, slot, NULL, 1, e))) return rc;
     }
     return 0;
 }

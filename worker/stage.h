@@ -19,12 +19,12 @@
  * One thread uses a stage. */
 #ifndef BT_WORKER_STAGE_H
 #define BT_WORKER_STAGE_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/model.h"
 #include "proto/msg.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct stage stage_t;
 
@@ -34,13 +34,13 @@ struct stage_opts {
     int wire_dtype;         /* WIRE_* used for the activations this stage sends */
     int max_seqs;           /* slots wanted (capped by the budget) */
     int max_ctx;
-    uint64_t state_budget;  /* bytes for the slot pool; 0 = max_seqs slots whatever they cost */
-    int threads;            /* <= 0: all cores */
-    int max_rows;           /* rows (tokens) accepted per Forward; 0 = 2048 */
-    int fwd_tokens;         /* rows per forward() call; 0 = 256 */
-    int n_real;             /* real vocabulary for sampling (padding ids never sampled);
+    uint64_t state_budget;   /* bytes for the slot pool; 0 = max_seqs slots whatever they cost */
+    int threads;             /* <= 0: all cores */
+    int max_rows;            /* rows (tokens) accepted per Forward; 0 = 2048 */
+    int fwd_tokens;          /* rows per forward() call; 0 = 256 */
+    int n_real;              /* real vocabulary for sampling (padding ids never sampled);
                                0 = from the GGUF tokenizer, else n_vocab */
-    void (*tick)(void *ctx);/* called between pieces of a long Forward; may be NULL */
+    void (*tick)(void *ctx); /* called between pieces of a long Forward; may be NULL */
     void *tick_ctx;
 };
 
@@ -57,7 +57,7 @@ struct stage_info {
 int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e);
 void stage_close(stage_t *s); /* NULL ok */
 void stage_info(const stage_t *s, struct stage_info *out);
-int stage_active(const stage_t *s); /* sequences holding a slot */
+int stage_active(const stage_t *s);                   /* sequences holding a slot */
 int stage_has_seq(const stage_t *s, uint64_t seq_id); /* 1 if seq_id holds a slot */
 
 /* What stage_forward produced; pointers are stage-owned, valid until the next call. */

@@ -1,13 +1,6 @@
 /* worker/worker.c: see worker.h (state machine, protocol choices). */
 #include "worker/worker.h"
 
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <xxhash.h>
-
 #include "common/clock.h"
 #include "common/log.h"
 #include "engine/model.h"
@@ -16,12 +9,19 @@
 #include "worker/model_cache.h"
 #include "worker/stage.h"
 
-#define FETCH_STALL_NS  (60LL * 1000000000)
-#define FETCH_WINDOW    4
-#define DRAIN_IDLE_NS   (1000LL * 1000000)
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define FETCH_STALL_NS (60LL * 1000000000)
+#define FETCH_WINDOW   4
+#define DRAIN_IDLE_NS  (1000LL * 1000000)
 /* Unpacked messages of the serving path live in one arena, reset per message (no malloc per
  * Forward). Unpacked size stays within a small multiple of the 4 MiB packed cap. */
-#define ARENA_BYTES     ((size_t)16 << 20)
+#define ARENA_BYTES ((size_t)16 << 20)
 
 struct worker {
     struct worker_opts o;
@@ -33,7 +33,7 @@ struct worker {
     int welcomed;
     int hb_ms;
     int has_model;
-    struct model_ident local; /* the --model file, when has_model */
+    struct model_ident local;  /* the --model file, when has_model */
     struct model_ident loaded; /* the model the stage runs */
     stage_t *stage;
     struct stage_info si;
@@ -42,7 +42,7 @@ struct worker {
     model_cache_t *cache;
     uint64_t req_seq;
     int64_t last_hello_ns, last_hb_ns, lost_since_ns;
-    int hello_due;   /* send Hello once the coordinator shows a sign of life after hello_mark */
+    int hello_due; /* send Hello once the coordinator shows a sign of life after hello_mark */
     int64_t hello_mark_ns;
     int draining, drain_reported;
     int64_t last_forward_ns;
@@ -59,8 +59,7 @@ static const char *state_name(int s) {
 }
 
 static void set_state(worker_t *w, int s, const char *why) {
-    if (w->state == s)
-        return;
+    if (w->state == s) return;
     BT_LOG(INFO, "worker", "state %s -> %s (%s)", state_name(w->state), state_name(s), why);
     w->state = s;
 }
@@ -71,8 +70,7 @@ const char *worker_data_endpoint(const worker_t *w) {
 
 void worker_stop(worker_t *w) {
     w->stop = 1;
-    if (w->coord)
-        transport_wakeup(w->coord);
+    if (w->coord) transport_wakeup(w->coord);
 }
 
 /* 1 if the coordinator's transport heard anything (a ping at least) after time t. Hellos are
@@ -82,8 +80,7 @@ static int coord_seen_since(const worker_t *w, int64_t t) {
     struct tx_peer p[4];
     int n = transport_peers(w->coord, p, 4);
     for (int i = 0; i < n; i++)
-        if (p[i].last_seen_ns > t)
-            return 1;
+        if (p[i].last_seen_ns > t) return 1;
     return 0;
 }
 
@@ -102,8 +99,7 @@ static int send_env(transport_t *t, const char *peer, const Baton__Envelope *env
     int rc = msg_pack(env, &buf, &len, e);
     if (rc) {
         for (int i = 0; i < n_extra; i++)
-            if (extra[i].free_fn)
-                extra[i].free_fn((void *)(uintptr_t)extra[i].data, extra[i].hint);
+            if (extra[i].free_fn) extra[i].free_fn((void *)(uintptr_t)extra[i].data, extra[i].hint);
         return rc;
     }
     struct tx_frame f[TX_MAX_FRAMES];
@@ -142,8 +138,7 @@ static void send_hello(worker_t *w) {
     h.worker_id = w->id;
     h.ram_bytes = c ? c->ram_bytes : 0;
     h.mem_budget_bytes = w->o.mem_budget;
-    if (!h.mem_budget_bytes && c)
-        h.mem_budget_bytes = c->ram_bytes / 10 * 8;
+    if (!h.mem_budget_bytes && c) h.mem_budget_bytes = c->ram_bytes / 10 * 8;
     h.cores = c ? (uint32_t)c->cores : 0;
     h.isa = (char *)(uintptr_t)(c ? c->isa : "");
     h.mem_bw_gbps = c ? c->mem_bw_gbps : 0.0f;
@@ -184,8 +179,7 @@ static void send_heartbeat(worker_t *w, uint64_t rid) {
     bt_err e = {0};
     int rc = send_env(w->coord, NULL, &env, NULL, 0, &e);
     w->last_hb_ns = bt_now_ns();
-    if (rc)
-        BT_LOG(DEBUG, "worker", "heartbeat not sent: %s", bt_errmsg(&e, rc));
+    if (rc) BT_LOG(DEBUG, "worker", "heartbeat not sent: %s", bt_errmsg(&e, rc));
 }
 
 /* Pings while a long computation holds the only thread. */
@@ -193,8 +187,7 @@ static void tick(void *ctx) {
     worker_t *w = ctx;
     transport_tick(w->coord, NULL);
     transport_tick(w->data, NULL);
-    if (w->next)
-        transport_tick(w->next, NULL);
+    if (w->next) transport_tick(w->next, NULL);
 }
 
 static void drop_stage(worker_t *w) {
@@ -214,25 +207,21 @@ struct pend {
 };
 
 /* Fetches the missing parts of want[0..n) from the coordinator into w->cache. */
-static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_range *want,
-                        int n, bt_err *e) {
+static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_range *want, int n,
+                        bt_err *e) {
     struct pend pend[FETCH_WINDOW];
     int np = 0;
     int64_t last_progress = bt_now_ns();
     uint64_t got = 0, logged = 0;
     uint64_t chunk = w->o.chunk_bytes ? w->o.chunk_bytes : (16u << 20);
-    if (chunk > MSG_MAX_CHUNK)
-        chunk = MSG_MAX_CHUNK;
+    if (chunk > MSG_MAX_CHUNK) chunk = MSG_MAX_CHUNK;
     for (;;) {
-        if (w->stop)
-            return bt_fail(e, BT_ECANCELED, "model fetch: stopping");
+        if (w->stop) return bt_fail(e, BT_ECANCELED, "model fetch: stopping");
         if (np == 0) {
             struct mc_range pieces[FETCH_WINDOW];
             int k = model_cache_missing(w->cache, want, n, chunk, pieces, FETCH_WINDOW);
-            if (k < 0)
-                return bt_fail(e, k, "model fetch: range list");
-            if (k == 0)
-                return 0;
+            if (k < 0) return bt_fail(e, k, "model fetch: range list");
+            if (k == 0) return 0;
             for (int i = 0; i < k && i < FETCH_WINDOW; i++) {
                 Baton__Envelope env;
                 Baton__ModelChunkRequest rq;
@@ -244,8 +233,7 @@ static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_
                 env.body_case = BATON__ENVELOPE__BODY_MODEL_CHUNK_REQUEST;
                 env.model_chunk_request = &rq;
                 int rc = send_env(w->coord, NULL, &env, NULL, 0, e);
-                if (rc)
-                    return rc;
+                if (rc) return rc;
                 pend[np++] = (struct pend){w->req_seq, pieces[i].off, pieces[i].len};
             }
         }
@@ -257,17 +245,13 @@ static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_
                 return bt_fail(e, BT_ETIMEDOUT, "model fetch: no chunk for 60 s");
             continue;
         }
-        if (rc == BT_EPEERLOST)
-            return bt_fail(e, BT_EPEERLOST, "model fetch: coordinator lost");
-        if (rc == BT_EPROTO)
-            continue;
-        if (rc)
-            return bt_fail(e, rc, "model fetch: %s", bt_errmsg(&re, rc));
+        if (rc == BT_EPEERLOST) return bt_fail(e, BT_EPEERLOST, "model fetch: coordinator lost");
+        if (rc == BT_EPROTO) continue;
+        if (rc) return bt_fail(e, rc, "model fetch: %s", bt_errmsg(&re, rc));
         Baton__Envelope *env = NULL;
         uint64_t rid = 0;
         rc = msg_unpack(m.data[0], m.len[0], NULL, &env, &rid, &re);
-        if (!rc)
-            rc = msg_check_payload(env, (size_t)m.n_frames - 1, m.len + 1, &re);
+        if (!rc) rc = msg_check_payload(env, (size_t)m.n_frames - 1, m.len + 1, &re);
         if (rc) {
             send_error(w, w->coord, NULL, rid, rc, re.msg);
             msg_free(env, NULL);
@@ -275,8 +259,7 @@ static int fetch_ranges(worker_t *w, const Baton__ModelId *mid, const struct mc_
         }
         int slot = -1;
         for (int i = 0; i < np; i++)
-            if (pend[i].rid == env->request_id)
-                slot = i;
+            if (pend[i].rid == env->request_id) slot = i;
         switch (env->body_case) {
         case BATON__ENVELOPE__BODY_MODEL_CHUNK: {
             const Baton__ModelChunk *c = env->model_chunk;
@@ -336,32 +319,28 @@ static int stream_model(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
                                   .size = mid->size,
                                   .header_xxh3 = mid->header_xxh3};
     int rc = model_cache_open(&w->cache, &co, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     size_t head = mid->size < (1u << 20) ? (size_t)mid->size : (1u << 20);
     for (;;) {
         struct mc_range want = {0, head};
-        if ((rc = fetch_ranges(w, mid, &want, 1, e)))
-            return rc;
+        if ((rc = fetch_ranges(w, mid, &want, 1, e))) return rc;
         unsigned char *buf = malloc(head);
-        if (!buf)
-            return bt_fail(e, -ENOMEM, "load: %zu head bytes", head);
+        if (!buf) return bt_fail(e, -ENOMEM, "load: %zu head bytes", head);
         size_t need = 0;
         rc = model_cache_read(w->cache, 0, buf, head, e);
-        if (!rc)
-            rc = caps_model_ident_head(&w->loaded, mid->name, buf, head, mid->size, &need, e);
+        if (!rc) rc = caps_model_ident_head(&w->loaded, mid->name, buf, head, mid->size, &need, e);
         free(buf);
         if (rc == BT_EMSGSIZE && need > head && need <= mid->size) {
             head = need;
             continue;
         }
-        if (rc)
-            return rc;
+        if (rc) return rc;
         break;
     }
     if (w->loaded.header_xxh3 != mid->header_xxh3)
-        return bt_fail(e, BT_ECHECKSUM, "load: model %s head xxh3 %016llx, coordinator says %016llx",
-                       mid->name, (unsigned long long)w->loaded.header_xxh3,
+        return bt_fail(e, BT_ECHECKSUM,
+                       "load: model %s head xxh3 %016llx, coordinator says %016llx", mid->name,
+                       (unsigned long long)w->loaded.header_xxh3,
                        (unsigned long long)mid->header_xxh3);
     return 0;
 }
@@ -379,27 +358,24 @@ static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
         if (w->has_model)
             BT_LOG(WARN, "worker", "local model differs from %s: streaming it",
                    L->model ? L->model->name : "?");
-        if ((rc = stream_model(w, L, e)))
-            return rc;
+        if ((rc = stream_model(w, L, e))) return rc;
         path = model_cache_path(w->cache);
     }
     struct model_desc *md = NULL;
     struct layer_range r = {0};
-    if ((rc = model_open(&md, path, e)))
-        return rc;
+    if ((rc = model_open(&md, path, e))) return rc;
     if (md->hp.n_layer != (int)L->n_layers) {
         rc = bt_fail(e, BT_ESHAPE, "load: model has %d layers, LoadLayers says %u", md->hp.n_layer,
                      L->n_layers);
         goto out;
     }
-    if ((rc = model_range(md, (int)L->lo, (int)L->hi, &r, e)))
-        goto out;
+    if ((rc = model_range(md, (int)L->lo, (int)L->hi, &r, e))) goto out;
     uint64_t state_budget = L->state_budget_bytes;
     if (w->o.mem_budget) {
         if (r.bytes >= w->o.mem_budget) {
-            rc = bt_fail(e, BT_ECAPACITY, "load: layers [%u, %u) need %llu weight bytes, budget %llu",
-                         L->lo, L->hi, (unsigned long long)r.bytes,
-                         (unsigned long long)w->o.mem_budget);
+            rc = bt_fail(e, BT_ECAPACITY,
+                         "load: layers [%u, %u) need %llu weight bytes, budget %llu", L->lo, L->hi,
+                         (unsigned long long)r.bytes, (unsigned long long)w->o.mem_budget);
             goto out;
         }
         if (!state_budget || state_budget > w->o.mem_budget - r.bytes)
@@ -415,8 +391,7 @@ static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
             want[i] = (struct mc_range){r.tensors[i]->offset, r.tensors[i]->n_bytes};
         rc = fetch_ranges(w, L->model, want, r.n, e);
         free(want);
-        if (rc)
-            goto out;
+        if (rc) goto out;
     }
     struct stage_opts so = {.model_path = path,
                             .lo = (int)L->lo,
@@ -429,8 +404,7 @@ static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
                             .max_rows = w->o.max_rows,
                             .tick = tick,
                             .tick_ctx = w};
-    if ((rc = stage_open(&w->stage, &so, e)))
-        goto out;
+    if ((rc = stage_open(&w->stage, &so, e))) goto out;
     stage_info(w->stage, &w->si);
     if (w->si.is_last != (L->stage_index + 1 == L->n_stages)) {
         rc = bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u", L->stage_index,
@@ -448,8 +422,7 @@ static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
                                     .endpoint = L->next_endpoint,
                                     .identity = w->id,
                                     .heartbeat_ms = w->o.heartbeat_ms};
-        if ((rc = transport_open(&w->next, &to, e)))
-            goto out;
+        if ((rc = transport_open(&w->next, &to, e))) goto out;
     }
     w->stage_index = (int)L->stage_index;
     w->n_stages = (int)L->n_stages;
@@ -469,7 +442,8 @@ static void on_load(worker_t *w, const Baton__Envelope *env) {
     }
     drop_stage(w);
     set_state(w, BATON__WORKER_STATE__WS_LOADING, "load_layers");
-    BT_LOG(INFO, "worker", "load plan=%llu layers=%u..%u stage=%u/%u next=%s wire=%s seqs=%u ctx=%u",
+    BT_LOG(INFO, "worker",
+           "load plan=%llu layers=%u..%u stage=%u/%u next=%s wire=%s seqs=%u ctx=%u",
            (unsigned long long)L->plan_id, L->lo, L->hi, L->stage_index, L->n_stages,
            L->next_endpoint && *L->next_endpoint ? L->next_endpoint : "-",
            wire_dtype_name((int)L->wire_dtype), L->max_seqs, L->max_ctx);
@@ -537,8 +511,7 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
                            m->n_frames > 1 ? m->len[1] : 0, &so, &e);
     /* Earlier stages' compute times plus ours (msg_unpack bounds the count). */
     size_t n_ms = f->n_stage_ms < MSG_MAX_STAGES ? f->n_stage_ms : MSG_MAX_STAGES;
-    if (n_ms)
-        memcpy(w->stage_ms, f->stage_ms, n_ms * sizeof(float));
+    if (n_ms) memcpy(w->stage_ms, f->stage_ms, n_ms * sizeof(float));
     w->stage_ms[n_ms++] = (float)((double)(bt_now_ns() - t0) * 1e-6);
     if (rc) {
         snprintf(msg, sizeof msg, "batch %llu: %s", (unsigned long long)f->batch_id,
@@ -716,8 +689,7 @@ static void coord_regained(worker_t *w) {
 
 static void on_coord(worker_t *w, const struct tx_msg *m) {
     Baton__Envelope *env = NULL;
-    if (unpack(w, w->coord, m, &env))
-        return;
+    if (unpack(w, w->coord, m, &env)) return;
     switch (env->body_case) {
     case BATON__ENVELOPE__BODY_WELCOME: {
         const Baton__Welcome *wl = env->welcome;
@@ -760,8 +732,7 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
         set_state(w, BATON__WORKER_STATE__WS_DRAINING, "drain");
         break;
     case BATON__ENVELOPE__BODY_CANCEL:
-        if (w->stage)
-            stage_cancel(w->stage, env->cancel->seq_id, env->cancel->n_seq_id);
+        if (w->stage) stage_cancel(w->stage, env->cancel->seq_id, env->cancel->n_seq_id);
         break;
     case BATON__ENVELOPE__BODY_SHUTDOWN:
         BT_LOG(INFO, "worker", "shutdown: %s", env->shutdown->reason ? env->shutdown->reason : "");
@@ -787,8 +758,7 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
 
 static void on_data(worker_t *w, const struct tx_msg *m) {
     Baton__Envelope *env = NULL;
-    if (unpack(w, w->data, m, &env))
-        return;
+    if (unpack(w, w->data, m, &env)) return;
     if (env->body_case == BATON__ENVELOPE__BODY_FORWARD) {
         on_forward(w, env, m, 0);
     } else {
@@ -819,8 +789,7 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
         struct tx_msg m;
         bt_err e = {0};
         int rc = transport_recv(t, 0, &m, &e);
-        if (rc == BT_ETIMEDOUT || rc == -EINTR)
-            return;
+        if (rc == BT_ETIMEDOUT || rc == -EINTR) return;
         if (rc == BT_EPEERLOST) {
             if (which == 0) {
                 if (!w->lost_since_ns) {
@@ -846,8 +815,7 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
             return;
         }
         if (which == 0) {
-            if (w->lost_since_ns)
-                coord_regained(w);
+            if (w->lost_since_ns) coord_regained(w);
             on_coord(w, &m);
         } else if (which == 1) {
             on_data(w, &m);
@@ -858,13 +826,11 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
 }
 
 static void check_drain(worker_t *w) {
-    if (!w->draining || w->drain_reported)
-        return;
+    if (!w->draining || w->drain_reported) return;
     int active = w->stage ? stage_active(w->stage) : 0;
     /* The coordinator reuses slots without Cancel, so a finished sequence still holds its
      * slot: a pipeline with no Forward for DRAIN_IDLE_NS counts as finished. */
-    if (active && bt_now_ns() - w->last_forward_ns > DRAIN_IDLE_NS)
-        active = 0;
+    if (active && bt_now_ns() - w->last_forward_ns > DRAIN_IDLE_NS) active = 0;
     if (active && w->drain_deadline_ns && bt_now_ns() > w->drain_deadline_ns) {
         BT_LOG(WARN, "worker", "drain deadline: dropping %d sequences", active);
         stage_cancel_all(w->stage);
@@ -889,14 +855,11 @@ int worker_run(worker_t *w, bt_err *e) {
         uint64_t ready = 0;
         bt_err pe = {0};
         int rc = transport_poll(ts, n, 200, &ready, &pe);
-        if (rc && rc != -EINTR)
-            BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
+        if (rc && rc != -EINTR) BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
         for (int i = 0; i < n && !w->stop; i++)
-            if (ready & (1ull << i))
-                drain_transport(w, ts[i], i);
+            if (ready & (1ull << i)) drain_transport(w, ts[i], i);
         int64_t now = bt_now_ns();
-        if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns))
-            coord_regained(w);
+        if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns)) coord_regained(w);
         if (w->hello_due && coord_seen_since(w, w->hello_mark_ns)) {
             w->hello_due = 0;
             send_hello(w);
@@ -914,8 +877,7 @@ int worker_run(worker_t *w, bt_err *e) {
 int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
     *out = NULL;
     worker_t *w = calloc(1, sizeof *w);
-    if (!w)
-        return bt_fail(e, -ENOMEM, "worker");
+    if (!w) return bt_fail(e, -ENOMEM, "worker");
     w->o = *o;
     w->hb_ms = 1000;
     w->state = -1;
@@ -927,8 +889,7 @@ int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
     }
     msg_arena_init(&w->arena, w->arena_buf, ARENA_BYTES);
     if (o->model_path) {
-        if ((rc = caps_model_ident(&w->local, o->model_path, e)))
-            goto fail;
+        if ((rc = caps_model_ident(&w->local, o->model_path, e))) goto fail;
         w->has_model = 1;
         BT_LOG(INFO, "worker", "model %s size=%llu xxh3=%016llx", o->model_path,
                (unsigned long long)w->local.size, (unsigned long long)w->local.header_xxh3);
@@ -956,8 +917,7 @@ fail:
 }
 
 void worker_close(worker_t *w) {
-    if (!w)
-        return;
+    if (!w) return;
     drop_stage(w);
     transport_close(w->coord);
     transport_close(w->data);

@@ -45,11 +45,11 @@
  */
 #ifndef BT_WORKER_WORKER_H
 #define BT_WORKER_WORKER_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "proto/transport.h"
 #include "worker/caps.h"
+
+#include <stdint.h>
 
 typedef struct worker worker_t;
 
