@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every bench binary in $BUILD/bench (bench_*), one after another, passing their output
-# through. Extra arguments go to each binary. Exit status: 0 only if every bench succeeded.
+# through, then every tests/bench/bench_*.sh script. Extra arguments go to each binary.
+# Exit status: 0 only if every bench succeeded.
 set -uo pipefail
 BUILD=${BUILD:-build}
 cd "$(dirname "$0")/../.."
@@ -30,6 +31,17 @@ for b in "$BUILD"/bench/bench_*; do
         failed+=("$(basename "$b")")
     fi
     echo "run: $(basename "$b"): ms=$((($(date +%s%N) - start) / 1000000))"
+done
+# scripted benches (tests/bench/bench_*.sh: whole daemons driven by the CLI), after the binaries
+for s in tests/bench/bench_*.sh; do
+    [ -f "$s" ] || continue
+    found=1
+    echo "run: $(basename "$s")"
+    start=$(date +%s%N)
+    if ! BUILD="$BUILD" bash "$s"; then
+        failed+=("$(basename "$s")")
+    fi
+    echo "run: $(basename "$s"): ms=$((($(date +%s%N) - start) / 1000000))"
 done
 [ "$found" -eq 1 ] || { echo "run: no bench binaries in $BUILD/bench (make BUILD=$BUILD benches)"; exit 1; }
 [ ${#failed[@]} -eq 0 ] || { echo "run: failed: ${failed[*]}"; exit 1; }
