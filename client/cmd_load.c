@@ -501,8 +501,8 @@ int cmd_load(int argc, char **argv) {
         cJSON *h = cJSON_AddObjectToObject(er, "http");
         for (int s = 0; s < 600; s++)
             if (all.http[s]) {
-                char key[8];
-                snprintf(key, sizeof key, "%d", s);
+                char key[16];
+                snprintf(key, sizeof key, "%d", s % 1000);
                 cJSON_AddNumberToObject(h, key, (double)all.http[s]);
             }
         if (all.last_error[0]) cJSON_AddStringToObject(er, "last", all.last_error);
