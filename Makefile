@@ -47,7 +47,8 @@ BINS += $(BUILD)/baton-worker
 endif
 
 .SECONDARY:
-.PHONY: all test asan tsan bench fuzz demo deps lint format clean tests benches
+.PHONY: all test asan tsan bench fuzz demo deps lint format clean tests benches deploy \
+        deploy-rolling deploy-check test-deploy
 all: $(BINS)
 
 $(BUILD)/libbaton.a: $(LIB_OBJS)
@@ -136,6 +137,25 @@ FORCE:
 
 demo: all
 	@bash tests/e2e/demo.sh
+
+# Ansible deployment (docs/deploy.md). INVENTORY is an ini like ansible/inventory.example.ini;
+# the "copy" install mode takes the binaries of $(BUILD), built here first. DEPLOY_ARGS is
+# passed to ansible-playbook (e.g. DEPLOY_ARGS="--limit old-laptop --check --diff").
+INVENTORY ?= ansible/inventory.ini
+ANSIBLE_RUN = ANSIBLE_CONFIG=ansible/ansible.cfg ansible-playbook -i $(INVENTORY) \
+              -e baton_local_build_dir=$(abspath $(BUILD)) $(DEPLOY_ARGS)
+deploy: all
+	$(ANSIBLE_RUN) ansible/site.yml
+deploy-rolling: all
+	$(ANSIBLE_RUN) ansible/rolling.yml
+deploy-check:
+	cd ansible && ANSIBLE_CONFIG=ansible.cfg ansible-playbook -i inventory.example.ini \
+	    --syntax-check site.yml rolling.yml
+	cd ansible && ansible-lint -p site.yml rolling.yml
+# The deployment end to end on three network-namespace hosts (root; several minutes, so not in
+# `make test`, which runs the static checks as tests/e2e/test_ansible.sh).
+test-deploy: all
+	BUILD=$(BUILD) bash tests/e2e/slow_ansible.sh
 
 deps:
 	bash .ci/deps.sh

@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config git ca-certificates clang libclang-rt-14-dev clang-format
       libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler liburing-dev
       libmicrohttpd-dev libcjson-dev libcriterion-dev libxxhash-dev libpcre2-dev
-      libopenmpi-dev openmpi-bin iproute2 curl python3)
+      libopenmpi-dev openmpi-bin iproute2 curl python3
+      ansible ansible-lint python3-apt openssh-server openssh-client systemd)
 # Node.js (for the official openai client in tests) may come from another repository: only add
 # Debian's when none is installed.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
