@@ -74,9 +74,9 @@ sed 's/^/demo:   /' "$tmp/plan.txt"
 grep -oE 'serving: .*' "$tmp/coordinator.log" | sed 's/^/demo:   /'
 echo "demo:   OpenAI API at $url (GET /health: $(curl -s "$url/health" 2>/dev/null || echo '-'))"
 
-echo "demo: 3/4 one chat request (streamed; random weights, so the words are noise)"
+echo "demo: 3/4 one chat request (streamed, temperature 0.8; random weights, so the words are noise)"
 echo "----"
-"$BUILD/baton" complete --url "$url" --chat --stream --temp 0 -n 64 \
+"$BUILD/baton" complete --url "$url" --chat --stream --temp 0.8 -n 64 \
     -p "Write a short poem about the sea and the wind." 2>"$tmp/complete.err"
 echo "----"
 sed 's/^/demo:   /' "$tmp/complete.err"
