@@ -828,3 +828,60 @@ Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
     worker_close(t.w);
     transport_close(c2);
 }
+
+/* A sequence exported from one stage and imported into another of the same range continues
+ * exactly as it would have in place; malformed or foreign state is refused. */
+Test(worker, state_export_import, .init = setup) {
+    stage_t *a = open_stage(0, 8, 0), *b = open_stage(0, 8, 0);
+    int32_t prompt[64];
+    int np = read_ids("tiny-a/prompts/chat.ids", prompt, 64);
+    struct fwd_msg fm;
+    struct stage_out so;
+    bt_err e = {0};
+    fwd_init(&fm, 1, 3, 0, prompt, (uint32_t)np, 0);
+    cr_assert_eq(stage_forward(a, &fm.f, NULL, 0, &so, &e), 0, "%s", e.msg);
+    int32_t tok = (int32_t)so.result->seqs[0]->token;
+    void *buf = NULL;
+    size_t len = 0;
+    uint32_t n_pos = 0;
+    cr_assert_eq(stage_export(a, 3, &buf, &len, &n_pos, &e), 0, "%s", e.msg);
+    cr_assert_eq(n_pos, (uint32_t)np);
+    void *none = NULL;
+    size_t none_len = 0;
+    cr_assert_eq(stage_export(a, 4, &none, &none_len, &n_pos, &e), BT_ENOKEY);
+    cr_assert_null(none);
+    /* Truncated state: refused, nothing taken. */
+    void *buf2 = NULL;
+    size_t len2 = 0;
+    cr_assert_eq(stage_export(a, 3, &buf2, &len2, &n_pos, &e), 0);
+    cr_assert_eq(len2, len);
+    cr_assert_neq(stage_import(b, 3, buf2, len2 - 1, &e), 0);
+    cr_assert_eq(stage_active(b), 0);
+    free(buf2);
+    cr_assert_eq(stage_import(b, 3, buf, len, &e), 0, "%s", e.msg);
+    cr_assert_eq(stage_active(b), 1);
+    /* Both continue with the same token: identical logits for 4 steps. */
+    for (int step = 0; step < 4; step++) {
+        struct fwd_msg fa, fb;
+        fwd_init(&fa, 10 + (uint64_t)step, 3, (uint32_t)np + (uint32_t)step, &tok, 1, 1);
+        fwd_init(&fb, 10 + (uint64_t)step, 3, (uint32_t)np + (uint32_t)step, &tok, 1, 1);
+        struct stage_out oa, ob;
+        cr_assert_eq(stage_forward(a, &fa.f, NULL, 0, &oa, &e), 0, "%s", e.msg);
+        size_t V = oa.logits_len / sizeof(float);
+        float *la = malloc(oa.logits_len);
+        memcpy(la, oa.logits, oa.logits_len);
+        int32_t ta = (int32_t)oa.result->seqs[0]->token;
+        cr_assert_eq(stage_forward(b, &fb.f, NULL, 0, &ob, &e), 0, "%s", e.msg);
+        cr_assert_eq(memcmp(la, ob.logits, V * sizeof(float)), 0, "step %d", step);
+        cr_assert_eq((int32_t)ob.result->seqs[0]->token, ta);
+        tok = ta;
+        free(la);
+    }
+    /* A stage of another range refuses the state. */
+    stage_t *c = open_stage(0, 4, 0);
+    cr_assert_eq(stage_import(c, 3, buf, len, &e), BT_ESHAPE);
+    free(buf);
+    stage_close(a);
+    stage_close(b);
+    stage_close(c);
+}

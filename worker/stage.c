@@ -148,6 +148,12 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
     s->max_rows = o->max_rows > 0 ? o->max_rows : 2048;
     s->fwd_tokens = o->fwd_tokens > 0 ? o->fwd_tokens : 256;
     if (s->fwd_tokens > s->max_rows) s->fwd_tokens = s->max_rows;
+    size_t wb = 0;
+    if (!s->is_last && (rc = wire_bytes(o->wire_dtype, 1, s->H, &wb, e))) {
+        rc = bt_fail(e, BT_EUNSUPPORTED, "stage: wire dtype %s cannot carry hidden %d",
+                     wire_dtype_name(o->wire_dtype), s->H);
+        goto fail;
+    }
     size_t per_slot = seqstate_bytes(hp, o->lo, o->hi, o->max_ctx);
     s->n_slots = o->max_seqs;
     if (o->state_budget && per_slot && (uint64_t)s->n_slots * per_slot > o->state_budget)
