@@ -39,7 +39,8 @@
 
 struct args {
     const char *model, *bind, *http, *model_name;
-    int min_workers, wire, max_seqs, max_ctx, max_batch, threads, heartbeat_ms;
+    int min_workers, wire, max_seqs, max_ctx, max_batch, threads, heartbeat_ms, liveness;
+    int prefill_chunk;
     int plan_only, local, load_timeout_s, uniform;
     double min_gain;
 };
@@ -57,6 +58,11 @@ static const struct argp_option options[] = {
     {"local", 'L', NULL, 0, "no workers: run the whole model in this process", 0},
     {"threads", 't', "N", 0, "compute threads with --local (default: all CPUs)", 0},
     {"heartbeat-ms", 'h', "MS", 0, "transport ping interval (default 1000)", 0},
+    {"liveness", 'l', "N", 0,
+     "missed pings before a worker counts as lost (default 3; raise it for workers whose "
+     "forward passes take seconds)",
+     0},
+    {"prefill-chunk", 'C', "N", 0, "most prompt tokens of one sequence per micro-batch", 0},
     {"load-timeout", 'T', "SECS", 0, "give up when loading takes longer (default 900)", 0},
     {"model-name", 'M', "NAME", 0, "model id for the API (default: the file's general.name)", 0},
     {"uniform", 'U', NULL, 0,
@@ -113,6 +119,14 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     case 'h':
         if (parse_int(arg, 10, 60000, &a->heartbeat_ms))
             argp_error(st, "--heartbeat-ms: 10..60000");
+        break;
+    case 'l':
+        if (parse_int(arg, 1, 10000, &a->liveness))
+            argp_error(st, "--liveness: 1..10000");
+        break;
+    case 'C':
+        if (parse_int(arg, 1, 2048, &a->prefill_chunk))
+            argp_error(st, "--prefill-chunk: 1..2048");
         break;
     case 'T':
         if (parse_int(arg, 1, 86400, &a->load_timeout_s))
@@ -357,7 +371,8 @@ static int start_serving(struct coord *c) {
     po.max_ctx = ctx;
     bt_err e = {0};
     int rc = exec_pipeline_open(&c->ex, &po, &e);
-    struct sched_opts so = {.exec = c->ex, .tok = c->tok, .metrics = c->metrics};
+    struct sched_opts so = {.exec = c->ex, .tok = c->tok, .metrics = c->metrics,
+                            .prefill_chunk = c->a.prefill_chunk};
     if (!rc)
         rc = sched_open(&c->sched, &so, &e);
     if (rc) {
@@ -379,6 +394,13 @@ static void on_peer_lost(struct coord *c, const char *peer) {
     if (!w || w->state == REG_LOST)
         return;
     enum reg_state was = w->state;
+    if (was == REG_LOADING) {
+        /* A worker busy reading weights may miss pings; it is back when LoadDone (or any
+         * frame) arrives. The load timeout bounds the wait. */
+        BT_LOG(WARN, "coord", "worker %s silent while loading layers %d..%d; still waiting "
+               "(load timeout %d s)", peer, w->lo, w->hi - 1, c->a.load_timeout_s);
+        return;
+    }
     w->state = REG_LOST;
     if (was == REG_SERVING && c->ex) {
         char m[160];
@@ -387,11 +409,6 @@ static void on_peer_lost(struct coord *c, const char *peer) {
         BT_LOG(ERROR, "coord", "%s: in-flight batches failed; the pipeline stays down until "
                "the cluster restarts", m);
         exec_pipeline_fail(c->ex, BT_EPEERLOST, m);
-    } else if (was == REG_LOADING) {
-        BT_LOG(ERROR, "coord", "worker %s lost while loading layers %d..%d: giving up", peer,
-               w->lo, w->hi - 1);
-        c->exit_code = 1;
-        g_stop = 1;
     } else {
         BT_LOG(WARN, "coord", "worker %s lost (was %s); %d joined", peer,
                registry_state_name(was), registry_count(c->reg, REG_JOINED));
@@ -422,7 +439,7 @@ static void on_hello(struct coord *c, const char *peer, uint64_t rid, const Bato
     wm.protocol_version = MSG_PROTOCOL_VERSION;
     wm.coordinator_id = (char *)(uintptr_t)"coordinator";
     wm.heartbeat_ms = (uint32_t)c->a.heartbeat_ms;
-    wm.heartbeat_liveness = 3;
+    wm.heartbeat_liveness = (uint32_t)c->a.liveness;
     env.body_case = BATON__ENVELOPE__BODY_WELCOME;
     env.welcome = &wm;
     send_env(c, peer, &env);
@@ -589,6 +606,29 @@ static int open_http(struct coord *c, bt_err *e) {
     return 0;
 }
 
+/* A loading worker the transport lost and has not heard again for 2 minutes is taken as dead
+ * (a busy one misses pings for a while, but its frames bring it back). */
+static int loading_worker_gone(struct coord *c) {
+    static struct tx_peer known[REG_MAX_WORKERS * 2];
+    int n = transport_peers(c->t, known, REG_MAX_WORKERS * 2);
+    int64_t now = bt_now_ns();
+    for (int s = 0; s < c->plan.n_stages; s++) {
+        struct reg_worker *w = c->stages[s];
+        if (!w || w->state != REG_LOADING)
+            continue;
+        int alive = 0;
+        for (int i = 0; i < n && !alive; i++)
+            alive = !strcmp(known[i].id, w->id);
+        if (!alive && now - w->last_seen_ns > 120 * (int64_t)1000000000) {
+            BT_LOG(ERROR, "coord", "worker %s gone for 120 s while loading layers %d..%d: "
+                   "giving up", w->id, w->lo, w->hi - 1);
+            c->exit_code = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void wait_for_signal(void) {
     sigset_t none;
     sigemptyset(&none);
@@ -599,7 +639,8 @@ static void wait_for_signal(void) {
 int main(int argc, char **argv) {
     static struct coord c; /* large (plan, registry pointers): not on the stack */
     c.a = (struct args){.min_workers = 1, .wire = WIRE_F16, .max_seqs = 8, .max_ctx = 4096,
-                        .max_batch = 256, .heartbeat_ms = 1000, .load_timeout_s = 900};
+                        .max_batch = 256, .heartbeat_ms = 1000, .liveness = 3,
+                        .load_timeout_s = 900};
     struct argp ap = {options, parse_opt, NULL,
                       "baton coordinator: plans layers over workers and serves the OpenAI API",
                       NULL, NULL, NULL};
@@ -640,7 +681,8 @@ int main(int argc, char **argv) {
         struct exec_local_opts lo = {.model_path = c.a.model, .tok = c.tok,
                                      .n_slots = c.a.max_seqs, .max_ctx = c.a.max_ctx,
                                      .max_batch = c.a.max_batch, .n_threads = c.a.threads};
-        struct sched_opts so = {.metrics = c.metrics, .tok = c.tok};
+        struct sched_opts so = {.metrics = c.metrics, .tok = c.tok,
+                                .prefill_chunk = c.a.prefill_chunk};
         rc = exec_local_open(&c.ex, &lo, &e);
         so.exec = c.ex;
         if (!rc)
@@ -663,7 +705,7 @@ int main(int argc, char **argv) {
     }
     struct transport_opts to = {.kind = TRANSPORT_ZMQ, .role = TRANSPORT_SERVER,
                                 .endpoint = c.a.bind, .identity = "coordinator",
-                                .heartbeat_ms = c.a.heartbeat_ms};
+                                .heartbeat_ms = c.a.heartbeat_ms, .liveness = c.a.liveness};
     if ((rc = transport_open(&c.t, &to, &e))) {
         fprintf(stderr, "baton-coordinator: bind %s: %s\n", c.a.bind, bt_errmsg(&e, rc));
         c.exit_code = 1;
@@ -683,6 +725,8 @@ int main(int argc, char **argv) {
             c.exit_code = 1;
             break;
         }
+        if (c.phase == PH_LOADING && loading_worker_gone(&c))
+            break;
         struct tx_msg m;
         rc = transport_recv(c.t, 200, &m, &e);
         if (rc == 0)
