@@ -5,6 +5,9 @@
  * --logprobs K, then one line per token: "id logprob" followed by K "id:logprob" alternatives,
  * numbers exactly as the server's JSON gave them (bit-exact comparisons between servers).
  * The model id is asked from GET /v1/models unless --model-name gives it. */
+#include "client/cli_util.h"
+#include "client/commands.h"
+
 #include <argp.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -15,9 +18,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
-
-#include "client/cli_util.h"
-#include "client/commands.h"
 
 struct cl_args {
     const char *url, *tokens, *model_name;
@@ -42,15 +42,26 @@ static const struct argp_option cl_opts[] = {
 static error_t cl_parse(int key, char *arg, struct argp_state *st) {
     struct cl_args *a = st->input;
     switch (key) {
-    case 'C': a->url = arg; break;
-    case 't': a->tokens = arg; break;
-    case 'M': a->model_name = arg; break;
-    case 'g': a->greedy = 1; break;
-    case 'T': a->temp = strtof(arg, NULL); break;
-    case 's': a->seed = strtoull(arg, NULL, 10); break;
+    case 'C':
+        a->url = arg;
+        break;
+    case 't':
+        a->tokens = arg;
+        break;
+    case 'M':
+        a->model_name = arg;
+        break;
+    case 'g':
+        a->greedy = 1;
+        break;
+    case 'T':
+        a->temp = strtof(arg, NULL);
+        break;
+    case 's':
+        a->seed = strtoull(arg, NULL, 10);
+        break;
     case 'n':
-        if (cli_parse_int("-n", arg, 1, 1 << 20, &a->n_gen, &a->e))
-            argp_error(st, "%s", a->e.msg);
+        if (cli_parse_int("-n", arg, 1, 1 << 20, &a->n_gen, &a->e)) argp_error(st, "%s", a->e.msg);
         break;
     case 'p':
         if (cli_parse_int("--logprobs", arg, 0, 5, &a->logprobs, &a->e))
@@ -60,19 +71,19 @@ static error_t cl_parse(int key, char *arg, struct argp_state *st) {
         if (cli_parse_int("--timeout", arg, 1, 86400, &a->timeout_s, &a->e))
             argp_error(st, "%s", a->e.msg);
         break;
-    case 'm': break; /* --model: accepted (and ignored) so scripts can pass the same flags */
+    case 'm':
+        break; /* --model: accepted (and ignored) so scripts can pass the same flags */
     case ARGP_KEY_END:
-        if (!a->url || !a->tokens)
-            argp_error(st, "--cluster and --tokens are required");
+        if (!a->url || !a->tokens) argp_error(st, "--cluster and --tokens are required");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
 
 /* http://host:port[/...] -> host, port. */
-static int parse_url(const char *url, char *host, size_t hcap, char *port, size_t pcap,
-                     bt_err *e) {
+static int parse_url(const char *url, char *host, size_t hcap, char *port, size_t pcap, bt_err *e) {
     const char *p = url;
     if (!strncmp(p, "http://", 7))
         p += 7;
@@ -108,21 +119,17 @@ static int http_call(const char *host, const char *port, const char *method, con
     *body = NULL;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc)
-        return bt_fail(e, BT_EINVAL, "%s:%s: %s", host, port, gai_strerror(rc));
+    if (rc) return bt_fail(e, BT_EINVAL, "%s:%s: %s", host, port, gai_strerror(rc));
     int fd = -1;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (!connect(fd, a->ai_addr, a->ai_addrlen))
-            break;
+        if (fd < 0) continue;
+        if (!connect(fd, a->ai_addr, a->ai_addrlen)) break;
         close(fd);
         fd = -1;
     }
     freeaddrinfo(ai);
-    if (fd < 0)
-        return bt_fail(e, -ECONNREFUSED, "cannot connect to %s:%s", host, port);
+    if (fd < 0) return bt_fail(e, -ECONNREFUSED, "cannot connect to %s:%s", host, port);
     struct timeval tv = {.tv_sec = timeout_s};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     size_t blen = json ? strlen(json) : 0;
@@ -150,15 +157,13 @@ static int http_call(const char *host, const char *port, const char *method, con
             buf = nb;
         }
         ssize_t r = read(fd, buf + len, cap - len - 1);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             rc = bt_fail(e, errno == EAGAIN ? BT_ETIMEDOUT : -errno,
                          "%s:%s: no complete response within %d s", host, port, timeout_s);
             goto out;
         }
-        if (r == 0)
-            break;
+        if (r == 0) break;
         len += (size_t)r;
     }
     buf[len] = 0;
@@ -182,8 +187,7 @@ static int http_call(const char *host, const char *port, const char *method, con
             char *ce;
             unsigned long n = strtoul(q, &ce, 16);
             const char *d = strstr(ce, "\r\n");
-            if (!d || n == 0 || (size_t)(d + 2 - payload) + n > plen)
-                break;
+            if (!d || n == 0 || (size_t)(d + 2 - payload) + n > plen) break;
             memcpy(out + o, d + 2, n);
             o += n;
             q = d + 2 + n + 2;
@@ -202,11 +206,10 @@ out:
 
 int cmd_generate_cluster(int argc, char **argv) {
     struct cl_args a = {.n_gen = 32, .timeout_s = 300};
-    struct argp argp = {cl_opts, cl_parse, NULL,
-                        "Generates N token ids after a prompt on a running coordinator.", 0, 0,
-                        0};
-    if (argp_parse(&argp, argc, argv, 0, NULL, &a))
-        return 2;
+    struct argp argp = {
+        cl_opts, cl_parse, NULL, "Generates N token ids after a prompt on a running coordinator.",
+        0,       0,        0};
+    if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     char host[256], port[16];
     int32_t *ids = NULL;
     int n = 0, status = 0, rc;
@@ -220,8 +223,8 @@ int cmd_generate_cluster(int argc, char **argv) {
     if (a.model_name) {
         snprintf(model, sizeof model, "%s", a.model_name);
     } else {
-        if ((rc = http_call(host, port, "GET", "/v1/models", NULL, a.timeout_s, &status, &body,
-                            &e)))
+        if ((rc =
+                 http_call(host, port, "GET", "/v1/models", NULL, a.timeout_s, &status, &body, &e)))
             goto fail;
         root = cJSON_Parse(body);
         const cJSON *d = root ? cJSON_GetObjectItem(root, "data") : NULL;
@@ -245,8 +248,7 @@ int cmd_generate_cluster(int argc, char **argv) {
     cJSON_AddNumberToObject(rq, "temperature", a.greedy || a.temp <= 0.0f ? 0.0 : (double)a.temp);
     cJSON_AddNumberToObject(rq, "seed", (double)a.seed);
     cJSON_AddBoolToObject(rq, "return_token_ids", 1);
-    if (a.logprobs > 0)
-        cJSON_AddNumberToObject(rq, "logprobs", a.logprobs);
+    if (a.logprobs > 0) cJSON_AddNumberToObject(rq, "logprobs", a.logprobs);
     if (!(req = cJSON_PrintUnformatted(rq))) {
         rc = bt_fail(&e, -ENOMEM, "request JSON");
         goto fail;
@@ -281,8 +283,7 @@ int cmd_generate_cluster(int argc, char **argv) {
     }
     rc = 0;
 fail:
-    if (rc)
-        fprintf(stderr, "baton generate --cluster: %s\n", bt_errmsg(&e, rc));
+    if (rc) fprintf(stderr, "baton generate --cluster: %s\n", bt_errmsg(&e, rc));
     cJSON_Delete(root);
     cJSON_Delete(rq);
     cJSON_free(req);

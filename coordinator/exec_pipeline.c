@@ -1,16 +1,16 @@
 /* coordinator/exec_pipeline.c: see exec_pipeline.h. */
 #include "coordinator/exec_pipeline.h"
 
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/wire.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "common/clock.h"
-#include "common/log.h"
-#include "proto/wire.h"
 
 enum bstate { B_FREE, B_QUEUED, B_SENT, B_DONE };
 
@@ -23,8 +23,8 @@ struct batch {
     enum bstate state;
     uint64_t batch_id;
     int n, n_sample, n_tokens;
-    struct bitem *it;          /* [n_slots] */
-    struct exec_result *res;   /* [n_slots] */
+    struct bitem *it;        /* [n_slots] */
+    struct exec_result *res; /* [n_slots] */
     int n_res;
     int status;
     char msg[160];
@@ -44,7 +44,7 @@ struct exec_pipe {
     int head, count;
     int broken, broken_code;
     char broken_msg[160];
-    struct exec_sampling *sp; /* [n_slots]: the latest params of each slot */
+    struct exec_sampling *sp;    /* [n_slots]: the latest params of each slot */
     struct exec_result *out_res; /* [n_slots]: what the last exec_poll returned */
     /* Wire scratch for building a Forward (sized once). */
     uint64_t *w_seq;
@@ -67,8 +67,7 @@ static void fail_locked(struct exec_pipe *x, int code, const char *msg) {
     }
     for (int k = 0; k < x->count; k++) {
         struct batch *b = &x->b[(x->head + k) % x->o.depth];
-        if (b->state == B_DONE)
-            continue;
+        if (b->state == B_DONE) continue;
         free(b->packed);
         b->packed = NULL;
         b->state = B_DONE;
@@ -89,8 +88,7 @@ void exec_pipeline_fail(exec_t *ex, int code, const char *msg) {
 int exec_pipeline_has_stage(const exec_t *ex, const char *peer) {
     const struct exec_pipe *x = (const struct exec_pipe *)ex;
     for (int s = 0; s < x->o.n_stages; s++)
-        if (!strcmp(x->ids[s], peer))
-            return 1;
+        if (!strcmp(x->ids[s], peer)) return 1;
     return 0;
 }
 
@@ -143,8 +141,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     int at = 0;
     for (int i = 0; i < n; i++) {
         const struct exec_seq_item *it = &items[i];
-        if (it->sp)
-            x->sp[it->slot] = *it->sp;
+        if (it->sp) x->sp[it->slot] = *it->sp;
         b->it[i] = (struct bitem){.seq_id = it->seq_id, .slot = it->slot, .sample = it->sample};
         x->w_seq[i] = (uint64_t)it->slot; /* wire seq_id = slot (proto MESSAGE FLOW) */
         x->w_pos[i] = (uint32_t)it->pos;
@@ -177,8 +174,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     msg_init(&env, batch_id);
     env.body_case = BATON__ENVELOPE__BODY_FORWARD;
     env.forward = &f;
-    if ((rc = msg_pack(&env, &b->packed, &b->packed_len, e)))
-        goto out;
+    if ((rc = msg_pack(&env, &b->packed, &b->packed_len, e))) goto out;
     b->state = B_QUEUED;
     b->batch_id = batch_id;
     b->n = n;
@@ -193,8 +189,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     x->count++;
 out:
     pthread_mutex_unlock(&x->mu);
-    if (!rc && x->o.wake)
-        x->o.wake(x->o.wake_ctx);
+    if (!rc && x->o.wake) x->o.wake(x->o.wake_ctx);
     return rc;
 }
 
@@ -209,8 +204,7 @@ int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e) {
     pthread_mutex_lock(&x->mu);
     for (int k = 0; k < x->count && !rc; k++) {
         struct batch *b = &x->b[(x->head + k) % x->o.depth];
-        if (b->state != B_QUEUED)
-            continue;
+        if (b->state != B_QUEUED) continue;
         struct tx_frame f = {.data = b->packed, .len = b->packed_len, .free_fn = free_bytes};
         b->packed = NULL; /* the transport owns it now, whatever happens */
         b->state = B_SENT;
@@ -229,27 +223,21 @@ int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e) {
 
 /* Error code words from proto back to codes, for the scheduler's messages. */
 static int code_of_word(const char *w) {
-    if (!w)
-        return BT_EPROTO;
-    if (!strcmp(w, "capacity"))
-        return BT_ECAPACITY;
-    if (!strcmp(w, "shape"))
-        return BT_ESHAPE;
-    if (!strcmp(w, "version"))
-        return BT_EVERSION;
+    if (!w) return BT_EPROTO;
+    if (!strcmp(w, "capacity")) return BT_ECAPACITY;
+    if (!strcmp(w, "shape")) return BT_ESHAPE;
+    if (!strcmp(w, "version")) return BT_EVERSION;
     return BT_EPROTO;
 }
 
 static void log_stats_locked(struct exec_pipe *x, int64_t now) {
-    if (x->stat_batches == 0 || now - x->stat_t0 < 5000000000LL)
-        return;
+    if (x->stat_batches == 0 || now - x->stat_t0 < 5000000000LL) return;
     char st[256] = "";
     size_t at = 0;
     for (int s = 0; s < x->stat_n_stage && at < sizeof st; s++) {
         int n = snprintf(st + at, sizeof st - at, "%s%.2f", s ? "," : "",
                          x->stat_stage_s[s] * 1e3 / (double)x->stat_batches);
-        if (n > 0)
-            at += (size_t)n;
+        if (n > 0) at += (size_t)n;
     }
     BT_LOG(INFO, "pipeline",
            "batches=%llu tokens=%llu avg_batch_ms=%.2f stage_ms=[%s] (per forward, per stage)",
@@ -264,10 +252,9 @@ static void log_stats_locked(struct exec_pipe *x, int64_t now) {
 int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *env, bt_err *e) {
     struct exec_pipe *x = (struct exec_pipe *)ex;
     bt_err local = {0};
-    if (!e)
-        e = &local;
-    uint64_t id = env->body_case == BATON__ENVELOPE__BODY_RESULT ? env->result->batch_id
-                                                                  : env->request_id;
+    if (!e) e = &local;
+    uint64_t id =
+        env->body_case == BATON__ENVELOPE__BODY_RESULT ? env->result->batch_id : env->request_id;
     pthread_mutex_lock(&x->mu);
     struct batch *b = NULL;
     for (int k = 0; k < x->count; k++) {
@@ -312,8 +299,7 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
         const Baton__SeqResult *sr = r->seqs[j];
         int i;
         for (i = 0; i < b->n; i++)
-            if (b->it[i].sample && (uint64_t)b->it[i].slot == sr->seq_id)
-                break;
+            if (b->it[i].sample && (uint64_t)b->it[i].slot == sr->seq_id) break;
         if (i == b->n || sr->token >= (uint32_t)x->base.caps.n_vocab) {
             rc = bt_fail(e, BT_EPROTO, "Result for batch %llu: seq %llu token %u not expected",
                          (unsigned long long)id, (unsigned long long)sr->seq_id, sr->token);
@@ -335,12 +321,10 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
         b->stage_s[s] = (double)r->stage_ms[s] * 1e-3;
         x->stat_stage_s[s] += b->stage_s[s];
     }
-    if (ns > x->stat_n_stage)
-        x->stat_n_stage = ns;
+    if (ns > x->stat_n_stage) x->stat_n_stage = ns;
     b->state = B_DONE;
     b->status = 0;
-    if (!x->stat_t0)
-        x->stat_t0 = now;
+    if (!x->stat_t0) x->stat_t0 = now;
     x->stat_batches++;
     x->stat_tokens += (uint64_t)b->n_tokens;
     x->stat_rtt_s += (double)(now - b->sent_ns) * 1e-9;
@@ -354,8 +338,7 @@ bad:
     b->n_res = 0;
     snprintf(b->msg, sizeof b->msg, "%.159s", e->msg);
 out:
-    if (b && b->state == B_DONE)
-        pthread_cond_broadcast(&x->cv);
+    if (b && b->state == B_DONE) pthread_cond_broadcast(&x->cv);
     pthread_mutex_unlock(&x->mu);
     return rc;
 }
@@ -367,8 +350,7 @@ static int pipe_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err *
     pthread_mutex_lock(&x->mu);
     int rc = 0;
     for (;;) {
-        if (x->count == 0)
-            break;
+        if (x->count == 0) break;
         struct batch *b = &x->b[x->head];
         if (b->state == B_DONE) {
             memset(out, 0, sizeof *out);
@@ -387,8 +369,7 @@ static int pipe_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err *
             break;
         }
         int64_t now = bt_now_ns();
-        if (b->state == B_SENT &&
-            now - b->sent_ns > (int64_t)x->o.batch_timeout_ms * 1000000) {
+        if (b->state == B_SENT && now - b->sent_ns > (int64_t)x->o.batch_timeout_ms * 1000000) {
             char m[160];
             snprintf(m, sizeof m, "batch %llu: no Result within %d ms",
                      (unsigned long long)b->batch_id, x->o.batch_timeout_ms);
@@ -396,8 +377,7 @@ static int pipe_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err *
             fail_locked(x, BT_ETIMEDOUT, m);
             continue;
         }
-        if (now >= deadline)
-            break;
+        if (now >= deadline) break;
         /* Wake at the deadline or within 100 ms to check the batch timeout. */
         int64_t until = deadline < now + 100000000 ? deadline : now + 100000000;
         struct timespec ts;
@@ -420,8 +400,7 @@ static void pipe_release(exec_t *ex, int slot) {
 
 static void pipe_close(exec_t *ex) {
     struct exec_pipe *x = (struct exec_pipe *)ex;
-    if (!x)
-        return;
+    if (!x) return;
     for (int i = 0; x->b && i < x->o.depth; i++) {
         free(x->b[i].it);
         free(x->b[i].res);
@@ -451,21 +430,16 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
         o->n_slots > (int)MSG_MAX_SEQS || o->max_ctx < 2 || o->max_batch < 1 ||
         o->max_batch > 2048 || o->n_vocab < 1 || o->wire_dtype < 0 ||
         o->wire_dtype >= WIRE_DTYPE_COUNT)
-        return bt_fail(e, BT_EINVAL,
-                       "exec_pipeline: stages=%d slots=%d ctx=%d batch=%d vocab=%d wire=%d",
-                       o->n_stages, o->n_slots, o->max_ctx, o->max_batch, o->n_vocab,
-                       o->wire_dtype);
+        return bt_fail(
+            e, BT_EINVAL, "exec_pipeline: stages=%d slots=%d ctx=%d batch=%d vocab=%d wire=%d",
+            o->n_stages, o->n_slots, o->max_ctx, o->max_batch, o->n_vocab, o->wire_dtype);
     struct exec_pipe *x = calloc(1, sizeof *x);
-    if (!x)
-        return bt_fail(e, -ENOMEM, "exec_pipeline: out of memory");
+    if (!x) return bt_fail(e, -ENOMEM, "exec_pipeline: out of memory");
     x->base.ops = &pipe_ops;
     x->o = *o;
-    if (x->o.depth <= 0)
-        x->o.depth = 2 * o->n_stages;
-    if (x->o.depth < o->n_stages)
-        x->o.depth = o->n_stages;
-    if (x->o.batch_timeout_ms <= 0)
-        x->o.batch_timeout_ms = 120000;
+    if (x->o.depth <= 0) x->o.depth = 2 * o->n_stages;
+    if (x->o.depth < o->n_stages) x->o.depth = o->n_stages;
+    if (x->o.batch_timeout_ms <= 0) x->o.batch_timeout_ms = 120000;
     for (int s = 0; s < o->n_stages; s++) {
         snprintf(x->ids[s], sizeof x->ids[s], "%s", o->stage_ids[s] ? o->stage_ids[s] : "");
         x->o.stage_ids[s] = x->ids[s];

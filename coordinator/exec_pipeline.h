@@ -24,11 +24,11 @@ struct exec_pipeline_opts {
     int wire_dtype;                         /* WIRE_* */
     int n_slots;                            /* = LoadLayers.max_seqs */
     int max_ctx;
-    int max_batch;                          /* tokens per Forward (<= 2048, worker max_rows) */
+    int max_batch; /* tokens per Forward (<= 2048, worker max_rows) */
     int n_vocab;
-    int depth;                              /* batches in flight; 0 = 2 * n_stages */
-    int batch_timeout_ms;                   /* 0 = 120000 */
-    void (*wake)(void *ctx);                /* called after a Forward is queued (any thread) */
+    int depth;               /* batches in flight; 0 = 2 * n_stages */
+    int batch_timeout_ms;    /* 0 = 120000 */
+    void (*wake)(void *ctx); /* called after a Forward is queued (any thread) */
     void *wake_ctx;
 };
 

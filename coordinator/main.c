@@ -11,14 +11,6 @@
  * loop and owns the control transport; the scheduler thread reaches it through
  * exec_pipeline's queue and transport_wakeup. Signals only set a flag and wake the loop.
  * Every malformed message is answered with an Error and the loop keeps serving. */
-#include <argp.h>
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
 #include "common/clock.h"
 #include "common/log.h"
 #include "coordinator/api.h"
@@ -36,6 +28,14 @@
 #include "proto/msg.h"
 #include "proto/transport.h"
 #include "proto/wire.h"
+
+#include <argp.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 struct args {
     const char *model, *bind, *http, *model_name;
@@ -76,8 +76,7 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return -1;
+    if (errno || *end || end == s || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -85,13 +84,27 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     struct args *a = st->input;
     switch (key) {
-    case 'm': a->model = arg; break;
-    case 'b': a->bind = arg; break;
-    case 'H': a->http = arg; break;
-    case 'M': a->model_name = arg; break;
-    case 'P': a->plan_only = 1; break;
-    case 'L': a->local = 1; break;
-    case 'U': a->uniform = 1; break;
+    case 'm':
+        a->model = arg;
+        break;
+    case 'b':
+        a->bind = arg;
+        break;
+    case 'H':
+        a->http = arg;
+        break;
+    case 'M':
+        a->model_name = arg;
+        break;
+    case 'P':
+        a->plan_only = 1;
+        break;
+    case 'L':
+        a->local = 1;
+        break;
+    case 'U':
+        a->uniform = 1;
+        break;
     case 'n':
         if (parse_int(arg, 1, REG_MAX_WORKERS, &a->min_workers))
             argp_error(st, "--min-workers: 1..%d", REG_MAX_WORKERS);
@@ -101,32 +114,26 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
             argp_error(st, "--wire: f16, f32 or q8_0, not '%s'", arg);
         break;
     case 's':
-        if (parse_int(arg, 1, 1024, &a->max_seqs))
-            argp_error(st, "--max-seqs: 1..1024");
+        if (parse_int(arg, 1, 1024, &a->max_seqs)) argp_error(st, "--max-seqs: 1..1024");
         break;
     case 'c':
-        if (parse_int(arg, 2, 1 << 20, &a->max_ctx))
-            argp_error(st, "--max-ctx: 2..1048576");
+        if (parse_int(arg, 2, 1 << 20, &a->max_ctx)) argp_error(st, "--max-ctx: 2..1048576");
         break;
     case 'B':
-        if (parse_int(arg, 1, 2048, &a->max_batch))
-            argp_error(st, "--max-batch: 1..2048");
+        if (parse_int(arg, 1, 2048, &a->max_batch)) argp_error(st, "--max-batch: 1..2048");
         break;
     case 't':
-        if (parse_int(arg, 1, 1024, &a->threads))
-            argp_error(st, "--threads: 1..1024");
+        if (parse_int(arg, 1, 1024, &a->threads)) argp_error(st, "--threads: 1..1024");
         break;
     case 'h':
         if (parse_int(arg, 10, 60000, &a->heartbeat_ms))
             argp_error(st, "--heartbeat-ms: 10..60000");
         break;
     case 'l':
-        if (parse_int(arg, 1, 10000, &a->liveness))
-            argp_error(st, "--liveness: 1..10000");
+        if (parse_int(arg, 1, 10000, &a->liveness)) argp_error(st, "--liveness: 1..10000");
         break;
     case 'C':
-        if (parse_int(arg, 1, 2048, &a->prefill_chunk))
-            argp_error(st, "--prefill-chunk: 1..2048");
+        if (parse_int(arg, 1, 2048, &a->prefill_chunk)) argp_error(st, "--prefill-chunk: 1..2048");
         break;
     case 'T':
         if (parse_int(arg, 1, 86400, &a->load_timeout_s))
@@ -140,14 +147,12 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
         break;
     }
     case ARGP_KEY_END:
-        if (!a->model)
-            argp_error(st, "--model is required");
-        if (!a->local && !a->bind)
-            argp_error(st, "--bind is required (or --local)");
-        if (a->local && !a->http)
-            argp_error(st, "--local needs --http");
+        if (!a->model) argp_error(st, "--model is required");
+        if (!a->local && !a->bind) argp_error(st, "--bind is required (or --local)");
+        if (a->local && !a->http) argp_error(st, "--local needs --http");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
@@ -181,8 +186,7 @@ static transport_t *volatile g_wake;
 static void on_signal(int sig) {
     (void)sig;
     g_stop = 1;
-    if (g_wake)
-        transport_wakeup(g_wake); /* writes an eventfd: async-signal-safe */
+    if (g_wake) transport_wakeup(g_wake); /* writes an eventfd: async-signal-safe */
 }
 
 static void wake_loop(void *ctx) {
@@ -220,8 +224,7 @@ static void reply_error(struct coord *c, const char *peer, uint64_t rid, int cod
 static void send_shutdown(struct coord *c, const char *reason) {
     for (int i = 0; i < registry_n(c->reg); i++) {
         struct reg_worker *w = registry_at(c->reg, i);
-        if (w->state == REG_LOST)
-            continue;
+        if (w->state == REG_LOST) continue;
         Baton__Envelope env;
         msg_init(&env, 0);
         Baton__Shutdown sd;
@@ -248,8 +251,7 @@ static int start_plan(struct coord *c) {
     int n = 0;
     for (int i = 0; i < registry_n(c->reg) && n < PLAN_MAX_WORKERS; i++) {
         struct reg_worker *w = registry_at(c->reg, i);
-        if (w->state != REG_JOINED)
-            continue;
+        if (w->state != REG_JOINED) continue;
         rw[n] = w;
         memset(&pw[n], 0, sizeof pw[n]);
         snprintf(pw[n].id, sizeof pw[n].id, "%s", w->id);
@@ -263,11 +265,9 @@ static int start_plan(struct coord *c) {
         n++;
     }
     bt_err e = {0};
-    int rc = planner_model_from_desc(&c->pm, c->m, c->a.max_seqs, c->a.max_ctx, c->a.max_batch,
-                                     &e);
+    int rc = planner_model_from_desc(&c->pm, c->m, c->a.max_seqs, c->a.max_ctx, c->a.max_batch, &e);
     struct plan_opts po = {.min_gain = c->a.min_gain};
-    if (!rc)
-        rc = planner_plan(&c->pm, pw, n, &po, &c->plan, &e);
+    if (!rc) rc = planner_plan(&c->pm, pw, n, &po, &c->plan, &e);
     if (rc) {
         BT_LOG(ERROR, "plan", "cannot plan %s over %d worker%s: %s", c->m->name, n,
                n == 1 ? "" : "s", e.msg);
@@ -335,19 +335,18 @@ static int start_plan(struct coord *c) {
         ll.hi = (uint32_t)c->stages[s]->hi;
         ll.stage_index = (uint32_t)s;
         ll.n_stages = (uint32_t)k;
-        ll.next_endpoint = s + 1 < k ? c->stages[s + 1]->data_endpoint : (char *)(uintptr_t)"";
-        ll.prev_worker_id = s > 0 ? c->stages[s - 1]->id : (char *)(uintptr_t)"";
+        ll.next_endpoint = s + 1 < k ? c->stages[s + 1]->data_endpoint : (char *)(uintptr_t) "";
+        ll.prev_worker_id = s > 0 ? c->stages[s - 1]->id : (char *)(uintptr_t) "";
         ll.wire_dtype = (Baton__WireDtype)c->a.wire;
         ll.state_budget_bytes = 0; /* max_seqs slots: the planner already fitted them */
         ll.max_seqs = (uint32_t)c->a.max_seqs;
         ll.max_ctx = (uint32_t)c->a.max_ctx;
-        ll.first_endpoint = s == k - 1 ? c->stages[0]->data_endpoint : (char *)(uintptr_t)"";
+        ll.first_endpoint = s == k - 1 ? c->stages[0]->data_endpoint : (char *)(uintptr_t) "";
         c->stages[s]->load_req = ++c->next_req;
         msg_init(&env, c->stages[s]->load_req);
         env.body_case = BATON__ENVELOPE__BODY_LOAD_LAYERS;
         env.load_layers = &ll;
-        if (send_env(c, c->stages[s]->id, &env))
-            return BT_EPEERLOST;
+        if (send_env(c, c->stages[s]->id, &env)) return BT_EPEERLOST;
         BT_LOG(INFO, "plan", "LoadLayers stage=%d worker=%s layers=%d..%d next=%s", s,
                c->stages[s]->id, c->stages[s]->lo, c->stages[s]->hi - 1,
                ll.next_endpoint[0] ? ll.next_endpoint : "(coordinator)");
@@ -360,9 +359,12 @@ static int start_plan(struct coord *c) {
 /* Every stage loaded: open the pipeline executor and the scheduler, switch the API on. */
 static int start_serving(struct coord *c) {
     int k = c->plan.n_stages, slots = c->a.max_seqs, ctx = c->a.max_ctx;
-    struct exec_pipeline_opts po = {.n_stages = k, .wire_dtype = c->a.wire,
-                                    .max_batch = c->a.max_batch, .n_vocab = c->m->hp.n_vocab,
-                                    .wake = wake_loop, .wake_ctx = c->t};
+    struct exec_pipeline_opts po = {.n_stages = k,
+                                    .wire_dtype = c->a.wire,
+                                    .max_batch = c->a.max_batch,
+                                    .n_vocab = c->m->hp.n_vocab,
+                                    .wake = wake_loop,
+                                    .wake_ctx = c->t};
     for (int s = 0; s < k; s++) {
         po.stage_ids[s] = c->stages[s]->id;
         c->stages[s]->state = REG_SERVING;
@@ -371,34 +373,32 @@ static int start_serving(struct coord *c) {
     po.max_ctx = ctx;
     bt_err e = {0};
     int rc = exec_pipeline_open(&c->ex, &po, &e);
-    struct sched_opts so = {.exec = c->ex, .tok = c->tok, .metrics = c->metrics,
-                            .prefill_chunk = c->a.prefill_chunk};
-    if (!rc)
-        rc = sched_open(&c->sched, &so, &e);
+    struct sched_opts so = {
+        .exec = c->ex, .tok = c->tok, .metrics = c->metrics, .prefill_chunk = c->a.prefill_chunk};
+    if (!rc) rc = sched_open(&c->sched, &so, &e);
     if (rc) {
         BT_LOG(ERROR, "coord", "cannot start serving: %s", bt_errmsg(&e, rc));
         return rc;
     }
-    if (c->api)
-        api_set_sched(c->api, c->sched);
+    if (c->api) api_set_sched(c->api, c->sched);
     c->phase = PH_SERVING;
     BT_LOG(INFO, "coord", "serving: stages=%d slots=%d ctx=%d wire=%s load_secs=%.2f", k, slots,
            ctx, wire_dtype_name(c->a.wire), (double)(bt_now_ns() - c->load_t0) * 1e-9);
-    if (c->http)
-        BT_LOG(INFO, "coord", "ready http_port=%d", http_port(c->http));
+    if (c->http) BT_LOG(INFO, "coord", "ready http_port=%d", http_port(c->http));
     return 0;
 }
 
 static void on_peer_lost(struct coord *c, const char *peer) {
     struct reg_worker *w = registry_find(c->reg, peer);
-    if (!w || w->state == REG_LOST)
-        return;
+    if (!w || w->state == REG_LOST) return;
     enum reg_state was = w->state;
     if (was == REG_LOADING) {
         /* A worker busy reading weights may miss pings; it is back when LoadDone (or any
          * frame) arrives. The load timeout bounds the wait. */
-        BT_LOG(WARN, "coord", "worker %s silent while loading layers %d..%d; still waiting "
-               "(load timeout %d s)", peer, w->lo, w->hi - 1, c->a.load_timeout_s);
+        BT_LOG(WARN, "coord",
+               "worker %s silent while loading layers %d..%d; still waiting "
+               "(load timeout %d s)",
+               peer, w->lo, w->hi - 1, c->a.load_timeout_s);
         return;
     }
     w->state = REG_LOST;
@@ -406,12 +406,14 @@ static void on_peer_lost(struct coord *c, const char *peer) {
         char m[160];
         snprintf(m, sizeof m, "stage %d (worker %.60s, layers %d..%d) lost", w->stage, peer, w->lo,
                  w->hi - 1);
-        BT_LOG(ERROR, "coord", "%s: in-flight batches failed; the pipeline stays down until "
-               "the cluster restarts", m);
+        BT_LOG(ERROR, "coord",
+               "%s: in-flight batches failed; the pipeline stays down until "
+               "the cluster restarts",
+               m);
         exec_pipeline_fail(c->ex, BT_EPEERLOST, m);
     } else {
-        BT_LOG(WARN, "coord", "worker %s lost (was %s); %d joined", peer,
-               registry_state_name(was), registry_count(c->reg, REG_JOINED));
+        BT_LOG(WARN, "coord", "worker %s lost (was %s); %d joined", peer, registry_state_name(was),
+               registry_count(c->reg, REG_JOINED));
     }
 }
 
@@ -431,13 +433,15 @@ static void on_hello(struct coord *c, const char *peer, uint64_t rid, const Bato
            "model=%s",
            w->id, w->hostname, (double)w->mem_budget / (1024.0 * 1024.0 * 1024.0),
            (double)w->mem_bw_gbps, (double)w->gflops, w->cores, w->isa, w->data_endpoint,
-           same ? "local" : w->has_model ? "DIFFERENT (will be streamed)" : "none (streamed)");
+           same           ? "local"
+           : w->has_model ? "DIFFERENT (will be streamed)"
+                          : "none (streamed)");
     Baton__Envelope env;
     msg_init(&env, rid);
     Baton__Welcome wm;
     baton__welcome__init(&wm);
     wm.protocol_version = MSG_PROTOCOL_VERSION;
-    wm.coordinator_id = (char *)(uintptr_t)"coordinator";
+    wm.coordinator_id = (char *)(uintptr_t) "coordinator";
     wm.heartbeat_ms = (uint32_t)c->a.heartbeat_ms;
     wm.heartbeat_liveness = (uint32_t)c->a.liveness;
     env.body_case = BATON__ENVELOPE__BODY_WELCOME;
@@ -468,9 +472,10 @@ static void on_load_done(struct coord *c, const char *peer, uint64_t rid,
         return;
     }
     if ((int)d->max_seqs < c->a.max_seqs || (int)d->max_ctx < c->a.max_ctx) {
-        BT_LOG(ERROR, "coord", "worker %s loaded layers %d..%d but holds only %u slots x %u ctx "
-               "(asked %d x %d): its memory budget is too small", peer, w->lo, w->hi - 1,
-               d->max_seqs, d->max_ctx, c->a.max_seqs, c->a.max_ctx);
+        BT_LOG(ERROR, "coord",
+               "worker %s loaded layers %d..%d but holds only %u slots x %u ctx "
+               "(asked %d x %d): its memory budget is too small",
+               peer, w->lo, w->hi - 1, d->max_seqs, d->max_ctx, c->a.max_seqs, c->a.max_ctx);
         c->exit_code = 1;
         g_stop = 1;
         return;
@@ -479,14 +484,14 @@ static void on_load_done(struct coord *c, const char *peer, uint64_t rid,
     w->weight_bytes = d->weight_bytes;
     w->state_bytes = d->state_bytes;
     w->load_secs = d->load_secs;
-    BT_LOG(INFO, "coord", "loaded stage=%d worker=%s layers=%d..%d weights=%.1fMiB "
+    BT_LOG(INFO, "coord",
+           "loaded stage=%d worker=%s layers=%d..%d weights=%.1fMiB "
            "state=%.1fMiB secs=%.2f served=%.1fMiB (model bytes streamed to workers so far)",
            w->stage, peer, w->lo, w->hi - 1, (double)d->weight_bytes / 1048576.0,
            (double)d->state_bytes / 1048576.0, (double)d->load_secs,
            (double)model_server_bytes_served(c->ms) / 1048576.0);
     for (int s = 0; s < c->plan.n_stages; s++)
-        if (!c->stages[s]->loaded)
-            return;
+        if (!c->stages[s]->loaded) return;
     if (start_serving(c)) {
         c->exit_code = 1;
         g_stop = 1;
@@ -505,8 +510,7 @@ static void on_error_msg(struct coord *c, const char *peer, const Baton__Envelop
         g_stop = 1;
         return;
     }
-    if (c->phase == PH_SERVING && exec_pipeline_deliver(c->ex, peer, env, NULL) == 1)
-        return;
+    if (c->phase == PH_SERVING && exec_pipeline_deliver(c->ex, peer, env, NULL) == 1) return;
     BT_LOG(WARN, "coord", "Error from %s (request %llu): %s: %s", peer,
            (unsigned long long)env->request_id, er->code, er->message);
 }
@@ -532,11 +536,15 @@ static void on_message(struct coord *c, const struct tx_msg *m) {
     struct reg_worker *w = registry_find(c->reg, m->peer);
     int known = w && w->state != REG_LOST;
     switch (env->body_case) {
-    case BATON__ENVELOPE__BODY_HELLO: on_hello(c, m->peer, env->request_id, env->hello); break;
+    case BATON__ENVELOPE__BODY_HELLO:
+        on_hello(c, m->peer, env->request_id, env->hello);
+        break;
     case BATON__ENVELOPE__BODY_LOAD_DONE:
         on_load_done(c, m->peer, env->request_id, env->load_done);
         break;
-    case BATON__ENVELOPE__BODY_ERROR: on_error_msg(c, m->peer, env); break;
+    case BATON__ENVELOPE__BODY_ERROR:
+        on_error_msg(c, m->peer, env);
+        break;
     case BATON__ENVELOPE__BODY_RESULT:
         if (c->phase != PH_SERVING) {
             reply_error(c, m->peer, env->request_id, BT_EPROTO, "Result while not serving");
@@ -556,7 +564,8 @@ static void on_message(struct coord *c, const struct tx_msg *m) {
         }
         model_server_answer(c->ms, c->t, m->peer, env->request_id, env->model_chunk_request, &e);
         break;
-    case BATON__ENVELOPE__BODY_HEARTBEAT: break;
+    case BATON__ENVELOPE__BODY_HEARTBEAT:
+        break;
     default: {
         char text[128];
         snprintf(text, sizeof text, "the coordinator does not accept %s",
@@ -570,14 +579,12 @@ static void on_message(struct coord *c, const struct tx_msg *m) {
 
 static int split_hostport(const char *s, char *host, size_t cap, int *port) {
     const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= cap)
-        return -1;
+    if (!colon || (size_t)(colon - s) >= cap) return -1;
     memcpy(host, s, (size_t)(colon - s));
     host[colon - s] = 0;
     if (host[0] == '[') { /* [::1]:8080 */
         size_t n = strlen(host);
-        if (n < 2 || host[n - 1] != ']')
-            return -1;
+        if (n < 2 || host[n - 1] != ']') return -1;
         memmove(host, host + 1, n - 2);
         host[n - 2] = 0;
     }
@@ -595,12 +602,10 @@ static int open_http(struct coord *c, bt_err *e) {
                           .model = c->a.model_name,
                           .limits = {.max_tokens = c->a.max_ctx}};
     int rc = api_open(&c->api, &ao, e);
-    if (rc)
-        return rc;
-    struct http_opts ho = {.host = host, .port = port, .handler = api_handle, .ctx = c->api,
-                           .metrics = c->metrics};
-    if ((rc = http_open(&c->http, &ho, e)))
-        return rc;
+    if (rc) return rc;
+    struct http_opts ho = {
+        .host = host, .port = port, .handler = api_handle, .ctx = c->api, .metrics = c->metrics};
+    if ((rc = http_open(&c->http, &ho, e))) return rc;
     BT_LOG(INFO, "coord", "http listening on %s:%d model=%s", host, http_port(c->http),
            c->a.model_name);
     return 0;
@@ -614,14 +619,15 @@ static int loading_worker_gone(struct coord *c) {
     int64_t now = bt_now_ns();
     for (int s = 0; s < c->plan.n_stages; s++) {
         struct reg_worker *w = c->stages[s];
-        if (!w || w->state != REG_LOADING)
-            continue;
+        if (!w || w->state != REG_LOADING) continue;
         int alive = 0;
         for (int i = 0; i < n && !alive; i++)
             alive = !strcmp(known[i].id, w->id);
         if (!alive && now - w->last_seen_ns > 120 * (int64_t)1000000000) {
-            BT_LOG(ERROR, "coord", "worker %s gone for 120 s while loading layers %d..%d: "
-                   "giving up", w->id, w->lo, w->hi - 1);
+            BT_LOG(ERROR, "coord",
+                   "worker %s gone for 120 s while loading layers %d..%d: "
+                   "giving up",
+                   w->id, w->lo, w->hi - 1);
             c->exit_code = 1;
             return 1;
         }
@@ -638,12 +644,19 @@ static void wait_for_signal(void) {
 
 int main(int argc, char **argv) {
     static struct coord c; /* large (plan, registry pointers): not on the stack */
-    c.a = (struct args){.min_workers = 1, .wire = WIRE_F16, .max_seqs = 8, .max_ctx = 4096,
-                        .max_batch = 256, .heartbeat_ms = 1000, .liveness = 3,
+    c.a = (struct args){.min_workers = 1,
+                        .wire = WIRE_F16,
+                        .max_seqs = 8,
+                        .max_ctx = 4096,
+                        .max_batch = 256,
+                        .heartbeat_ms = 1000,
+                        .liveness = 3,
                         .load_timeout_s = 900};
-    struct argp ap = {options, parse_opt, NULL,
-                      "baton coordinator: plans layers over workers and serves the OpenAI API",
-                      NULL, NULL, NULL};
+    struct argp ap = {
+        options, parse_opt,
+        NULL,    "baton coordinator: plans layers over workers and serves the OpenAI API",
+        NULL,    NULL,
+        NULL};
     argp_parse(&ap, argc, argv, 0, NULL, &c.a);
     bt_log_set_name("coordinator");
 
@@ -657,20 +670,17 @@ int main(int argc, char **argv) {
 
     bt_err e = {0};
     int rc = model_open(&c.m, c.a.model, &e);
-    if (!rc)
-        rc = tokenizer_open(&c.tok, c.m->tokenizer_path, &e);
-    if (!rc)
-        rc = metrics_open(&c.metrics, &e);
+    if (!rc) rc = tokenizer_open(&c.tok, c.m->tokenizer_path, &e);
+    if (!rc) rc = metrics_open(&c.metrics, &e);
     if (rc) {
         fprintf(stderr, "baton-coordinator: %s\n", bt_errmsg(&e, rc));
         c.exit_code = 1;
         goto out;
     }
-    if (!c.a.model_name)
-        c.a.model_name = c.m->name;
+    if (!c.a.model_name) c.a.model_name = c.m->name;
     if (c.a.max_ctx > c.m->hp.n_ctx_train && c.m->hp.n_ctx_train > 0)
-        BT_LOG(WARN, "coord", "max_ctx=%d exceeds the model's training context %d",
-               c.a.max_ctx, c.m->hp.n_ctx_train);
+        BT_LOG(WARN, "coord", "max_ctx=%d exceeds the model's training context %d", c.a.max_ctx,
+               c.m->hp.n_ctx_train);
     if (c.a.http && (rc = open_http(&c, &e))) {
         fprintf(stderr, "baton-coordinator: %s\n", bt_errmsg(&e, rc));
         c.exit_code = 1;
@@ -678,15 +688,17 @@ int main(int argc, char **argv) {
     }
 
     if (c.a.local) {
-        struct exec_local_opts lo = {.model_path = c.a.model, .tok = c.tok,
-                                     .n_slots = c.a.max_seqs, .max_ctx = c.a.max_ctx,
-                                     .max_batch = c.a.max_batch, .n_threads = c.a.threads};
-        struct sched_opts so = {.metrics = c.metrics, .tok = c.tok,
-                                .prefill_chunk = c.a.prefill_chunk};
+        struct exec_local_opts lo = {.model_path = c.a.model,
+                                     .tok = c.tok,
+                                     .n_slots = c.a.max_seqs,
+                                     .max_ctx = c.a.max_ctx,
+                                     .max_batch = c.a.max_batch,
+                                     .n_threads = c.a.threads};
+        struct sched_opts so = {
+            .metrics = c.metrics, .tok = c.tok, .prefill_chunk = c.a.prefill_chunk};
         rc = exec_local_open(&c.ex, &lo, &e);
         so.exec = c.ex;
-        if (!rc)
-            rc = sched_open(&c.sched, &so, &e);
+        if (!rc) rc = sched_open(&c.sched, &so, &e);
         if (rc) {
             fprintf(stderr, "baton-coordinator: %s\n", bt_errmsg(&e, rc));
             c.exit_code = 1;
@@ -703,9 +715,12 @@ int main(int argc, char **argv) {
         c.exit_code = 1;
         goto out;
     }
-    struct transport_opts to = {.kind = TRANSPORT_ZMQ, .role = TRANSPORT_SERVER,
-                                .endpoint = c.a.bind, .identity = "coordinator",
-                                .heartbeat_ms = c.a.heartbeat_ms, .liveness = c.a.liveness};
+    struct transport_opts to = {.kind = TRANSPORT_ZMQ,
+                                .role = TRANSPORT_SERVER,
+                                .endpoint = c.a.bind,
+                                .identity = "coordinator",
+                                .heartbeat_ms = c.a.heartbeat_ms,
+                                .liveness = c.a.liveness};
     if ((rc = transport_open(&c.t, &to, &e))) {
         fprintf(stderr, "baton-coordinator: bind %s: %s\n", c.a.bind, bt_errmsg(&e, rc));
         c.exit_code = 1;
@@ -717,16 +732,14 @@ int main(int argc, char **argv) {
            wire_dtype_name(c.a.wire));
 
     while (!g_stop) {
-        if (c.phase == PH_SERVING)
-            exec_pipeline_flush(c.ex, c.t, &e);
+        if (c.phase == PH_SERVING) exec_pipeline_flush(c.ex, c.t, &e);
         if (c.phase == PH_LOADING &&
             bt_now_ns() - c.load_t0 > (int64_t)c.a.load_timeout_s * 1000000000) {
             BT_LOG(ERROR, "coord", "loading took more than %d s: giving up", c.a.load_timeout_s);
             c.exit_code = 1;
             break;
         }
-        if (c.phase == PH_LOADING && loading_worker_gone(&c))
-            break;
+        if (c.phase == PH_LOADING && loading_worker_gone(&c)) break;
         struct tx_msg m;
         rc = transport_recv(c.t, 200, &m, &e);
         if (rc == 0)
@@ -743,8 +756,7 @@ int main(int argc, char **argv) {
         }
     }
     BT_LOG(INFO, "coord", "stopping (exit %d)", c.exit_code);
-    if (c.reg)
-        send_shutdown(&c, "coordinator stopping");
+    if (c.reg) send_shutdown(&c, "coordinator stopping");
 
 out:
     http_close(c.http); /* first: no handler runs after this */

@@ -1,6 +1,9 @@
 /* coordinator/model_server.c: see model_server.h. */
 #include "coordinator/model_server.h"
 
+#include "common/log.h"
+#include "engine/gguf.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -8,9 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
-
-#include "common/log.h"
-#include "engine/gguf.h"
 
 struct model_server {
     int fd;
@@ -22,10 +22,8 @@ struct model_server {
 static int read_all(int fd, void *buf, size_t len, uint64_t off) {
     for (size_t have = 0; have < len;) {
         ssize_t r = pread(fd, (char *)buf + have, len - have, (off_t)(off + have));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return r < 0 ? -errno : BT_EFORMAT;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return r < 0 ? -errno : BT_EFORMAT;
         have += (size_t)r;
     }
     return 0;
@@ -34,15 +32,13 @@ static int read_all(int fd, void *buf, size_t len, uint64_t off) {
 int model_server_open(model_server_t **out, const char *path, bt_err *e) {
     *out = NULL;
     model_server_t *ms = calloc(1, sizeof *ms);
-    if (!ms)
-        return bt_fail(e, -ENOMEM, "model_server: out of memory");
+    if (!ms) return bt_fail(e, -ENOMEM, "model_server: out of memory");
     ms->fd = -1;
     snprintf(ms->path, sizeof ms->path, "%s", path);
     gguf_t *g = NULL;
     unsigned char *head = NULL;
     int rc = gguf_open(&g, path, e);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     uint64_t off = gguf_data_offset(g);
     ms->id.size = gguf_file_size(g);
     gguf_free(g);
@@ -71,10 +67,8 @@ fail:
 }
 
 void model_server_close(model_server_t *ms) {
-    if (!ms)
-        return;
-    if (ms->fd >= 0)
-        close(ms->fd);
+    if (!ms) return;
+    if (ms->fd >= 0) close(ms->fd);
     free(ms);
 }
 
@@ -99,8 +93,7 @@ static int reply_error(transport_t *t, const char *peer, uint64_t rid, int code,
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = msg_pack(&env, &buf, &len, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     struct tx_frame f = {.data = buf, .len = len, .free_fn = free_bytes};
     return transport_send(t, peer, &f, 1, e);
 }
@@ -125,8 +118,7 @@ int model_server_answer(model_server_t *ms, transport_t *t, const char *peer, ui
         return reply_error(t, peer, request_id, BT_EPROTO, why, e);
     }
     void *data = malloc((size_t)rq->length);
-    if (!data)
-        return reply_error(t, peer, request_id, -ENOMEM, "coordinator out of memory", e);
+    if (!data) return reply_error(t, peer, request_id, -ENOMEM, "coordinator out of memory", e);
     int rc = read_all(ms->fd, data, (size_t)rq->length, rq->offset);
     if (rc) {
         free(data);
@@ -159,8 +151,7 @@ int model_server_answer(model_server_t *ms, transport_t *t, const char *peer, ui
     struct tx_frame f[2] = {{.data = buf, .len = len, .free_fn = free_bytes},
                             {.data = data, .len = (size_t)rq->length, .free_fn = free_bytes}};
     rc = transport_send(t, peer, f, 2, e);
-    if (!rc)
-        ms->served += rq->length;
+    if (!rc) ms->served += rq->length;
     BT_LOG(DEBUG, "model", "chunk to %s offset=%llu length=%llu rc=%d", peer,
            (unsigned long long)rq->offset, (unsigned long long)rq->length, rc);
     return rc;

@@ -6,14 +6,14 @@
  * One thread (the coordinator's event loop) uses a model server. */
 #ifndef BT_COORDINATOR_MODEL_SERVER_H
 #define BT_COORDINATOR_MODEL_SERVER_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "proto/msg.h"
 #include "proto/transport.h"
 
+#include <stdint.h>
+
 struct model_ident_c {
-    char name[256];    /* base name of the file */
+    char name[256]; /* base name of the file */
     uint64_t size;
     uint64_t header_xxh3;
 };

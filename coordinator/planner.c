@@ -1,11 +1,11 @@
 /* coordinator/planner.c: see planner.h. */
 #include "coordinator/planner.h"
 
+#include "engine/seqstate.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-#include "engine/seqstate.h"
 
 #define GIB           (1024.0 * 1024.0 * 1024.0)
 #define MIB           (1024.0 * 1024.0)
@@ -44,16 +44,15 @@ int planner_model_from_desc(struct plan_model *pm, const struct model_desc *m, i
         pm->last_bytes += embd->n_bytes;
         pm->shared_bytes = embd->n_bytes;
     }
-    if (out)
-        pm->last_flops = 2.0 * (double)out->ne[0] * (double)out->ne[1];
+    if (out) pm->last_flops = 2.0 * (double)out->ne[0] * (double)out->ne[1];
     for (int l = 0; l < hp->n_layer; l++)
         pm->layer[l].state_bytes = (uint64_t)max_seqs * seqstate_bytes(hp, l, l + 1, max_ctx);
     /* Activation scratch for max_batch rows (hidden, attention/delta projections, FFN) and
      * logits rows for every slot, plus a fixed allowance for the process itself. */
     uint64_t row = 4ull * (uint64_t)(6 * hp->n_embd + 3 * hp->n_ff + 2 * hp->ssm_d_inner +
                                      4 * hp->n_head * hp->head_dim);
-    pm->stage_overhead_bytes = (uint64_t)max_batch * row +
-                               (uint64_t)max_seqs * (uint64_t)hp->n_vocab * 4u + (64u << 20);
+    pm->stage_overhead_bytes =
+        (uint64_t)max_batch * row + (uint64_t)max_seqs * (uint64_t)hp->n_vocab * 4u + (64u << 20);
     return 0;
 }
 
@@ -74,23 +73,20 @@ static int stage_cost(const struct ctx *c, int wi, int lo, int hi, int first, in
     uint64_t wb = c->wsum[hi] - c->wsum[lo];
     uint64_t read = wb;
     double flops = c->fsum[hi] - c->fsum[lo];
-    if (first)
-        wb += pm->first_bytes;
+    if (first) wb += pm->first_bytes;
     if (last) {
         wb += pm->last_bytes;
         read += pm->last_bytes;
         flops += pm->last_flops;
     }
-    if (first && last)
-        wb -= pm->shared_bytes;
+    if (first && last) wb -= pm->shared_bytes;
     uint64_t sb = c->ssum[hi] - c->ssum[lo];
     uint64_t total = wb + sb + pm->stage_overhead_bytes;
     const struct plan_worker *w = &c->w[wi];
     double t = (double)read / (w->mem_bw_gbps * 1e9);
     if (w->gflops > 0.0) {
         double tf = flops / (w->gflops * 1e9);
-        if (tf > t)
-            t = tf;
+        if (tf > t) t = tf;
     }
     st->worker = wi;
     st->lo = lo;
@@ -105,10 +101,8 @@ static int stage_cost(const struct ctx *c, int wi, int lo, int hi, int first, in
 /* a better than b: smaller bottleneck, then smaller latency (relative tolerance for ties). */
 static int better(double amax, double asum, double bmax, double bsum) {
     double tol = 1e-9 * (bmax > 0 ? bmax : 1.0);
-    if (amax < bmax - tol)
-        return 1;
-    if (amax > bmax + tol)
-        return 0;
+    if (amax < bmax - tol) return 1;
+    if (amax > bmax + tol) return 0;
     return asum < bsum - 1e-9 * (bsum > 0 ? bsum : 1.0);
 }
 
@@ -116,8 +110,7 @@ static int better(double amax, double asum, double bmax, double bsum) {
  * Returns 0 and fills *p, or -1 if nothing fits. dp[s][j]: layers [0, j) on stages 0..s. */
 static int split(const struct ctx *c, const int *order, int k, struct plan *p) {
     int L = c->L;
-    if (k > L)
-        return -1;
+    if (k > L) return -1;
     static _Thread_local double dmax[PLAN_MAX_STAGES][BT_MAX_LAYERS + 1];
     static _Thread_local double dsum[PLAN_MAX_STAGES][BT_MAX_LAYERS + 1];
     static _Thread_local short from[PLAN_MAX_STAGES][BT_MAX_LAYERS + 1];
@@ -135,15 +128,13 @@ static int split(const struct ctx *c, const int *order, int k, struct plan *p) {
             for (int i = s; i < j; i++) { /* stage s runs [i, j) */
                 double pmax = 0, psum = 0;
                 if (s > 0) {
-                    if (from[s - 1][i] < 0)
-                        continue;
+                    if (from[s - 1][i] < 0) continue;
                     pmax = dmax[s - 1][i];
                     psum = dsum[s - 1][i];
                 } else if (i != 0) {
                     continue;
                 }
-                if (stage_cost(c, order[s], i, j, s == 0, last, &st) < 0)
-                    continue;
+                if (stage_cost(c, order[s], i, j, s == 0, last, &st) < 0) continue;
                 double m = pmax > st.ms_per_token ? pmax : st.ms_per_token;
                 double sm = psum + st.ms_per_token;
                 if (from[s][j] < 0 || better(m, sm, dmax[s][j], dsum[s][j])) {
@@ -154,8 +145,7 @@ static int split(const struct ctx *c, const int *order, int k, struct plan *p) {
             }
         }
     }
-    if (from[k - 1][L] < 0)
-        return -1;
+    if (from[k - 1][L] < 0) return -1;
     memset(p, 0, sizeof *p);
     p->n_stages = k;
     p->bottleneck_ms = dmax[k - 1][L];
@@ -168,11 +158,9 @@ static int split(const struct ctx *c, const int *order, int k, struct plan *p) {
     return 0;
 }
 
-static void try_order(const struct ctx *c, const int *order, int k, struct plan *best,
-                      int *have) {
+static void try_order(const struct ctx *c, const int *order, int k, struct plan *best, int *have) {
     struct plan p;
-    if (split(c, order, k, &p) < 0)
-        return;
+    if (split(c, order, k, &p) < 0) return;
     if (!*have || better(p.bottleneck_ms, p.latency_ms, best->bottleneck_ms, best->latency_ms)) {
         *best = p;
         *have = 1;
@@ -196,15 +184,13 @@ static void permute(const struct ctx *c, int *a, int k, int at, struct plan *bes
 
 /* Orders worth trying for a set of > ALL_ORDERS_K workers (given fastest first): as is, the
  * largest memory last (it holds the LM head), the largest memory first (the embedding). */
-static void few_orders(const struct ctx *c, const int *set, int k, struct plan *best,
-                       int *have) {
+static void few_orders(const struct ctx *c, const int *set, int k, struct plan *best, int *have) {
     int a[PLAN_MAX_WORKERS];
     memcpy(a, set, (size_t)k * sizeof *a);
     try_order(c, a, k, best, have);
     int big = 0;
     for (int i = 1; i < k; i++)
-        if (c->w[set[i]].mem_bytes > c->w[set[big]].mem_bytes)
-            big = i;
+        if (c->w[set[i]].mem_bytes > c->w[set[big]].mem_bytes) big = i;
     memcpy(a, set, (size_t)k * sizeof *a);
     int t = a[big];
     memmove(a + big, a + big + 1, (size_t)(k - 1 - big) * sizeof *a);
@@ -258,18 +244,15 @@ int planner_plan(const struct plan_model *pm, const struct plan_worker *w, int n
             by_speed[j - 1] = t;
         }
     int kmax = n_workers < c.L ? n_workers : c.L;
-    if (kmax > PLAN_MAX_STAGES)
-        kmax = PLAN_MAX_STAGES;
+    if (kmax > PLAN_MAX_STAGES) kmax = PLAN_MAX_STAGES;
     static _Thread_local struct plan best[PLAN_MAX_STAGES + 1];
     int have[PLAN_MAX_STAGES + 1] = {0};
     if (n_workers <= FULL_SEARCH_N) {
         for (unsigned mask = 1; mask < (1u << n_workers); mask++) {
             int set[PLAN_MAX_WORKERS], k = 0;
             for (int i = 0; i < n_workers; i++) /* keep fastest-first order inside the set */
-                if (mask & (1u << by_speed[i]))
-                    set[k++] = by_speed[i];
-            if (k <= kmax)
-                try_set(&c, set, k, &best[k], &have[k]);
+                if (mask & (1u << by_speed[i])) set[k++] = by_speed[i];
+            if (k <= kmax) try_set(&c, set, k, &best[k], &have[k]);
         }
     } else {
         for (int k = 1; k <= kmax; k++)
@@ -278,23 +261,19 @@ int planner_plan(const struct plan_model *pm, const struct plan_worker *w, int n
     /* Fewest stages that fit, then a further stage only when it pays for itself. */
     int pick = 0;
     for (int k = 1; k <= kmax; k++) {
-        if (!have[k])
-            continue;
-        if (!pick || best[k].bottleneck_ms <= best[pick].bottleneck_ms * (1.0 - min_gain))
-            pick = k;
+        if (!have[k]) continue;
+        if (!pick || best[k].bottleneck_ms <= best[pick].bottleneck_ms * (1.0 - min_gain)) pick = k;
     }
     if (!pick) {
         uint64_t wsum = c.wsum[c.L] + pm->first_bytes + pm->last_bytes - pm->shared_bytes;
         uint64_t ssum = c.ssum[c.L], offer = 0, big = 0, biggest_layer = 0;
         for (int i = 0; i < n_workers; i++) {
             offer += w[i].mem_bytes;
-            if (w[i].mem_bytes > big)
-                big = w[i].mem_bytes;
+            if (w[i].mem_bytes > big) big = w[i].mem_bytes;
         }
         for (int l = 0; l < c.L; l++) {
             uint64_t b = pm->layer[l].weight_bytes + pm->layer[l].state_bytes;
-            if (b > biggest_layer)
-                biggest_layer = b;
+            if (b > biggest_layer) biggest_layer = b;
         }
         uint64_t need = wsum + ssum + pm->stage_overhead_bytes;
         if (need > offer)
@@ -321,10 +300,9 @@ int planner_plan(const struct plan_model *pm, const struct plan_worker *w, int n
 
 #define APPEND(...)                                                                                \
     do {                                                                                           \
-        int n_ = snprintf(buf ? buf + (at < cap ? at : cap) : NULL, at < cap ? cap - at : 0,        \
+        int n_ = snprintf(buf ? buf + (at < cap ? at : cap) : NULL, at < cap ? cap - at : 0,       \
                           __VA_ARGS__);                                                            \
-        if (n_ > 0)                                                                                \
-            at += (size_t)n_;                                                                      \
+        if (n_ > 0) at += (size_t)n_;                                                              \
     } while (0)
 
 size_t planner_format(const struct plan *p, const struct plan_model *pm,
@@ -354,7 +332,6 @@ size_t planner_format(const struct plan *p, const struct plan_model *pm,
     APPEND("totals: stages=%d layers=%d weights=%.1fMiB state=%.1fMiB total=%.1fMiB "
            "bottleneck_ms=%.2f latency_ms=%.2f est_tok_s=%.1f\n",
            p->n_stages, pm->n_layer, (double)tw / MIB, (double)ts / MIB, (double)tt / MIB,
-           p->bottleneck_ms, p->latency_ms,
-           p->latency_ms > 0 ? 1e3 / p->latency_ms : 0.0);
+           p->bottleneck_ms, p->latency_ms, p->latency_ms > 0 ? 1e3 / p->latency_ms : 0.0);
     return at;
 }

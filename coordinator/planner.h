@@ -17,11 +17,11 @@
  * subset of up to 4 (else two orders), each split by dynamic programming over layers. */
 #ifndef BT_COORDINATOR_PLANNER_H
 #define BT_COORDINATOR_PLANNER_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/model.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 #define PLAN_MAX_WORKERS 64
 #define PLAN_MAX_STAGES  64
@@ -36,10 +36,10 @@ struct plan_layer_cost {
 struct plan_model {
     int n_layer;
     struct plan_layer_cost layer[BT_MAX_LAYERS];
-    uint64_t first_bytes;  /* token_embd: held by the first stage */
-    uint64_t last_bytes;   /* output_norm + output (token_embd when tied): the last stage */
-    double last_flops;     /* LM head flops per token */
-    uint64_t shared_bytes; /* bytes in both first_bytes and last_bytes (tied embeddings):
+    uint64_t first_bytes;          /* token_embd: held by the first stage */
+    uint64_t last_bytes;           /* output_norm + output (token_embd when tied): the last stage */
+    double last_flops;             /* LM head flops per token */
+    uint64_t shared_bytes;         /* bytes in both first_bytes and last_bytes (tied embeddings):
                               held once by a stage that is both */
     uint64_t stage_overhead_bytes; /* per stage: activation scratch, logits, bookkeeping */
 };
@@ -56,7 +56,7 @@ struct plan_stage {
     int lo, hi;            /* layers [lo, hi) */
     uint64_t weight_bytes; /* layers + first/last charges */
     uint64_t state_bytes;
-    uint64_t total_bytes;  /* weights + state + overhead: what must fit mem_bytes */
+    uint64_t total_bytes; /* weights + state + overhead: what must fit mem_bytes */
     double ms_per_token;
 };
 

@@ -22,8 +22,7 @@ void registry_close(registry_t *r) {
 
 struct reg_worker *registry_find(registry_t *r, const char *id) {
     for (int i = 0; i < r->n; i++)
-        if (!strcmp(r->w[i].id, id))
-            return &r->w[i];
+        if (!strcmp(r->w[i].id, id)) return &r->w[i];
     return NULL;
 }
 
@@ -93,8 +92,7 @@ int registry_count(const registry_t *r, enum reg_state st) {
 
 void registry_seen(registry_t *r, const char *id, int64_t now_ns) {
     struct reg_worker *w = registry_find(r, id);
-    if (w)
-        w->last_seen_ns = now_ns;
+    if (w) w->last_seen_ns = now_ns;
 }
 
 const char *registry_state_name(enum reg_state st) {

@@ -5,11 +5,11 @@
  * owns a registry; records are stable pointers until registry_close. */
 #ifndef BT_COORDINATOR_REGISTRY_H
 #define BT_COORDINATOR_REGISTRY_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "proto/msg.h"
 #include "proto/transport.h"
+
+#include <stdint.h>
 
 #define REG_MAX_WORKERS 64
 
@@ -26,10 +26,10 @@ struct reg_worker {
     int has_model;
     uint64_t model_size, model_xxh3;
     enum reg_state state;
-    int stage;             /* index in the current plan, -1 if none */
-    int lo, hi;            /* its layers when stage >= 0 */
-    uint64_t load_req;     /* request id of its LoadLayers */
-    int loaded;            /* LoadDone received */
+    int stage;         /* index in the current plan, -1 if none */
+    int lo, hi;        /* its layers when stage >= 0 */
+    uint64_t load_req; /* request id of its LoadLayers */
+    int loaded;        /* LoadDone received */
     uint64_t weight_bytes, state_bytes;
     float load_secs;
     int64_t joined_ns, last_seen_ns;

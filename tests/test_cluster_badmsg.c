@@ -3,27 +3,26 @@
  * on the coordinator's control endpoint and on the worker's data endpoint. Every one must be
  * answered with an Error carrying the right code word, and afterwards the cluster must still
  * serve: a greedy completion through the HTTP API equals the tiny-a reference. */
+#include "proto/msg.h"
+#include "proto/transport.h"
+#include "tests/fixtures.h"
+
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
-
 #include <zmq.h>
-
-#include "proto/msg.h"
-#include "proto/transport.h"
-#include "tests/fixtures.h"
 
 static char g_dir[PATH_MAX], g_bin[PATH_MAX];
 static pid_t g_pids[4];
@@ -34,8 +33,7 @@ static pid_t spawn(const char *const argv[], const char *log) {
     cr_assert_geq(p, 0);
     if (p == 0) {
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0)
-            _exit(127);
+        if (fd < 0) _exit(127);
         dup2(fd, 1);
         dup2(fd, 2);
         execv(argv[0], (char *const *)(uintptr_t)argv);
@@ -63,15 +61,13 @@ static int wait_log(const char *log, const char *needle, int secs, char *out, si
     for (int i = 0; i < secs * 20; i++) {
         FILE *f = fopen(log, "r");
         size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
+        if (f) fclose(f);
         buf[n] = 0;
         const char *p = strstr(buf, needle);
         if (p) {
             p += strlen(needle);
             size_t k = strcspn(p, " \n");
-            if (k >= cap)
-                k = cap - 1;
+            if (k >= cap) k = cap - 1;
             memcpy(out, p, k);
             out[k] = 0;
             return 0;
@@ -112,8 +108,7 @@ static void expect_error(transport_t *t, const char *code, uint64_t rid, const c
                  msg_body_name(env->body_case));
     cr_assert_str_eq(env->error->code, code, "%s: code %s (%s), want %s", what, env->error->code,
                      env->error->message, code);
-    if (rid)
-        cr_assert_eq(env->request_id, rid, "%s: request id", what);
+    if (rid) cr_assert_eq(env->request_id, rid, "%s: request id", what);
     msg_free(env, NULL);
 }
 
@@ -125,7 +120,7 @@ static void hello(Baton__Envelope *env, Baton__Hello *h, uint32_t ver, const cha
     h->mem_budget_bytes = 1u << 30;
     h->mem_bw_gbps = 10.0f;
     h->cores = 2;
-    h->data_endpoint = (char *)(uintptr_t)"tcp://127.0.0.1:1";
+    h->data_endpoint = (char *)(uintptr_t) "tcp://127.0.0.1:1";
     env->body_case = BATON__ENVELOPE__BODY_HELLO;
     env->hello = h;
 }
@@ -286,22 +281,34 @@ Test(cluster_badmsg, errors_and_keeps_serving, .timeout = 90, .fini = stop_all) 
     char coord[PATH_MAX + 32], worker[PATH_MAX + 32];
     snprintf(coord, sizeof coord, "%s/baton-coordinator", g_bin);
     snprintf(worker, sizeof worker, "%s/baton-worker", g_bin);
-    if (access(coord, X_OK) || access(worker, X_OK))
-        cr_skip_test("daemons not built in %s", g_bin);
+    if (access(coord, X_OK) || access(worker, X_OK)) cr_skip_test("daemons not built in %s", g_bin);
     snprintf(g_dir, sizeof g_dir, "/tmp/baton-badmsg.XXXXXX");
     cr_assert(mkdtemp(g_dir));
     char clog[PATH_MAX + 16], wlog[PATH_MAX + 16];
     snprintf(clog, sizeof clog, "%s/coord.log", g_dir);
     snprintf(wlog, sizeof wlog, "%s/worker.log", g_dir);
     const char *model = fixture_path("tiny-a/gguf/model-f32.gguf");
-    const char *cargv[] = {coord, "--model", model, "--bind", "tcp://127.0.0.1:*",
-                     "--min-workers", "1", "--http", "127.0.0.1:0", "--wire", "f32",
-                     "--max-ctx", "256", "--max-seqs", "2", NULL};
+    const char *cargv[] = {coord,
+                           "--model",
+                           model,
+                           "--bind",
+                           "tcp://127.0.0.1:*",
+                           "--min-workers",
+                           "1",
+                           "--http",
+                           "127.0.0.1:0",
+                           "--wire",
+                           "f32",
+                           "--max-ctx",
+                           "256",
+                           "--max-seqs",
+                           "2",
+                           NULL};
     spawn(cargv, clog);
     char ctrl[256], port_s[32], data[256];
     cr_assert_eq(wait_log(clog, "control=", 20, ctrl, sizeof ctrl), 0, "no control endpoint");
-    const char *wargv[] = {worker, "--join", ctrl, "--model", model, "--mem", "1G",
-                     "--threads", "1", "--id", "w1", NULL};
+    const char *wargv[] = {worker, "--join",    ctrl, "--model", model, "--mem",
+                           "1G",   "--threads", "1",  "--id",    "w1",  NULL};
     spawn(wargv, wlog);
     cr_assert_eq(wait_log(clog, "ready http_port=", 40, port_s, sizeof port_s), 0, "not ready");
     cr_assert_eq(wait_log(clog, "data=", 1, data, sizeof data), 0);
@@ -311,8 +318,8 @@ Test(cluster_badmsg, errors_and_keeps_serving, .timeout = 90, .fini = stop_all) 
     /* The coordinator's control endpoint. */
     bt_err e = {0};
     transport_t *t = NULL;
-    struct transport_opts to = {.kind = TRANSPORT_ZMQ, .role = TRANSPORT_CLIENT,
-                                .endpoint = ctrl, .identity = "prober"};
+    struct transport_opts to = {
+        .kind = TRANSPORT_ZMQ, .role = TRANSPORT_CLIENT, .endpoint = ctrl, .identity = "prober"};
     cr_assert_eq(transport_open(&t, &to, &e), 0, "%s", e.msg);
     common_cases(t, "coordinator");
     Baton__Envelope env;
@@ -324,7 +331,7 @@ Test(cluster_badmsg, errors_and_keeps_serving, .timeout = 90, .fini = stop_all) 
     send_env(t, &env, 0);
     expect_error(t, "protocol", 42, "coordinator: Hello with another id");
     hello(&env, &h, MSG_PROTOCOL_VERSION, "prober");
-    h.data_endpoint = (char *)(uintptr_t)"tcp://0.0.0.0:1";
+    h.data_endpoint = (char *)(uintptr_t) "tcp://0.0.0.0:1";
     send_env(t, &env, 0);
     expect_error(t, "protocol", 42, "coordinator: Hello with a wildcard endpoint");
     Baton__Cancel cn;

@@ -1,14 +1,14 @@
 /* tests/test_planner.c: coordinator/planner on synthetic models (fits, refuses, balances,
  * leaves out a slow worker, first/last charges tied and untied, 1..5 and 20 workers) and on
  * the tiny-a fixture (its stage bytes equal model_range's). */
+#include "coordinator/planner.h"
+#include "engine/model.h"
+#include "tests/fixtures.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "coordinator/planner.h"
-#include "engine/model.h"
-#include "tests/fixtures.h"
 
 #define MiB (1024ull * 1024ull)
 #define GiB (1024ull * MiB)
@@ -59,18 +59,14 @@ static void check_valid(const struct plan *p, const struct plan_model *pm,
             wb += pm->layer[l].weight_bytes;
             sb += pm->layer[l].state_bytes;
         }
-        if (s == 0)
-            wb += pm->first_bytes;
-        if (s == p->n_stages - 1)
-            wb += pm->last_bytes;
-        if (p->n_stages == 1)
-            wb -= pm->shared_bytes;
+        if (s == 0) wb += pm->first_bytes;
+        if (s == p->n_stages - 1) wb += pm->last_bytes;
+        if (p->n_stages == 1) wb -= pm->shared_bytes;
         cr_assert_eq(st->weight_bytes, wb, "stage %d weights %llu != %llu", s,
                      (unsigned long long)st->weight_bytes, (unsigned long long)wb);
         cr_assert_eq(st->state_bytes, sb);
         cr_assert_eq(st->total_bytes, wb + sb + pm->stage_overhead_bytes);
-        if (st->ms_per_token > worst)
-            worst = st->ms_per_token;
+        if (st->ms_per_token > worst) worst = st->ms_per_token;
         sum += st->ms_per_token;
         at = st->hi;
     }
@@ -201,8 +197,7 @@ Test(planner, uses_slow_worker_when_memory_needs_it) {
     cr_assert_eq(p.n_stages, 3);
     /* The fast workers are filled first: the slow one takes only what they cannot hold. */
     for (int s = 0; s < 3; s++)
-        if (p.stage[s].worker == 1)
-            cr_assert_leq(p.stage[s].hi - p.stage[s].lo, 32 - 2 * 12);
+        if (p.stage[s].worker == 1) cr_assert_leq(p.stage[s].hi - p.stage[s].lo, 32 - 2 * 12);
 }
 
 Test(planner, faster_worker_gets_more_layers) {
@@ -261,8 +256,7 @@ Test(planner, memory_limits_shape_the_split) {
     check_valid(&p, &pm, w, 2);
     cr_assert_eq(p.n_stages, 2);
     for (int s = 0; s < 2; s++)
-        if (p.stage[s].worker == 0)
-            cr_assert_leq(p.stage[s].total_bytes, 600 * MiB);
+        if (p.stage[s].worker == 0) cr_assert_leq(p.stage[s].total_bytes, 600 * MiB);
 }
 
 Test(planner, many_workers) {
@@ -337,8 +331,7 @@ Test(planner, fixture_stage_bytes_match_model_range) {
             cr_assert_eq(model_range(m, p.stage[s].lo, p.stage[s].hi, &r, &e), 0, "%s", e.msg);
             free(r.tensors);
             cr_assert_eq(p.stage[s].weight_bytes, r.bytes, "n=%d stage %d: %llu vs %llu", n, s,
-                         (unsigned long long)p.stage[s].weight_bytes,
-                         (unsigned long long)r.bytes);
+                         (unsigned long long)p.stage[s].weight_bytes, (unsigned long long)r.bytes);
         }
     }
     model_close(m);
