@@ -126,7 +126,7 @@ Test(planner, balances_equal_workers) {
     for (int n = 1; n <= 5; n++) {
         struct plan_worker w[5];
         for (int i = 0; i < n; i++) {
-            char id[8];
+            char id[16];
             snprintf(id, sizeof id, "w%d", i);
             worker(&w[i], id, 8 * GiB, 10.0);
         }
@@ -264,7 +264,7 @@ Test(planner, many_workers) {
     synth(&pm, 0);
     struct plan_worker w[20];
     for (int i = 0; i < 20; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "w%d", i);
         worker(&w[i], id, 1 * GiB, 10.0 + i);
     }
@@ -281,7 +281,7 @@ Test(planner, more_workers_than_layers) {
     pm.n_layer = 3;
     struct plan_worker w[5];
     for (int i = 0; i < 5; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "w%d", i);
         worker(&w[i], id, 8 * GiB, 10.0);
     }
@@ -317,7 +317,7 @@ Test(planner, fixture_stage_bytes_match_model_range) {
     cr_assert_eq(pm.shared_bytes, 0); /* tiny-a is untied */
     struct plan_worker w[3];
     for (int i = 0; i < 3; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "w%d", i);
         worker(&w[i], id, 1 * GiB, 10.0);
     }
