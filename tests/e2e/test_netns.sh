@@ -66,5 +66,21 @@ for p in chat story; do
         fail "$p: generate failed: $(cat "$TMP/gen-$p.err")"
     [ "$got" = "$(ref_ids $p)" ] || fail "$p: tokens differ from the reference: $got"
 done
+# A worker killed mid-request: the request fails within the liveness window (no hang) and the
+# coordinator keeps answering HTTP.
+ip netns exec "${NSS[0]}" "$BIN/baton" generate --cluster "http://127.0.0.1:$HTTP_PORT" \
+    --tokens "$FIX/prompts/chat.ids" -n 400 --greedy --timeout 30 >"$TMP/long.out" 2>"$TMP/long.err" &
+gen=$!
+sleep 0.5
+w2pid=$(ip netns pids "${NSS[2]}" | head -1)
+[ -n "$w2pid" ] || fail "no worker process in ${NSS[2]}"
+kill -9 "$w2pid"
+t1=$(date +%s)
+wait $gen && fail "the request survived the loss of a stage"
+lost_s=$(( $(date +%s) - t1 ))
+[ $lost_s -le 10 ] || fail "the failed request took $lost_s s"
+grep -q "lost" "$TMP/long.err" || fail "unexpected error: $(cat "$TMP/long.err")"
+ip netns exec "${NSS[0]}" bash -c "exec 3<>/dev/tcp/127.0.0.1/$HTTP_PORT && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && cat <&3" |
+    grep -q '200 OK' || fail "coordinator stopped answering after the loss"
 stop_all
-echo "test_netns: ok: coordinator + 3 workers in 4 namespaces (${ADDR[*]}), w3 without a model (streamed ${served} MiB), both prompts equal the reference with f32 on the wire; $(( $(date +%s) - t0 )) s"
+echo "test_netns: ok: coordinator + 3 workers in 4 namespaces (${ADDR[*]}), w3 without a model (streamed ${served} MiB), both prompts equal the reference with f32 on the wire; a killed worker failed its request in ${lost_s} s without a hang; $(( $(date +%s) - t0 )) s"
