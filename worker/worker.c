@@ -10,6 +10,8 @@
 #include "worker/stage.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,21 @@
 /* Unpacked messages of the serving path live in one arena, reset per message (no malloc per
  * Forward). Unpacked size stays within a small multiple of the 4 MiB packed cap. */
 #define ARENA_BYTES ((size_t)16 << 20)
+
+/* A message moving between the threads: a received Forward/Cancel/StateExport/StateImport
+ * (kind JOB_*, all frames copied into buf) or an outgoing message packed by the compute thread
+ * (kind DEST_*, frame 0 = packed Envelope, frame 1 = payload). Buffers are reused through a
+ * free list, so steady serving allocates nothing. */
+enum { JOB_MSG, JOB_CANCEL_ALL, DEST_COORD, DEST_NEXT };
+struct wbuf {
+    struct wbuf *next;
+    int kind, from_coord;
+    uint64_t batch_id;
+    int n_frames;
+    size_t len[TX_MAX_FRAMES];
+    uint8_t *buf;
+    size_t cap;
+};
 
 struct worker {
     struct worker_opts o;
@@ -51,6 +68,19 @@ struct worker {
     struct msg_arena arena;
     uint64_t drain_req;
     int64_t drain_deadline_ns;
+    int liveness;          /* Welcome.heartbeat_liveness (for the next-stage transport) */
+    uint32_t want_seqs, want_ctx; /* what the current stage's LoadLayers asked for */
+    /* Hand-off between the comms thread (worker_run's: every transport) and the compute
+     * thread (stage_forward and everything else touching the stage while serving). */
+    pthread_t comms_tid, compute_tid;
+    int compute_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_job, cv_idle;
+    struct wbuf *in_head, *in_tail, *out_head, *out_tail, *free_bufs;
+    int busy, quit;
+    atomic_int active_pub; /* stage_active() as of the last job, for Heartbeat/drain */
+    void *carena_buf;
+    struct msg_arena carena; /* the compute thread's unpack arena */
 };
 
 static const char *state_name(int s) {
@@ -127,6 +157,170 @@ static void send_error(worker_t *w, transport_t *t, const char *peer, uint64_t r
     send_error_word(w, t, peer, rid, msg_code_word(code), text);
 }
 
+
+/* ---- hand-off between the comms thread and the compute thread ---- */
+
+/* A buffer of at least cap bytes from the free list (or a new one). NULL when out of memory. */
+static struct wbuf *wbuf_get(worker_t *w, size_t cap) {
+    pthread_mutex_lock(&w->mu);
+    struct wbuf *b = w->free_bufs;
+    if (b) w->free_bufs = b->next;
+    pthread_mutex_unlock(&w->mu);
+    if (!b && !(b = calloc(1, sizeof *b))) return NULL;
+    b->next = NULL;
+    if (b->cap < cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < cap)
+            nc *= 2;
+        uint8_t *nb = realloc(b->buf, nc);
+        if (!nb) {
+            free(b->buf);
+            free(b);
+            return NULL;
+        }
+        b->buf = nb;
+        b->cap = nc;
+    }
+    return b;
+}
+
+static void wbuf_put_locked(worker_t *w, struct wbuf *b) {
+    b->next = w->free_bufs;
+    w->free_bufs = b;
+}
+
+static void wbuf_put(worker_t *w, struct wbuf *b) {
+    pthread_mutex_lock(&w->mu);
+    wbuf_put_locked(w, b);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void wbuf_free_list(struct wbuf *b) {
+    while (b) {
+        struct wbuf *n = b->next;
+        free(b->buf);
+        free(b);
+        b = n;
+    }
+}
+
+/* Comms thread: queues a received message (all frames copied) for the compute thread. */
+static int enqueue_job(worker_t *w, const struct tx_msg *m, int from_coord) {
+    size_t total = 0;
+    for (int i = 0; i < m->n_frames; i++)
+        total += m->len[i];
+    struct wbuf *b = wbuf_get(w, total);
+    if (!b) return -ENOMEM;
+    b->kind = JOB_MSG;
+    b->from_coord = from_coord;
+    b->n_frames = m->n_frames;
+    size_t at = 0;
+    for (int i = 0; i < m->n_frames; i++) {
+        if (m->len[i]) memcpy(b->buf + at, m->data[i], m->len[i]);
+        b->len[i] = m->len[i];
+        at += m->len[i];
+    }
+    pthread_mutex_lock(&w->mu);
+    if (w->in_tail)
+        w->in_tail->next = b;
+    else
+        w->in_head = b;
+    w->in_tail = b;
+    pthread_cond_signal(&w->cv_job);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+/* Compute thread: packs env (+ n_payload = 0 or 1 payload frame, copied) for the comms thread
+ * to send to dest, and wakes it. rid names the batch in logs and in the Error the comms
+ * thread sends when the next stage cannot be reached. A failure here is logged; the
+ * coordinator's batch timeout then fails the batch (nothing better can be done from here). */
+static void post(worker_t *w, int dest, uint64_t rid, const Baton__Envelope *env,
+                 const void *payload, size_t plen, int n_payload) {
+    size_t need = baton__envelope__get_packed_size(env);
+    struct wbuf *b = wbuf_get(w, need + plen);
+    bt_err e = {0};
+    size_t len0 = 0;
+    int rc = b ? msg_pack_into(env, b->buf, b->cap, &len0, &e)
+               : bt_fail(&e, -ENOMEM, "%zu bytes for an outgoing %s", need + plen,
+                         msg_body_name(env->body_case));
+    if (rc) {
+        BT_LOG(ERROR, "worker", "request %llu: %s not queued: %s", (unsigned long long)rid,
+               msg_body_name(env->body_case), bt_errmsg(&e, rc));
+        if (b) wbuf_put(w, b);
+        return;
+    }
+    if (n_payload && plen) memcpy(b->buf + len0, payload, plen);
+    b->kind = dest;
+    b->batch_id = rid;
+    b->n_frames = 1 + (n_payload ? 1 : 0);
+    b->len[0] = len0;
+    b->len[1] = n_payload ? plen : 0;
+    pthread_mutex_lock(&w->mu);
+    if (w->out_tail)
+        w->out_tail->next = b;
+    else
+        w->out_head = b;
+    w->out_tail = b;
+    pthread_mutex_unlock(&w->mu);
+    transport_wakeup(w->coord); /* the comms thread polls w->coord: it sends at once */
+}
+
+static void post_error(worker_t *w, uint64_t rid, int code, const char *text) {
+    Baton__Envelope env;
+    Baton__Error err;
+    msg_error_reply(&env, &err, rid, code, text);
+    err.code = (char *)(uintptr_t)msg_code_word(code);
+    post(w, DEST_COORD, rid, &env, NULL, 0, 0);
+}
+
+/* Comms thread: sends what the compute thread posted, in order. */
+static void flush_outbox(worker_t *w) {
+    pthread_mutex_lock(&w->mu);
+    struct wbuf *b = w->out_head;
+    w->out_head = w->out_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    while (b) {
+        struct wbuf *nx = b->next;
+        transport_t *t = b->kind == DEST_NEXT ? w->next : w->coord;
+        struct tx_frame f[2] = {{.data = b->buf, .len = b->len[0]},
+                                {.data = b->buf + b->len[0], .len = b->len[1]}};
+        bt_err e = {0};
+        int rc = t ? transport_send(t, NULL, f, b->n_frames, &e)
+                   : bt_fail(&e, BT_EPEERLOST, "no next stage");
+        if (rc && b->kind == DEST_NEXT) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "batch %llu: next stage: %s",
+                     (unsigned long long)b->batch_id, bt_errmsg(&e, rc));
+            BT_LOG(WARN, "worker", "%s", msg);
+            send_error(w, w->coord, NULL, b->batch_id, rc, msg);
+        } else if (rc) {
+            BT_LOG(WARN, "worker", "request %llu: reply not sent: %s",
+                   (unsigned long long)b->batch_id, bt_errmsg(&e, rc));
+        }
+        wbuf_put(w, b);
+        b = nx;
+    }
+}
+
+/* Comms thread: waits until the compute thread is idle (drop: discarding queued jobs; else
+ * after running them). Every change the comms thread makes to w->stage comes after this. */
+static void quiesce(worker_t *w, int drop) {
+    pthread_mutex_lock(&w->mu);
+    if (drop) {
+        while (w->in_head) {
+            struct wbuf *b = w->in_head;
+            w->in_head = b->next;
+            wbuf_put_locked(w, b);
+        }
+        w->in_tail = NULL;
+    }
+    while (w->compute_started && (w->busy || w->in_head))
+        pthread_cond_wait(&w->cv_idle, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    flush_outbox(w); /* what the old stage produced goes out before anything changes */
+}
+
 static void send_hello(worker_t *w) {
     const struct worker_caps *c = w->o.caps;
     Baton__Envelope env;
@@ -172,7 +366,7 @@ static void send_heartbeat(worker_t *w, uint64_t rid) {
     baton__heartbeat__init(&hb);
     hb.sent_ns = (uint64_t)bt_now_ns();
     hb.state = (Baton__WorkerState)w->state;
-    hb.active_seqs = w->stage ? (uint32_t)stage_active(w->stage) : 0;
+    hb.active_seqs = w->stage ? (uint32_t)atomic_load(&w->active_pub) : 0;
     hb.mem_used_bytes = w->stage ? w->si.weight_bytes + w->si.state_bytes : 0;
     env.body_case = BATON__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
@@ -182,16 +376,20 @@ static void send_heartbeat(worker_t *w, uint64_t rid) {
     if (rc) BT_LOG(DEBUG, "worker", "heartbeat not sent: %s", bt_errmsg(&e, rc));
 }
 
-/* Pings while a long computation holds the only thread. */
+/* Pings while a weight load holds the comms thread. Forward pieces on the compute thread
+ * call it too: there it does nothing (the comms thread keeps polling). */
 static void tick(void *ctx) {
     worker_t *w = ctx;
+    if (!pthread_equal(pthread_self(), w->comms_tid)) return;
     transport_tick(w->coord, NULL);
     transport_tick(w->data, NULL);
     if (w->next) transport_tick(w->next, NULL);
 }
 
 static void drop_stage(worker_t *w) {
+    quiesce(w, 1);
     stage_close(w->stage);
+    atomic_store(&w->active_pub, 0);
     w->stage = NULL;
     transport_close(w->next);
     w->next = NULL;
@@ -347,6 +545,8 @@ static int stream_model(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
 
 /* ---- LoadLayers ---- */
 
+static int link_stage(worker_t *w, const Baton__LoadLayers *L, bt_err *e);
+
 static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
     const char *path = NULL;
     int rc;
@@ -406,32 +606,42 @@ static int do_load(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
                             .tick_ctx = w};
     if ((rc = stage_open(&w->stage, &so, e))) goto out;
     stage_info(w->stage, &w->si);
+    rc = link_stage(w, L, e);
+out:
+    free(r.tensors);
+    model_close(md);
+    return rc;
+}
+
+/* After the weights: checks the stage's place in the pipeline, connects to the next stage and
+ * records the assignment. */
+static int link_stage(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
+    int rc;
     if (w->si.is_last != (L->stage_index + 1 == L->n_stages)) {
-        rc = bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u", L->stage_index,
+        return bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u", L->stage_index,
                      L->n_stages, L->lo, L->hi, L->n_layers);
-        goto out;
     }
+    transport_close(w->next);
+    w->next = NULL;
     if (!w->si.is_last) {
-        if (!L->next_endpoint || !*L->next_endpoint) {
-            rc = bt_fail(e, BT_EPROTO, "load: stage %u is not last but has no next_endpoint",
-                         L->stage_index);
-            goto out;
-        }
+        if (!L->next_endpoint || !*L->next_endpoint)
+            return bt_fail(e, BT_EPROTO, "load: stage %u is not last but has no next_endpoint",
+                           L->stage_index);
         struct transport_opts to = {.kind = w->o.kind,
                                     .role = TRANSPORT_CLIENT,
                                     .endpoint = L->next_endpoint,
                                     .identity = w->id,
-                                    .heartbeat_ms = w->o.heartbeat_ms};
-        if ((rc = transport_open(&w->next, &to, e))) goto out;
+                                    .heartbeat_ms = w->hb_ms,
+                                    .liveness = w->liveness};
+        if ((rc = transport_open(&w->next, &to, e))) return rc;
     }
     w->stage_index = (int)L->stage_index;
     w->n_stages = (int)L->n_stages;
     w->wire_dtype = (int)L->wire_dtype;
     w->plan_id = L->plan_id;
-out:
-    free(r.tensors);
-    model_close(md);
-    return rc;
+    w->want_seqs = L->max_seqs;
+    w->want_ctx = L->max_ctx;
+    return 0;
 }
 
 static void on_load(worker_t *w, const Baton__Envelope *env) {
@@ -440,7 +650,14 @@ static void on_load(worker_t *w, const Baton__Envelope *env) {
         send_error_word(w, w->coord, NULL, env->request_id, "draining", "worker is draining");
         return;
     }
-    drop_stage(w);
+    /* A re-plan after a lost stage often gives this worker the same layers again: keeping the
+     * weights turns the reload into a slot reset. Anything else loads from scratch. */
+    quiesce(w, 1);
+    int keep = w->stage && L->model && L->model->size == w->loaded.size &&
+               L->model->header_xxh3 == w->loaded.header_xxh3 && (int)L->lo == w->si.lo &&
+               (int)L->hi == w->si.hi && (int)L->wire_dtype == w->wire_dtype &&
+               L->max_seqs == w->want_seqs && L->max_ctx == w->want_ctx;
+    if (!keep) drop_stage(w);
     set_state(w, BATON__WORKER_STATE__WS_LOADING, "load_layers");
     BT_LOG(INFO, "worker",
            "load plan=%llu layers=%u..%u stage=%u/%u next=%s wire=%s seqs=%u ctx=%u",
@@ -448,7 +665,18 @@ static void on_load(worker_t *w, const Baton__Envelope *env) {
            L->next_endpoint && *L->next_endpoint ? L->next_endpoint : "-",
            wire_dtype_name((int)L->wire_dtype), L->max_seqs, L->max_ctx);
     bt_err e = {0};
-    int rc = do_load(w, L, &e);
+    int rc;
+    if (keep) {
+        stage_cancel_all(w->stage); /* the compute thread is idle (quiesced above) */
+        atomic_store(&w->active_pub, 0);
+        w->si.load_secs = 0;
+        rc = link_stage(w, L, &e);
+        if (!rc)
+            BT_LOG(INFO, "worker", "layers %u..%u already loaded: kept, slots reset", L->lo,
+                   L->hi - 1);
+    } else {
+        rc = do_load(w, L, &e);
+    }
     if (rc) {
         BT_LOG(ERROR, "worker", "load failed: %s", bt_errmsg(&e, rc));
         drop_stage(w);
@@ -477,6 +705,7 @@ static void on_load(worker_t *w, const Baton__Envelope *env) {
 
 /* ---- Forward ---- */
 
+/* Comms thread: checks a Forward against this stage and queues it for the compute thread. */
 static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m, int from_coord) {
     Baton__Forward *f = env->forward;
     uint64_t rid = env->request_id;
@@ -504,6 +733,22 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
                 return;
             }
     }
+    if (enqueue_job(w, m, from_coord)) {
+        snprintf(msg, sizeof msg, "batch %llu: out of memory queueing it",
+                 (unsigned long long)f->batch_id);
+        send_error(w, w->coord, NULL, rid, -ENOMEM, msg);
+        return;
+    }
+    if (w->state == BATON__WORKER_STATE__WS_READY)
+        set_state(w, BATON__WORKER_STATE__WS_SERVING, "first forward");
+}
+
+/* Compute thread: runs a queued Forward and posts the activations or the Result. */
+static void compute_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m) {
+    Baton__Forward *f = env->forward;
+    uint64_t rid = env->request_id;
+    char msg[300];
+    if (!w->stage) return; /* dropped while queued: the coordinator fails the batch */
     struct stage_out so;
     bt_err e = {0};
     int64_t t0 = bt_now_ns();
@@ -517,11 +762,9 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
         snprintf(msg, sizeof msg, "batch %llu: %s", (unsigned long long)f->batch_id,
                  bt_errmsg(&e, rc));
         BT_LOG(WARN, "worker", "%s", msg);
-        send_error(w, w->coord, NULL, rid, rc, msg);
+        post_error(w, rid, rc, msg);
         return;
     }
-    if (w->state == BATON__WORKER_STATE__WS_READY)
-        set_state(w, BATON__WORKER_STATE__WS_SERVING, "first forward");
     if (!w->si.is_last) {
         /* Same header, next stage, our activations. */
         f->stage_index++;
@@ -532,16 +775,9 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
         float *in_ms = f->stage_ms;
         f->n_stage_ms = n_ms;
         f->stage_ms = w->stage_ms;
-        struct tx_frame act = {.data = so.act, .len = so.act_len};
-        rc = send_env(w->next, NULL, env, &act, 1, &e);
+        post(w, DEST_NEXT, rid, env, so.act, so.act_len, 1);
         f->n_stage_ms = in_n;
         f->stage_ms = in_ms;
-        if (rc) {
-            snprintf(msg, sizeof msg, "batch %llu: next stage: %s", (unsigned long long)f->batch_id,
-                     bt_errmsg(&e, rc));
-            BT_LOG(WARN, "worker", "%s", msg);
-            send_error(w, w->coord, NULL, rid, rc, msg);
-        }
         return;
     }
     Baton__Envelope out;
@@ -550,11 +786,7 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
     out.result = so.result;
     so.result->n_stage_ms = n_ms;
     so.result->stage_ms = w->stage_ms;
-    struct tx_frame lg = {.data = so.logits, .len = so.logits_len};
-    rc = send_env(w->coord, NULL, &out, &lg, so.logits ? 1 : 0, &e);
-    if (rc)
-        BT_LOG(WARN, "worker", "batch %llu: result not sent: %s", (unsigned long long)f->batch_id,
-               bt_errmsg(&e, rc));
+    post(w, DEST_COORD, rid, &out, so.logits, so.logits_len, so.logits ? 1 : 0);
 }
 
 /* ---- state moves ---- */
@@ -566,7 +798,7 @@ static void on_state_export(worker_t *w, const Baton__Envelope *env) {
         char msg[200];
         snprintf(msg, sizeof msg, "state_export [%u, %u): this stage has [%d, %d)", x->lo, x->hi,
                  w->si.lo, w->si.hi);
-        send_error(w, w->coord, NULL, env->request_id, BT_ESHAPE, msg);
+        post_error(w, env->request_id, BT_ESHAPE, msg);
         return;
     }
     void *buf = NULL;
@@ -574,7 +806,7 @@ static void on_state_export(worker_t *w, const Baton__Envelope *env) {
     uint32_t n_pos = 0;
     int rc = stage_export(w->stage, x->seq_id, &buf, &len, &n_pos, &e);
     if (rc) {
-        send_error(w, w->coord, NULL, env->request_id, rc, bt_errmsg(&e, rc));
+        post_error(w, env->request_id, rc, bt_errmsg(&e, rc));
         return;
     }
     Baton__Envelope out;
@@ -597,10 +829,8 @@ static void on_state_export(worker_t *w, const Baton__Envelope *env) {
     si.model = &mid;
     out.body_case = BATON__ENVELOPE__BODY_STATE_IMPORT;
     out.state_import = &si;
-    struct tx_frame fr = {.data = buf, .len = len, .free_fn = free_cb};
-    if ((rc = send_env(w->coord, NULL, &out, &fr, 1, &e)))
-        BT_LOG(WARN, "worker", "state export of seq %llu not sent: %s",
-               (unsigned long long)x->seq_id, bt_errmsg(&e, rc));
+    post(w, DEST_COORD, env->request_id, &out, buf, len, 1);
+    free(buf);
 }
 
 static void on_state_import(worker_t *w, const Baton__Envelope *env, const struct tx_msg *m) {
@@ -623,7 +853,7 @@ static void on_state_import(worker_t *w, const Baton__Envelope *env, const struc
     else
         rc = stage_import(w->stage, x->seq_id, m->data[1], m->len[1], &e);
     if (rc) {
-        send_error(w, w->coord, NULL, env->request_id, rc, bt_errmsg(&e, rc));
+        post_error(w, env->request_id, rc, bt_errmsg(&e, rc));
         return;
     }
     Baton__Envelope out;
@@ -636,8 +866,71 @@ static void on_state_import(worker_t *w, const Baton__Envelope *env, const struc
     ack.n_pos = x->n_pos;
     out.body_case = BATON__ENVELOPE__BODY_STATE_IMPORT;
     out.state_import = &ack;
-    if ((rc = send_env(w->coord, NULL, &out, NULL, 0, &e)))
-        BT_LOG(WARN, "worker", "state import ack not sent: %s", bt_errmsg(&e, rc));
+    post(w, DEST_COORD, env->request_id, &out, NULL, 0, 0);
+}
+
+/* ---- the compute thread ---- */
+
+static void run_job(worker_t *w, struct wbuf *b) {
+    struct tx_msg m;
+    m.peer[0] = 0;
+    m.n_frames = b->n_frames;
+    size_t at = 0;
+    for (int i = 0; i < b->n_frames; i++) {
+        m.data[i] = b->buf + at;
+        m.len[i] = b->len[i];
+        at += b->len[i];
+    }
+    Baton__Envelope *env = NULL;
+    uint64_t rid = 0;
+    bt_err e = {0};
+    msg_arena_reset(&w->carena);
+    /* The comms thread validated these bytes already; a failure here is an arena overflow. */
+    int rc = msg_unpack(m.data[0], m.len[0], &w->carena.alloc, &env, &rid, &e);
+    if (rc) {
+        post_error(w, rid, rc, bt_errmsg(&e, rc));
+        return;
+    }
+    switch (env->body_case) {
+    case BATON__ENVELOPE__BODY_FORWARD:
+        compute_forward(w, env, &m);
+        break;
+    case BATON__ENVELOPE__BODY_STATE_EXPORT:
+        on_state_export(w, env);
+        break;
+    case BATON__ENVELOPE__BODY_STATE_IMPORT:
+        on_state_import(w, env, &m);
+        break;
+    case BATON__ENVELOPE__BODY_CANCEL:
+        if (w->stage) stage_cancel(w->stage, env->cancel->seq_id, env->cancel->n_seq_id);
+        break;
+    default:
+        break;
+    }
+    if (w->stage) atomic_store(&w->active_pub, stage_active(w->stage));
+    msg_free(env, &w->carena.alloc);
+}
+
+static void *compute_main(void *arg) {
+    worker_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->quit && !w->in_head)
+            pthread_cond_wait(&w->cv_job, &w->mu);
+        if (w->quit) break;
+        struct wbuf *b = w->in_head;
+        w->in_head = b->next;
+        if (!w->in_head) w->in_tail = NULL;
+        w->busy = 1;
+        pthread_mutex_unlock(&w->mu);
+        run_job(w, b);
+        pthread_mutex_lock(&w->mu);
+        wbuf_put_locked(w, b);
+        w->busy = 0;
+        pthread_cond_broadcast(&w->cv_idle);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
 }
 
 /* ---- dispatch ---- */
@@ -699,9 +992,10 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
         }
         w->welcomed = 1;
         w->hb_ms = wl->heartbeat_ms ? (int)wl->heartbeat_ms : 1000;
-        BT_LOG(INFO, "worker", "welcomed by %s heartbeat_ms=%d",
+        w->liveness = wl->heartbeat_liveness ? (int)wl->heartbeat_liveness : 3;
+        BT_LOG(INFO, "worker", "welcomed by %s heartbeat_ms=%d liveness=%d",
                wl->coordinator_id && *wl->coordinator_id ? wl->coordinator_id : "coordinator",
-               w->hb_ms);
+               w->hb_ms, w->liveness);
         break;
     }
     case BATON__ENVELOPE__BODY_PLAN:
@@ -715,10 +1009,11 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
         on_forward(w, env, m, 1);
         break;
     case BATON__ENVELOPE__BODY_STATE_EXPORT:
-        on_state_export(w, env);
-        break;
     case BATON__ENVELOPE__BODY_STATE_IMPORT:
-        on_state_import(w, env, m);
+    case BATON__ENVELOPE__BODY_CANCEL:
+        /* They touch the stage: the compute thread runs them in order with the Forwards. */
+        if (enqueue_job(w, m, 1))
+            send_error(w, w->coord, NULL, env->request_id, -ENOMEM, "out of memory queueing it");
         break;
     case BATON__ENVELOPE__BODY_HEARTBEAT:
         send_heartbeat(w, env->request_id);
@@ -730,9 +1025,6 @@ static void on_coord(worker_t *w, const struct tx_msg *m) {
         w->drain_deadline_ns =
             env->drain->deadline_ms ? bt_now_ns() + (int64_t)env->drain->deadline_ms * 1000000 : 0;
         set_state(w, BATON__WORKER_STATE__WS_DRAINING, "drain");
-        break;
-    case BATON__ENVELOPE__BODY_CANCEL:
-        if (w->stage) stage_cancel(w->stage, env->cancel->seq_id, env->cancel->n_seq_id);
         break;
     case BATON__ENVELOPE__BODY_SHUTDOWN:
         BT_LOG(INFO, "worker", "shutdown: %s", env->shutdown->reason ? env->shutdown->reason : "");
@@ -827,13 +1119,15 @@ static void drain_transport(worker_t *w, transport_t *t, int which) {
 
 static void check_drain(worker_t *w) {
     if (!w->draining || w->drain_reported) return;
-    int active = w->stage ? stage_active(w->stage) : 0;
+    int active = w->stage ? atomic_load(&w->active_pub) : 0;
     /* The coordinator reuses slots without Cancel, so a finished sequence still holds its
      * slot: a pipeline with no Forward for DRAIN_IDLE_NS counts as finished. */
     if (active && bt_now_ns() - w->last_forward_ns > DRAIN_IDLE_NS) active = 0;
     if (active && w->drain_deadline_ns && bt_now_ns() > w->drain_deadline_ns) {
         BT_LOG(WARN, "worker", "drain deadline: dropping %d sequences", active);
+        quiesce(w, 1);
         stage_cancel_all(w->stage);
+        atomic_store(&w->active_pub, 0);
         active = 0;
     }
     if (!active) {
@@ -845,6 +1139,7 @@ static void check_drain(worker_t *w) {
 
 int worker_run(worker_t *w, bt_err *e) {
     (void)e;
+    w->comms_tid = pthread_self(); /* this thread owns every transport from now on */
     set_state(w, BATON__WORKER_STATE__WS_CONNECTING, "start");
     w->hello_due = 1;
     w->hello_mark_ns = bt_now_ns(); /* wait for the coordinator's first ping */
@@ -858,6 +1153,7 @@ int worker_run(worker_t *w, bt_err *e) {
         if (rc && rc != -EINTR) BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
         for (int i = 0; i < n && !w->stop; i++)
             if (ready & (1ull << i)) drain_transport(w, ts[i], i);
+        flush_outbox(w);
         int64_t now = bt_now_ns();
         if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns)) coord_regained(w);
         if (w->hello_due && coord_seen_since(w, w->hello_mark_ns)) {
@@ -880,7 +1176,11 @@ int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
     if (!w) return bt_fail(e, -ENOMEM, "worker");
     w->o = *o;
     w->hb_ms = 1000;
+    w->liveness = 3;
     w->state = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv_job, NULL);
+    pthread_cond_init(&w->cv_idle, NULL);
     snprintf(w->id, sizeof w->id, "%s", o->id && *o->id ? o->id : "worker");
     int rc = 0;
     if (!(w->arena_buf = malloc(ARENA_BYTES))) {
@@ -888,6 +1188,16 @@ int worker_open(worker_t **out, const struct worker_opts *o, bt_err *e) {
         goto fail;
     }
     msg_arena_init(&w->arena, w->arena_buf, ARENA_BYTES);
+    if (!(w->carena_buf = malloc(ARENA_BYTES))) {
+        rc = bt_fail(e, -ENOMEM, "worker: compute arena of %zu bytes", ARENA_BYTES);
+        goto fail;
+    }
+    msg_arena_init(&w->carena, w->carena_buf, ARENA_BYTES);
+    if ((rc = -pthread_create(&w->compute_tid, NULL, compute_main, w))) {
+        bt_fail(e, rc, "worker: compute thread: %s", strerror(-rc));
+        goto fail;
+    }
+    w->compute_started = 1;
     if (o->model_path) {
         if ((rc = caps_model_ident(&w->local, o->model_path, e))) goto fail;
         w->has_model = 1;
@@ -919,6 +1229,20 @@ fail:
 void worker_close(worker_t *w) {
     if (!w) return;
     drop_stage(w);
+    if (w->compute_started) {
+        pthread_mutex_lock(&w->mu);
+        w->quit = 1;
+        pthread_cond_signal(&w->cv_job);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->compute_tid, NULL);
+    }
+    wbuf_free_list(w->in_head);
+    wbuf_free_list(w->out_head);
+    wbuf_free_list(w->free_bufs);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv_job);
+    pthread_cond_destroy(&w->cv_idle);
+    free(w->carena_buf);
     transport_close(w->coord);
     transport_close(w->data);
     free(w->arena_buf);
