@@ -46,6 +46,22 @@ ifneq ($(WORKER_SRCS),)
 BINS += $(BUILD)/baton-worker
 endif
 
+# mpirun mode (docs/mpi.md): MPI is compiled into build/baton-mpi and its self-test only, so
+# the other binaries and libbaton.a need no MPI library. Built when ompi-c is installed.
+MPI_SRCS   := $(wildcard mpi/*.c)
+MPI_LIB_OBJS := $(filter-out $(BUILD)/mpi/main.o,$(MPI_SRCS:%.c=$(BUILD)/%.o))
+MPI_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags ompi-c 2>/dev/null))
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+MPI_TEST_BINS :=
+ifneq ($(MPI_LIBS),)
+ifneq ($(wildcard mpi/main.c),)
+BINS += $(BUILD)/baton-mpi
+endif
+ifneq ($(wildcard tests/mpi/mpi_selftest.c),)
+MPI_TEST_BINS := $(BUILD)/mpi/mpi_selftest
+endif
+endif
+
 .SECONDARY:
 .PHONY: all test asan tsan bench fuzz demo deps lint format clean tests benches deploy \
         deploy-rolling deploy-check test-deploy
@@ -76,6 +92,13 @@ $(BUILD)/baton-coordinator: $(COORD_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
 $(BUILD)/baton-worker: $(WORKER_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+$(BUILD)/mpi/%.o $(BUILD)/tests/mpi/%.o: CFLAGS += $(MPI_CFLAGS)
+$(BUILD)/baton-mpi: $(MPI_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libcoord.a $(BUILD)/libworker.a \
+                    $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
+$(BUILD)/mpi/mpi_selftest: $(BUILD)/tests/mpi/mpi_selftest.o $(MPI_LIB_OBJS) $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
+
 $(BUILD)/libcoord.a: $(COORD_LIB_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@
@@ -92,7 +115,7 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-tests: $(BINS) $(TEST_BINS)
+tests: $(BINS) $(TEST_BINS) $(MPI_TEST_BINS)
 benches: $(BINS) $(BENCH_BINS)
 
 # The test command of the README: every Criterion suite, then tests/e2e/*.sh; the last line

@@ -22,10 +22,13 @@ static int is_ping(const struct tx_msg *m) {
     return m->n_frames >= 1 && m->len[0] >= 1 && ((const unsigned char *)m->data[0])[0] == 0;
 }
 
+const struct tx_backend_ops *tx_mpi_backend;
+
 static const struct tx_backend_ops *backend(enum transport_kind k) {
     switch (k) {
     case TRANSPORT_ZMQ: return &tx_zmq_ops;
     case TRANSPORT_INPROC: return &tx_inproc_ops;
+    case TRANSPORT_MPI: return tx_mpi_backend;
     default: return NULL;
     }
 }

@@ -25,6 +25,9 @@ struct tx_backend_ops {
 };
 
 extern const struct tx_backend_ops tx_zmq_ops, tx_inproc_ops;
+/* TRANSPORT_MPI: NULL unless the program links the MPI backend and registered it
+ * (mpi/transport_mpi.c, in build/baton-mpi only), so libbaton.a needs no MPI library. */
+extern const struct tx_backend_ops *tx_mpi_backend;
 
 struct peer_state {
     struct tx_peer p;
