@@ -16,6 +16,7 @@ struct api {
     struct api_opts o;
     pthread_mutex_t mu;
     sched_t *sched;
+    const char *status; /* api_set_status: /health override, NULL = normal */
     enum chat_flavour flavour;
     int think_default;
     long long created;
@@ -555,9 +556,13 @@ void api_handle(void *ctx, const struct http_req *rq, struct http_resp *rs) {
     if (is_health) {
         pthread_mutex_lock(&a->mu);
         sched_t *s = a->sched;
+        const char *status = a->status;
         pthread_mutex_unlock(&a->mu);
         char buf[160];
-        if (s) {
+        if (status) {
+            snprintf(buf, sizeof buf, "{\"status\":\"%s\"}", status);
+            s = NULL; /* 503 below */
+        } else if (s) {
             struct sched_stats st;
             sched_get_stats(s, &st);
             snprintf(buf, sizeof buf,
@@ -609,6 +614,12 @@ void api_close(api_t *a) {
     if (!a) return;
     pthread_mutex_destroy(&a->mu);
     free(a);
+}
+
+void api_set_status(api_t *a, const char *status) {
+    pthread_mutex_lock(&a->mu);
+    a->status = status;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void api_set_sched(api_t *a, sched_t *s) {

@@ -33,6 +33,10 @@ int api_open(api_t **out, const struct api_opts *o, bt_err *e);
 void api_close(api_t *a); /* NULL ok; after http_close */
 /* Switches generation on once the pipeline is up (NULL switches it off again). */
 void api_set_sched(api_t *a, sched_t *s);
+/* While status is non-NULL (a static string, e.g. "recovering"), /health answers 503
+ * {"status":"<status>"}; generation requests still go to the scheduler (they queue). NULL:
+ * back to normal. */
+void api_set_status(api_t *a, const char *status);
 
 /* The http_handler_fn; ctx is the api_t. */
 void api_handle(void *ctx, const struct http_req *rq, struct http_resp *rs);

@@ -53,6 +53,9 @@ struct coord {
     struct reg_worker *stages[PLAN_MAX_STAGES];
     int64_t load_t0;
     int exit_code;
+    /* Recovery: a stage was lost; re-plan over the workers present and resume. */
+    int recovering, recover_failed;
+    int64_t recover_t0;
     struct tx_peer peers_scratch[REG_MAX_WORKERS * 2];
 };
 
@@ -135,6 +138,11 @@ static int start_plan(struct coord *c) {
     int rc = planner_model_from_desc(&c->pm, c->m, c->o.max_seqs, c->o.max_ctx, c->o.max_batch, &e);
     struct plan_opts po = {.min_gain = c->o.min_gain};
     if (!rc) rc = planner_plan(&c->pm, pw, n, &po, &c->plan, &e);
+    if (rc && c->recovering) {
+        BT_LOG(WARN, "plan", "no plan for %s over the %d worker%s present (%s): waiting for more",
+               c->m->name, n, n == 1 ? "" : "s", e.msg);
+        return rc;
+    }
     if (rc) {
         BT_LOG(ERROR, "plan", "cannot plan %s over %d worker%s: %s", c->m->name, n,
                n == 1 ? "" : "s", e.msg);
@@ -249,17 +257,82 @@ static int start_serving(struct coord *c) {
     }
     if (c->api) api_set_sched(c->api, c->sched);
     c->phase = PH_SERVING;
+    c->recovering = 0;
     BT_LOG(INFO, "coord", "serving: stages=%d slots=%d ctx=%d wire=%s load_secs=%.2f", k, slots,
            ctx, wire_dtype_name(c->o.wire), (double)(bt_now_ns() - c->load_t0) * 1e-9);
     if (c->http) BT_LOG(INFO, "coord", "ready http_port=%d", http_port(c->http));
     return 0;
 }
 
-static void on_peer_lost(struct coord *c, const char *peer) {
+/* The new pipeline is loaded: the executor re-prefills every live sequence and resends
+ * what was in flight; requests continue where they were. */
+static void resume_serving(struct coord *c) {
+    const char *ids[PLAN_MAX_STAGES];
+    int k = c->plan.n_stages;
+    for (int s = 0; s < k; s++) {
+        ids[s] = c->stages[s]->id;
+        c->stages[s]->state = REG_SERVING;
+    }
+    bt_err e = {0};
+    int rc = exec_pipeline_resume(c->ex, c->t, k, ids, &e);
+    if (rc) BT_LOG(ERROR, "coord", "resume: %s (requests in flight failed)", bt_errmsg(&e, rc));
+    c->phase = PH_SERVING;
+    c->recovering = 0;
+    if (c->api) api_set_status(c->api, NULL);
+    BT_LOG(INFO, "coord", "recovered: stages=%d down_secs=%.2f", k,
+           (double)(bt_now_ns() - c->recover_t0) * 1e-9);
+}
+
+/* Plans when enough workers are present: min_workers at start; during a recovery any number
+ * the model fits on (start_plan logs and waits when it does not). */
+static void try_plan(struct coord *c) {
+    int joined = registry_count(c->reg, REG_JOINED);
+    BT_LOG(INFO, "coord", "workers joined=%d of min=%d%s", joined, c->o.min_workers,
+           c->recovering ? " (recovering)" : "");
+    if (joined < (c->recovering ? 1 : c->o.min_workers)) return;
+    int rc = start_plan(c);
+    if (rc > 0 || (rc < 0 && !c->recovering)) {
+        c->exit_code = rc > 0 ? 0 : 1;
+        c->stop = 1;
+    }
+}
+
+/* A stage of the current (serving or loading) plan is gone: stop sending, keep the requests,
+ * put every surviving worker back in the pool and plan again. */
+static void begin_recovery(struct coord *c, const struct reg_worker *lost) {
+    char m[160];
+    snprintf(m, sizeof m, "stage %d (worker %.60s, layers %d..%d) lost", lost->stage, lost->id,
+             lost->lo, lost->hi - 1);
+    if (!c->recovering) {
+        c->recovering = 1;
+        c->recover_failed = 0;
+        c->recover_t0 = bt_now_ns();
+    }
+    if (c->ex) {
+        exec_pipeline_suspend(c->ex, m);
+        if (c->api) api_set_status(c->api, "recovering");
+    }
+    for (int i = 0; i < registry_n(c->reg); i++) {
+        struct reg_worker *w = registry_at(c->reg, i);
+        if (w->state == REG_LOST) continue;
+        w->state = REG_JOINED;
+        w->stage = -1;
+        w->loaded = 0;
+    }
+    memset(c->stages, 0, sizeof c->stages);
+    c->plan.n_stages = 0;
+    c->phase = PH_WAIT;
+    BT_LOG(ERROR, "coord", "%s: re-planning over the workers present; requests wait up to %d s",
+           m, c->o.recover_timeout_s);
+    try_plan(c);
+}
+
+/* force: the worker is certainly gone (it said Hello again), even if it was loading. */
+static void on_peer_lost(struct coord *c, const char *peer, int force) {
     struct reg_worker *w = registry_find(c->reg, peer);
     if (!w || w->state == REG_LOST) return;
     enum reg_state was = w->state;
-    if (was == REG_LOADING) {
+    if (was == REG_LOADING && !force && !c->recovering) {
         /* A worker busy reading weights may miss pings; it is back when LoadDone (or any
          * frame) arrives. The load timeout bounds the wait. */
         BT_LOG(WARN, "coord",
@@ -269,24 +342,23 @@ static void on_peer_lost(struct coord *c, const char *peer) {
         return;
     }
     w->state = REG_LOST;
-    if (was == REG_SERVING && c->ex) {
-        char m[160];
-        snprintf(m, sizeof m, "stage %d (worker %.60s, layers %d..%d) lost", w->stage, peer, w->lo,
-                 w->hi - 1);
-        BT_LOG(ERROR, "coord",
-               "%s: in-flight batches failed; the pipeline stays down until "
-               "the cluster restarts",
-               m);
-        exec_pipeline_fail(c->ex, BT_EPEERLOST, m);
-    } else {
+    if (was == REG_SERVING || was == REG_LOADING)
+        begin_recovery(c, w);
+    else
         BT_LOG(WARN, "coord", "worker %s lost (was %s); %d joined", peer, registry_state_name(was),
                registry_count(c->reg, REG_JOINED));
-    }
 }
 
 static void on_hello(struct coord *c, const char *peer, uint64_t rid, const Baton__Hello *h) {
-    struct reg_worker *w = NULL;
+    struct reg_worker *w = registry_find(c->reg, peer);
     bt_err e = {0};
+    if (w && w->state != REG_LOST && h->protocol_version == MSG_PROTOCOL_VERSION) {
+        /* The worker restarted or lost us: its old session (and any stage it held) is gone. */
+        BT_LOG(WARN, "coord", "worker %s says Hello again: a new session (was %s)", peer,
+               registry_state_name(w->state));
+        on_peer_lost(c, peer, 1);
+    }
+    w = NULL;
     int rc = registry_hello(c->reg, peer, h, bt_now_ns(), &w, &e);
     if (rc) {
         BT_LOG(WARN, "coord", "rejected Hello from %s: %s", peer, e.msg);
@@ -319,15 +391,7 @@ static void on_hello(struct coord *c, const char *peer, uint64_t rid, const Bato
         BT_LOG(INFO, "coord", "worker %s joined after the plan: kept idle", peer);
         return;
     }
-    int joined = registry_count(c->reg, REG_JOINED);
-    BT_LOG(INFO, "coord", "workers joined=%d of min=%d", joined, c->o.min_workers);
-    if (joined >= c->o.min_workers) {
-        rc = start_plan(c);
-        if (rc) {
-            c->exit_code = rc > 0 ? 0 : 1;
-            c->stop = 1;
-        }
-    }
+    try_plan(c);
 }
 
 static void on_load_done(struct coord *c, const char *peer, uint64_t rid,
@@ -359,6 +423,10 @@ static void on_load_done(struct coord *c, const char *peer, uint64_t rid,
            (double)model_server_bytes_served(c->ms) / 1048576.0);
     for (int s = 0; s < c->plan.n_stages; s++)
         if (!c->stages[s]->loaded) return;
+    if (c->ex) {
+        resume_serving(c);
+        return;
+    }
     if (start_serving(c)) {
         c->exit_code = 1;
         c->stop = 1;
@@ -377,7 +445,7 @@ static void on_error_msg(struct coord *c, const char *peer, const Baton__Envelop
         c->stop = 1;
         return;
     }
-    if (c->phase == PH_SERVING && exec_pipeline_deliver(c->ex, peer, env, NULL) == 1) return;
+    if (c->ex && exec_pipeline_deliver(c->ex, peer, env, NULL) == 1) return;
     BT_LOG(WARN, "coord", "Error from %s (request %llu): %s: %s", peer,
            (unsigned long long)env->request_id, er->code, er->message);
 }
@@ -413,7 +481,7 @@ static void on_message(struct coord *c, const struct tx_msg *m) {
         on_error_msg(c, m->peer, env);
         break;
     case BATON__ENVELOPE__BODY_RESULT:
-        if (c->phase != PH_SERVING) {
+        if (!c->ex) {
             reply_error(c, m->peer, env->request_id, BT_EPROTO, "Result while not serving");
             break;
         }
@@ -609,12 +677,23 @@ int coord_run(coord_t *c) {
             break;
         }
         if (c->phase == PH_LOADING && loading_worker_gone(c)) break;
+        if (c->recovering && c->ex && !c->recover_failed &&
+            bt_now_ns() - c->recover_t0 > (int64_t)c->o.recover_timeout_s * 1000000000) {
+            char m[160];
+            snprintf(m, sizeof m,
+                     "no pipeline: a stage was lost and the workers present could not replace "
+                     "it within %d s",
+                     c->o.recover_timeout_s);
+            BT_LOG(ERROR, "coord", "%s; failing requests until workers join", m);
+            exec_pipeline_fail(c->ex, BT_EPEERLOST, m);
+            c->recover_failed = 1;
+        }
         struct tx_msg m;
         rc = transport_recv(c->t, 200, &m, &e);
         if (rc == 0)
             on_message(c, &m);
         else if (rc == BT_EPEERLOST)
-            on_peer_lost(c, m.peer);
+            on_peer_lost(c, m.peer, 0);
         else if (rc == BT_EPROTO) {
             BT_LOG(WARN, "coord", "from %s: %s", m.peer, e.msg);
             reply_error(c, m.peer, 0, BT_EPROTO, e.msg);
@@ -636,7 +715,7 @@ void coord_close(coord_t *c) {
     if (!c) return;
     if (c->reg && c->t && !c->shutdown_sent) send_shutdown(c, "coordinator stopping");
     http_close(c->http); /* first: no handler runs after this */
-    if (c->ex && c->phase == PH_SERVING)
+    if (c->ex && !c->o.local)
         exec_pipeline_fail(c->ex, BT_ECANCELED, "the coordinator is stopping");
     sched_close(c->sched);
     api_close(c->api);

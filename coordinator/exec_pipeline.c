@@ -16,8 +16,12 @@ enum bstate { B_FREE, B_QUEUED, B_SENT, B_DONE };
 
 struct bitem {
     uint64_t seq_id;
-    int slot, sample;
+    int slot, sample, pos;
 };
+
+/* Re-prefill batches sent while resuming carry ids in their own space, so their Results
+ * (no sampled rows) are recognised and swallowed. */
+#define REPLAY_ID_BIT (1ull << 63)
 
 struct batch {
     enum bstate state;
@@ -28,8 +32,8 @@ struct batch {
     int n_res;
     int status;
     char msg[160];
-    uint8_t *packed; /* the Forward, until sent */
-    size_t packed_len;
+    uint8_t *packed; /* the Forward; kept after sending, for a resend after a recovery */
+    size_t packed_len, packed_cap;
     int64_t sent_ns;
     double stage_s[EXEC_MAX_STAGES];
 };
@@ -44,6 +48,13 @@ struct exec_pipe {
     int head, count;
     int broken, broken_code;
     char broken_msg[160];
+    int down; /* suspended: a stage was lost; batches wait for exec_pipeline_resume */
+    /* Every live sequence's known tokens (prompt + fed samples) per slot, for re-prefill. */
+    int32_t **hist;
+    int *hist_n, *hist_cap;
+    uint64_t next_replay;
+    uint8_t *rp_buf; /* packed re-prefill Forward scratch */
+    size_t rp_cap;
     struct exec_sampling *sp;    /* [n_slots]: the latest params of each slot */
     struct exec_result *out_res; /* [n_slots]: what the last exec_poll returned */
     /* Wire scratch for building a Forward (sized once). */
@@ -68,8 +79,6 @@ static void fail_locked(struct exec_pipe *x, int code, const char *msg) {
     for (int k = 0; k < x->count; k++) {
         struct batch *b = &x->b[(x->head + k) % x->o.depth];
         if (b->state == B_DONE) continue;
-        free(b->packed);
-        b->packed = NULL;
         b->state = B_DONE;
         b->status = code;
         b->n_res = 0;
@@ -106,6 +115,42 @@ static void fill_sampling(Baton__SamplingParams *p, const struct exec_sampling *
     p->logprobs = s->want_logprob && s->n_top > 0 ? (uint32_t)s->n_top : 0;
 }
 
+/* Packs env into *buf (grown to fit, then reused: no allocation per batch once warm). */
+static int pack_reuse(const Baton__Envelope *env, uint8_t **buf, size_t *cap, size_t *len,
+                      bt_err *e) {
+    size_t need = baton__envelope__get_packed_size(env);
+    if (need > *cap) {
+        size_t nc = *cap ? *cap : 1024;
+        while (nc < need)
+            nc *= 2;
+        uint8_t *nb = realloc(*buf, nc);
+        if (!nb) return bt_fail(e, -ENOMEM, "exec_pipeline: %zu bytes for a Forward", need);
+        *buf = nb;
+        *cap = nc;
+    }
+    return msg_pack_into(env, *buf, *cap, len, e);
+}
+
+/* Appends an item's tokens to its slot's history (pos 0 starts it afresh). */
+static int hist_record(struct exec_pipe *x, const struct exec_seq_item *it, bt_err *e) {
+    int s = it->slot, need = it->pos + it->n_tokens;
+    if (it->pos > x->hist_n[s])
+        return bt_fail(e, BT_EINVAL, "exec_pipeline: slot %d at pos %d skips past %d known tokens",
+                       s, it->pos, x->hist_n[s]);
+    if (need > x->hist_cap[s]) {
+        int nc = x->hist_cap[s] ? x->hist_cap[s] : 256;
+        while (nc < need)
+            nc = nc > x->o.max_ctx / 2 ? x->o.max_ctx : nc * 2;
+        int32_t *nh = realloc(x->hist[s], (size_t)nc * sizeof *nh);
+        if (!nh) return bt_fail(e, -ENOMEM, "exec_pipeline: history of slot %d (%d tokens)", s, nc);
+        x->hist[s] = nh;
+        x->hist_cap[s] = nc;
+    }
+    memcpy(x->hist[s] + it->pos, it->tokens, (size_t)it->n_tokens * sizeof(int32_t));
+    x->hist_n[s] = need;
+    return 0;
+}
+
 static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item *items, int n,
                        bt_err *e) {
     struct exec_pipe *x = (struct exec_pipe *)ex;
@@ -137,12 +182,15 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
         rc = bt_fail(e, BT_ECAPACITY, "exec_pipeline: %d batches in flight", x->count);
         goto out;
     }
+    for (int i = 0; i < n; i++) /* first, so a failure changes nothing */
+        if ((rc = hist_record(x, &items[i], e))) goto out;
     struct batch *b = &x->b[(x->head + x->count) % x->o.depth];
     int at = 0;
     for (int i = 0; i < n; i++) {
         const struct exec_seq_item *it = &items[i];
         if (it->sp) x->sp[it->slot] = *it->sp;
-        b->it[i] = (struct bitem){.seq_id = it->seq_id, .slot = it->slot, .sample = it->sample};
+        b->it[i] = (struct bitem){
+            .seq_id = it->seq_id, .slot = it->slot, .sample = it->sample, .pos = it->pos};
         x->w_seq[i] = (uint64_t)it->slot; /* wire seq_id = slot (proto MESSAGE FLOW) */
         x->w_pos[i] = (uint32_t)it->pos;
         x->w_ntok[i] = (uint32_t)it->n_tokens;
@@ -174,7 +222,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     msg_init(&env, batch_id);
     env.body_case = BATON__ENVELOPE__BODY_FORWARD;
     env.forward = &f;
-    if ((rc = msg_pack(&env, &b->packed, &b->packed_len, e))) goto out;
+    if ((rc = pack_reuse(&env, &b->packed, &b->packed_cap, &b->packed_len, e))) goto out;
     b->state = B_QUEUED;
     b->batch_id = batch_id;
     b->n = n;
@@ -193,20 +241,15 @@ out:
     return rc;
 }
 
-static void free_bytes(void *data, void *hint) {
-    (void)hint;
-    free(data);
-}
-
 int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e) {
     struct exec_pipe *x = (struct exec_pipe *)ex;
     int rc = 0;
     pthread_mutex_lock(&x->mu);
-    for (int k = 0; k < x->count && !rc; k++) {
+    for (int k = 0; k < x->count && !rc && !x->down; k++) {
         struct batch *b = &x->b[(x->head + k) % x->o.depth];
         if (b->state != B_QUEUED) continue;
-        struct tx_frame f = {.data = b->packed, .len = b->packed_len, .free_fn = free_bytes};
-        b->packed = NULL; /* the transport owns it now, whatever happens */
+        /* Copied by the transport: the bytes stay here for a resend after a recovery. */
+        struct tx_frame f = {.data = b->packed, .len = b->packed_len};
         b->state = B_SENT;
         b->sent_ns = bt_now_ns();
         rc = transport_send(t, x->ids[0], &f, 1, e);
@@ -257,6 +300,24 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
         env->body_case == BATON__ENVELOPE__BODY_RESULT ? env->result->batch_id : env->request_id;
     pthread_mutex_lock(&x->mu);
     struct batch *b = NULL;
+    int rc = 1;
+    if (id & REPLAY_ID_BIT) {
+        /* A re-prefill: its Result has no rows; an Error means the resumed state is wrong. */
+        if (env->body_case == BATON__ENVELOPE__BODY_ERROR) {
+            char m[160];
+            snprintf(m, sizeof m, "re-prefill after recovery failed on %.40s: %.80s", peer,
+                     env->error->message ? env->error->message : "");
+            BT_LOG(ERROR, "pipeline", "%s", m);
+            fail_locked(x, BT_EPEERLOST, m);
+        }
+        goto out;
+    }
+    if (env->body_case == BATON__ENVELOPE__BODY_RESULT &&
+        strcmp(peer, x->ids[x->o.n_stages - 1])) {
+        /* A late Result of a pipeline replaced by a recovery: the batch was resent. */
+        rc = 0;
+        goto out;
+    }
     for (int k = 0; k < x->count; k++) {
         struct batch *c = &x->b[(x->head + k) % x->o.depth];
         if (c->state == B_SENT && c->batch_id == id) {
@@ -264,7 +325,6 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
             break;
         }
     }
-    int rc = 1;
     if (!b) {
         rc = 0;
         goto out;
@@ -393,9 +453,120 @@ static int pipe_poll(exec_t *ex, int timeout_ms, struct exec_done *out, bt_err *
 
 static void pipe_release(exec_t *ex, int slot) {
     /* Nothing to send: the next sequence in this slot starts at pos 0, which resets the
-     * slot on every stage (proto MESSAGE FLOW, "Sequences"). */
-    (void)ex;
-    (void)slot;
+     * slot on every stage (proto MESSAGE FLOW, "Sequences"). A recovery re-prefills it no
+     * more. */
+    struct exec_pipe *x = (struct exec_pipe *)ex;
+    pthread_mutex_lock(&x->mu);
+    if (slot >= 0 && slot < x->o.n_slots) x->hist_n[slot] = 0;
+    pthread_mutex_unlock(&x->mu);
+}
+
+void exec_pipeline_suspend(exec_t *ex, const char *why) {
+    struct exec_pipe *x = (struct exec_pipe *)ex;
+    pthread_mutex_lock(&x->mu);
+    x->down = 1;
+    int n = 0;
+    for (int k = 0; k < x->count; k++) {
+        struct batch *b = &x->b[(x->head + k) % x->o.depth];
+        if (b->state == B_SENT) {
+            b->state = B_QUEUED; /* its bytes are kept: resent after the re-prefill */
+            n++;
+        }
+    }
+    BT_LOG(WARN, "pipeline", "suspended (%s): %d batches to resend, %d queued in all", why, n,
+           x->count);
+    pthread_mutex_unlock(&x->mu);
+}
+
+int exec_pipeline_is_down(const exec_t *ex) {
+    struct exec_pipe *x = (struct exec_pipe *)(uintptr_t)ex;
+    pthread_mutex_lock(&x->mu);
+    int d = x->down;
+    pthread_mutex_unlock(&x->mu);
+    return d;
+}
+
+/* Sends one re-prefill Forward: tokens [pos, pos + n) of slot, no sampling. */
+static int send_replay(struct exec_pipe *x, transport_t *t, int slot, int pos, int n, bt_err *e) {
+    uint64_t seq = (uint64_t)slot;
+    uint32_t upos = (uint32_t)pos, un = (uint32_t)n;
+    protobuf_c_boolean no = 0;
+    for (int k = 0; k < n; k++)
+        x->w_tok[k] = (uint32_t)x->hist[slot][pos + k];
+    Baton__SamplingParams sp, *spp = &sp;
+    fill_sampling(&sp, &x->sp[slot]);
+    Baton__Forward f;
+    baton__forward__init(&f);
+    f.batch_id = REPLAY_ID_BIT | ++x->next_replay;
+    f.n_seq_id = f.n_pos = f.n_n_tokens = f.n_sample = 1;
+    f.seq_id = &seq;
+    f.pos = &upos;
+    f.n_tokens = &un;
+    f.sample = &no;
+    f.wire_dtype = (Baton__WireDtype)x->o.wire_dtype;
+    f.n_token_ids = (size_t)n;
+    f.token_ids = x->w_tok;
+    f.n_sampling = pos == 0 ? 1 : 0; /* a fresh start sets the sampler up again */
+    f.sampling = pos == 0 ? &spp : NULL;
+    Baton__Envelope env;
+    msg_init(&env, f.batch_id);
+    env.body_case = BATON__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    size_t len = 0;
+    int rc = pack_reuse(&env, &x->rp_buf, &x->rp_cap, &len, e);
+    struct tx_frame fr = {.data = x->rp_buf, .len = len};
+    if (!rc) rc = transport_send(t, x->ids[0], &fr, 1, e);
+    return rc;
+}
+
+int exec_pipeline_resume(exec_t *ex, transport_t *t, int n_stages, const char *const *stage_ids,
+                         bt_err *e) {
+    struct exec_pipe *x = (struct exec_pipe *)ex;
+    if (n_stages < 1 || n_stages > EXEC_MAX_STAGES)
+        return bt_fail(e, BT_EINVAL, "exec_pipeline: resume over %d stages", n_stages);
+    pthread_mutex_lock(&x->mu);
+    x->o.n_stages = n_stages;
+    x->base.caps.n_stages = n_stages;
+    for (int s = 0; s < n_stages; s++) {
+        snprintf(x->ids[s], sizeof x->ids[s], "%s", stage_ids[s]);
+        x->o.stage_ids[s] = x->ids[s];
+    }
+    /* Each live slot's state is rebuilt up to the first position an unfinished batch feeds
+     * (that batch is resent next); DONE batches already hold their sampled tokens. */
+    int rc = 0, n_seqs = 0;
+    long n_tok = 0;
+    for (int slot = 0; slot < x->o.n_slots && !rc; slot++) {
+        int upto = x->hist_n[slot];
+        for (int k = 0; k < x->count; k++) {
+            const struct batch *b = &x->b[(x->head + k) % x->o.depth];
+            if (b->state == B_DONE) continue;
+            for (int i = 0; i < b->n; i++)
+                if (b->it[i].slot == slot && b->it[i].pos < upto) upto = b->it[i].pos;
+        }
+        if (upto <= 0) continue;
+        n_seqs++;
+        n_tok += upto;
+        for (int pos = 0; pos < upto && !rc; pos += x->o.max_batch) {
+            int n = upto - pos < x->o.max_batch ? upto - pos : x->o.max_batch;
+            rc = send_replay(x, t, slot, pos, n, e);
+        }
+    }
+    if (rc) {
+        char m[160];
+        snprintf(m, sizeof m, "re-prefill send to stage 0 (%.40s): %.80s", x->ids[0],
+                 bt_errmsg(e, rc));
+        fail_locked(x, BT_EPEERLOST, m);
+    } else {
+        x->down = 0;
+        x->broken = 0; /* a timeout while down failed the old requests; new ones may run */
+        int64_t now = bt_now_ns();
+        for (int k = 0; k < x->count; k++)
+            x->b[(x->head + k) % x->o.depth].sent_ns = now;
+        BT_LOG(INFO, "pipeline", "resumed over %d stages: re-prefilled %d sequences (%ld tokens)",
+               n_stages, n_seqs, n_tok);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return rc;
 }
 
 static void pipe_close(exec_t *ex) {
@@ -407,6 +578,12 @@ static void pipe_close(exec_t *ex) {
         free(x->b[i].packed);
     }
     free(x->b);
+    for (int i = 0; x->hist && i < x->o.n_slots; i++)
+        free(x->hist[i]);
+    free(x->hist);
+    free(x->hist_n);
+    free(x->hist_cap);
+    free(x->rp_buf);
     free(x->sp);
     free(x->out_res);
     free(x->w_seq);
@@ -457,8 +634,11 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
     x->w_sp = calloc(ns, sizeof *x->w_sp);
     x->w_spp = calloc(ns, sizeof *x->w_spp);
     x->w_tok = calloc((size_t)o->max_batch, sizeof *x->w_tok);
+    x->hist = calloc(ns, sizeof *x->hist);
+    x->hist_n = calloc(ns, sizeof *x->hist_n);
+    x->hist_cap = calloc(ns, sizeof *x->hist_cap);
     int ok = x->b && x->sp && x->out_res && x->w_seq && x->w_pos && x->w_ntok && x->w_sample &&
-             x->w_sp && x->w_spp && x->w_tok;
+             x->w_sp && x->w_spp && x->w_tok && x->hist && x->hist_n && x->hist_cap;
     for (int i = 0; ok && i < x->o.depth; i++) {
         x->b[i].it = calloc(ns, sizeof *x->b[i].it);
         x->b[i].res = calloc(ns, sizeof *x->b[i].res);

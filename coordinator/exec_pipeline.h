@@ -10,7 +10,17 @@
  * exec_pipeline_deliver. A lost stage or a send failure fails every batch in flight
  * (BT_EPEERLOST) and, once broken, every later submit. A batch with no answer within
  * batch_timeout_ms fails with BT_ETIMEDOUT and breaks the pipeline as well (its stages'
- * state can no longer be trusted). Thread-safe between the two threads (one mutex). */
+ * state can no longer be trusted).
+ * Recovery: the executor keeps every live slot's known tokens (prompt + fed samples; a slot
+ * is forgotten at exec_release). exec_pipeline_suspend (a stage was lost) stops sending and
+ * turns batches in flight back into queued ones (their packed Forwards are kept); submits
+ * still queue up to depth. exec_pipeline_resume (a new pipeline loaded, possibly other
+ * stages) re-prefills each live slot on stage 0 with its tokens up to the first position an
+ * unfinished batch feeds (sample = 0, ids with the top bit set, their Results swallowed), then
+ * the kept batches go out again in order: the scheduler sees a delay, not an error, and greedy
+ * outputs equal an uninterrupted run's. (A sampled sequence's RNG restarts from its seed.)
+ * Thread-safe between the two threads (one mutex). Forwards are packed into per-batch
+ * buffers reused from batch to batch. */
 #ifndef BT_COORDINATOR_EXEC_PIPELINE_H
 #define BT_COORDINATOR_EXEC_PIPELINE_H
 #include "common/err.h"
@@ -45,6 +55,15 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
 
 /* Fails everything in flight and every later submit with code and the message. */
 void exec_pipeline_fail(exec_t *ex, int code, const char *msg);
+
+/* Event loop thread: a stage was lost; see Recovery above. */
+void exec_pipeline_suspend(exec_t *ex, const char *why);
+int exec_pipeline_is_down(const exec_t *ex);
+/* Event loop thread: the new pipeline (stage ids in order, every stage loaded) takes over:
+ * re-prefills on t, clears a failure left by exec_pipeline_fail, and lets the queued batches
+ * go at the next flush. A send failure fails everything (like exec_pipeline_fail). */
+int exec_pipeline_resume(exec_t *ex, transport_t *t, int n_stages, const char *const *stage_ids,
+                         bt_err *e);
 
 /* 1 if peer is one of the stages. */
 int exec_pipeline_has_stage(const exec_t *ex, const char *peer);
