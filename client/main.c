@@ -13,6 +13,7 @@ const struct command commands[] = {
     {"generate",   cmd_generate,   "N generated token ids after prompt ids (greedy by default)"},
     {"run",        cmd_run,        "generate text from a prompt locally, streaming"},
     {"mkmodel",    cmd_mkmodel,    "write a random-weight Qwen3.5 GGUF of any real size"},
+    {"inspect",    cmd_inspect,    "what a model file holds: layers, tensors, memory per layer range, tokenizer"},
     {"chat",       cmd_chat,       "chat with a server, streaming (--url URL)"},
     {"complete",   cmd_complete,   "one completion or chat request to a server (--url URL -p TEXT)"},
     {"load",       cmd_load,       "load-test a server: concurrency, latency percentiles, tok/s"},
