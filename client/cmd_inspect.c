@@ -2,17 +2,17 @@
  * file holds and what running it costs: architecture and hyperparameters (read from the file),
  * layer kinds, the tensor table with dtypes and bytes, the bytes each of N contiguous layer
  * ranges needs (weights from model_range, state from seqstate_bytes), and the tokenizer. */
-#include <getopt.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "client/commands.h"
 #include "common/err.h"
 #include "engine/chat.h"
 #include "engine/model.h"
 #include "engine/seqstate.h"
 #include "engine/tokenizer.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static double mib(uint64_t b) {
     return (double)b / (1024.0 * 1024.0);
@@ -34,8 +34,7 @@ static void print_hparams(const struct model_desc *m) {
     printf("attention:    %d query heads, %d kv heads, head_dim %d, rope %d dims theta %.0f\n",
            hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_rot, (double)hp->rope_theta);
     printf("delta net:    %d key heads x %d, %d value heads x %d, conv kernel %d\n",
-           hp->ssm_n_group, hp->ssm_d_state, hp->ssm_dt_rank, hp->ssm_head_v_dim,
-           hp->conv_kernel);
+           hp->ssm_n_group, hp->ssm_d_state, hp->ssm_dt_rank, hp->ssm_head_v_dim, hp->conv_kernel);
     printf("layer kinds:  ");
     for (int l = 0; l < hp->n_layer; l++)
         putchar(hp->kind[l] == LAYER_FULL_ATTN ? 'F' : 'L');
@@ -52,8 +51,7 @@ static void print_tensors(const struct model_desc *m) {
         int n = snprintf(shape, sizeof shape, "[%lld", (long long)t->ne[0]);
         for (int d = 1; d < t->n_dims && n > 0 && (size_t)n < sizeof shape; d++)
             n += snprintf(shape + n, sizeof shape - (size_t)n, ", %lld", (long long)t->ne[d]);
-        if (n > 0 && (size_t)n < sizeof shape)
-            snprintf(shape + n, sizeof shape - (size_t)n, "]");
+        if (n > 0 && (size_t)n < sizeof shape) snprintf(shape + n, sizeof shape - (size_t)n, "]");
         printf("%-40s %-6s %-22s %12llu\n", t->name, dtype_name(t->dtype), shape,
                (unsigned long long)t->n_bytes);
     }
@@ -63,11 +61,9 @@ static void print_tensors(const struct model_desc *m) {
  * weights and per-sequence state, i.e. the memory a pipeline stage needs. */
 static int print_ranges(const struct model_desc *m, int n_stages, int max_ctx, bt_err *e) {
     const struct qwen35_hparams *hp = &m->hp;
-    if (n_stages > hp->n_layer)
-        n_stages = hp->n_layer;
+    if (n_stages > hp->n_layer) n_stages = hp->n_layer;
     uint64_t *layer_bytes = calloc((size_t)hp->n_layer, sizeof *layer_bytes);
-    if (!layer_bytes)
-        return bt_fail(e, -12, "inspect: out of memory");
+    if (!layer_bytes) return bt_fail(e, -12, "inspect: out of memory");
     uint64_t total = 0;
     for (int l = 0; l < hp->n_layer; l++) {
         struct layer_range r;
@@ -94,8 +90,7 @@ static int print_ranges(const struct model_desc *m, int n_stages, int max_ctx, b
             hi++;
         }
         done += layer_bytes[hi - 1];
-        if (s == n_stages - 1)
-            hi = hp->n_layer;
+        if (s == n_stages - 1) hi = hp->n_layer;
         struct layer_range r;
         int rc = model_range(m, lo, hi, &r, e);
         if (rc < 0) {
@@ -130,10 +125,10 @@ static void print_tokenizer(const char *path) {
     for (size_t i = 0; i < n_eog; i++)
         printf(" %d %s", eog[i], tokenizer_token_text(tok, eog[i]));
     const char *tmpl = tokenizer_chat_template(tok);
-    printf("\nchat template: %s\n",
-           !tmpl ? "none (Qwen3.5 ChatML assumed)"
-                 : chat_detect(tmpl) == CHAT_QWEN35 ? "Qwen3.5 ChatML (thinking, XML tool calls)"
-                                                   : "Qwen3 ChatML");
+    printf("\nchat template: %s\n", !tmpl ? "none (Qwen3.5 ChatML assumed)"
+                                    : chat_detect(tmpl) == CHAT_QWEN35
+                                        ? "Qwen3.5 ChatML (thinking, XML tool calls)"
+                                        : "Qwen3 ChatML");
     tokenizer_free(tok);
 }
 
@@ -155,11 +150,21 @@ int cmd_inspect(int argc, char **argv) {
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 's': stages = atoi(optarg); break;
-        case 'c': ctx = atoi(optarg); break;
-        case 't': tensors = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            stages = atoi(optarg);
+            break;
+        case 'c':
+            ctx = atoi(optarg);
+            break;
+        case 't':
+            tensors = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1 || stages < 0 || ctx <= 0) {
@@ -174,12 +179,10 @@ int cmd_inspect(int argc, char **argv) {
         return 1;
     }
     print_hparams(m);
-    if (tensors)
-        print_tensors(m);
+    if (tensors) print_tensors(m);
     for (int n = stages ? stages : 1; n <= (stages ? stages : 4) && rc == 0; n++)
         rc = print_ranges(m, n, ctx, &e);
-    if (rc == 0)
-        print_tokenizer(m->tokenizer_path ? m->tokenizer_path : argv[optind]);
+    if (rc == 0) print_tokenizer(m->tokenizer_path ? m->tokenizer_path : argv[optind]);
     model_close(m);
     if (rc < 0) {
         fprintf(stderr, "baton inspect: %s\n", bt_errmsg(&e, rc));
