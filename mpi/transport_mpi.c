@@ -471,6 +471,9 @@ static void do_abort(int code, const char *msg) {
 /* The finish sequence (transport_mpi.h): runs on the comm thread inside its loop. Returns 1
  * when the thread may leave the loop (MPI finalized), else 0. */
 static int finish_step(int64_t now, int64_t *deadline, int *phase) {
+    for (int r = 0; r < g.size; r++)
+        if (g.lost[r]) /* no BYE dance: the job cannot end normally */
+            *phase = 2;
     if (*phase == 0) { /* let the program's last messages (Shutdown, Results) leave */
         *deadline = now + (int64_t)g.finish_timeout_ms * 1000000;
         *phase = 1;
