@@ -25,10 +25,9 @@ for spec in "${spec_list[@]}"; do
         "$BUILD/baton" mkmodel $spec --type q8_0 -o "$model.tmp" 2>/dev/null
         mv "$model.tmp" "$model"
     fi
-    # A 5 s heartbeat window: on a busy 2-core box a prefill step can keep a stage from
-    # answering pings for seconds, and this bench measures throughput, not failure detection.
-    # --min-gain 0.01: both workers take layers even when the planner would drop one.
-    cluster_start "$model" 2 --max-seqs 16 --max-batch 64 --heartbeat-ms 5000 --min-gain 0.01
+    # Default heartbeat window (1 s x 3): workers answer pings from a comms thread while the
+    # compute thread runs long prefill steps. --min-gain 0.01: both workers take layers even when the planner would drop one.
+    cluster_start "$model" 2 --max-seqs 16 --max-batch 64 --min-gain 0.01
     echo "bench_serving: model=$(basename "$model") ($spec, q8_0) workers=2 secs=$secs" \
         "$(grep -o "stages=.*" "$CLUSTER_DIR/plan.txt")"
     for c in 1 4 16; do

@@ -57,7 +57,7 @@ threads=$(( $(nproc) / 2 )); [ "$threads" -ge 1 ] || threads=1
 
 echo "demo: 2/4 starting a coordinator and 2 workers on 127.0.0.1"
 "$BUILD/baton-coordinator" --model "$model" --bind tcp://127.0.0.1:0 --min-workers 2 \
-    --http 127.0.0.1:0 --max-seqs 8 --max-ctx 2048 --heartbeat-ms 5000 --min-gain 0.01 \
+    --http 127.0.0.1:0 --max-seqs 8 --max-ctx 2048 --min-gain 0.01 \
     >"$tmp/plan.txt" 2>"$tmp/coordinator.log" &
 coord=$!; pids+=("$coord")
 ctl=$(wait_for "$tmp/coordinator.log" 'control=tcp://[0-9.]+:[0-9]+' 30 "$coord")

@@ -12,7 +12,7 @@ fx=$(fixtures_dir)
 trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cluster_cleanup; exit $rc' EXIT
 
 for w in f32 q8_0; do
-    cluster_start "$fx/tiny-a/gguf/model-$w.gguf" 2 --max-seqs 16 --heartbeat-ms 5000
+    cluster_start "$fx/tiny-a/gguf/model-$w.gguf" 2 --max-seqs 16
     echo "tiny-a $w: cluster at $CLUSTER_URL"
     for c in 1 4 16; do
         out=$("$BUILD/baton" load --url "$CLUSTER_URL" --concurrency "$c" --requests $((c * 6 + 8)) \

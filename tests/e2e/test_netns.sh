@@ -66,21 +66,23 @@ for p in chat story; do
         fail "$p: generate failed: $(cat "$TMP/gen-$p.err")"
     [ "$got" = "$(ref_ids $p)" ] || fail "$p: tokens differ from the reference: $got"
 done
-# A worker killed mid-request: the request fails within the liveness window (no hang) and the
-# coordinator keeps answering HTTP.
+# A worker killed mid-request: the coordinator re-plans over the two left (w3 streamed its
+# slice already) and the request completes, its tokens equal to the reference prefix; the
+# coordinator keeps answering HTTP throughout.
 ip netns exec "${NSS[0]}" "$BIN/baton" generate --cluster "http://127.0.0.1:$HTTP_PORT" \
-    --tokens "$FIX/prompts/chat.ids" -n 400 --greedy --timeout 30 >"$TMP/long.out" 2>"$TMP/long.err" &
+    --tokens "$FIX/prompts/chat.ids" -n 200 --greedy --timeout 60 >"$TMP/long.out" 2>"$TMP/long.err" &
 gen=$!
-sleep 0.5
+sleep 0.3
 w2pid=$(ip netns pids "${NSS[2]}" | head -1)
 [ -n "$w2pid" ] || fail "no worker process in ${NSS[2]}"
+kill -0 $gen 2>/dev/null || fail "the long request ended before the kill"
 kill -9 "$w2pid"
 t1=$(date +%s)
-wait $gen && fail "the request survived the loss of a stage"
+wait $gen || fail "the request failed after the loss of a stage: $(cat "$TMP/long.err")"
 lost_s=$(( $(date +%s) - t1 ))
-[ $lost_s -le 10 ] || fail "the failed request took $lost_s s"
-grep -q "lost" "$TMP/long.err" || fail "unexpected error: $(cat "$TMP/long.err")"
+grep -q 'recovered: stages=' "$TMP/coord.log" || fail "no recovery logged"
+[ "$(cut -d' ' -f1-32 "$TMP/long.out")" = "$(ref_ids chat)" ] || fail "tokens after recovery differ"
 ip netns exec "${NSS[0]}" bash -c "exec 3<>/dev/tcp/127.0.0.1/$HTTP_PORT && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && cat <&3" |
-    grep -q '200 OK' || fail "coordinator stopped answering after the loss"
+    grep -q '200 OK' || fail "coordinator not healthy after the recovery"
 stop_all
-echo "test_netns: ok: coordinator + 3 workers in 4 namespaces (${ADDR[*]}), w3 without a model (streamed ${served} MiB), both prompts equal the reference with f32 on the wire; a killed worker failed its request in ${lost_s} s without a hang; $(( $(date +%s) - t0 )) s"
+echo "test_netns: ok: coordinator + 3 workers in 4 namespaces (${ADDR[*]}), w3 without a model (streamed ${served} MiB), both prompts equal the reference with f32 on the wire; a worker killed mid-request: re-planned onto 2 and the request completed ${lost_s} s later; $(( $(date +%s) - t0 )) s"

@@ -21,7 +21,7 @@ echo "openai npm package: $(node -p "require('./$npmdir/node_modules/openai/pack
 cp tests/e2e/openai_client.mjs "$npmdir/openai_client.mjs"
 
 trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cluster_cleanup; exit $rc' EXIT
-cluster_start "$fx/tiny-a/gguf/model-f32.gguf" 2 --wire f32 --max-seqs 8 --heartbeat-ms 5000
+cluster_start "$fx/tiny-a/gguf/model-f32.gguf" 2 --wire f32 --max-seqs 8
 echo "cluster: $CLUSTER_URL"
 sed 's/^/  /' "$CLUSTER_DIR/plan.txt"
 node "$npmdir/openai_client.mjs" "$CLUSTER_URL" "$fx/tiny-a/prompts/chat.ids" \
