@@ -1,6 +1,8 @@
 /* client/cli_util.c: see cli_util.h. */
 #include "client/cli_util.h"
 
+#include "common/clock.h"
+#include "engine/sampler.h"
 #include "ops/ops.h"
 
 #include <errno.h>
@@ -117,36 +119,134 @@ void cli_layers_ends(const char *layers, int *lo, int *hi) {
     if (last) *hi = (int)strtol(last + 1, NULL, 10);
 }
 
-int cli_read_ids(const char *path, int32_t **ids, int *n, bt_err *e) {
-    FILE *f = fopen(path, "r");
-    if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
-    int cap = 256, cnt = 0;
-    int32_t *a = malloc((size_t)cap * sizeof *a);
-    long v;
-    int c;
-    while (a && (c = fscanf(f, "%ld", &v)) == 1) {
-        if (v < 0 || v > INT32_MAX) {
-            fclose(f);
+int cli_generate(const struct cli_local *l, const int32_t *ids, int n, const char *src, int n_gen,
+                 const struct sampler_params *sp, int32_t n_real, cli_token_fn on_token, void *ctx,
+                 struct cli_gen_stats *st, bt_err *e) {
+    struct cli_pipe p = {0};
+    sampler_t *smp = NULL;
+    int32_t *hist = NULL;
+    float *lg = NULL;
+    memset(st, 0, sizeof *st);
+    int rc = cli_pipe_open(&p, l->model, l->layers, l->threads, l->chunk, n + n_gen, e);
+    if (rc) goto out;
+    if (p.lo != 0 || p.hi != p.m->hp.n_layer) {
+        rc = bt_fail(e, BT_EINVAL, "--layers must cover all %d layers", p.m->hp.n_layer);
+        goto out;
+    }
+    int V = p.m->hp.n_vocab;
+    if (!(lg = malloc((size_t)V * sizeof(float))) ||
+        !(hist = malloc((size_t)(n + n_gen + 1) * sizeof(int32_t)))) {
+        rc = bt_fail(e, -ENOMEM, "buffers");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= V) {
+            rc = bt_fail(e, BT_EINVAL, "%s: token id %d >= vocabulary %d", src, ids[i], V);
+            goto out;
+        }
+        hist[i] = ids[i];
+    }
+    if ((rc = sampler_new(&smp, sp, V, n_real > 0 && n_real < V ? n_real : V, e))) goto out;
+    st->t_start = bt_now_ns();
+    if ((rc = cli_pipe_run(&p, ids, NULL, n, FWD_OUT_LAST, lg, e))) goto out;
+    st->t_prefill = bt_now_ns();
+    while (st->n_gen < n_gen) {
+        int32_t t = sampler_sample(smp, lg, hist, (size_t)(n + st->n_gen), NULL);
+        hist[n + st->n_gen++] = t;
+        if (sampler_is_stop_id(smp, t) || (rc = on_token(ctx, t, e))) break;
+        if (st->n_gen < n_gen && (rc = cli_pipe_run(&p, &t, NULL, 1, FWD_OUT_LAST, lg, e))) break;
+    }
+    if (rc > 0) rc = 0; /* stopped by on_token */
+out:
+    sampler_free(smp);
+    cli_pipe_close(&p);
+    free(hist), free(lg);
+    return rc;
+}
+
+int cli_read_all(FILE *f, const char *what, char **buf, size_t *len, bt_err *e) {
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        size_t r = fread(b + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+        if (n + 1 == cap) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb, cap *= 2;
+        }
+    }
+    if (!b) return bt_fail(e, -ENOMEM, "%s", what);
+    if (ferror(f)) {
+        free(b);
+        return bt_fail(e, -EIO, "%s: read error", what);
+    }
+    b[n] = 0;
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int cli_parse_ids(const char *text, int32_t limit, int32_t **ids, size_t *n, bt_err *e) {
+    size_t cnt = 0, cap = 256;
+    int32_t *a = malloc(cap * sizeof *a);
+    if (!a) return bt_fail(e, -ENOMEM, "token ids");
+    for (const char *p = text;;) {
+        p += strspn(p, " \t\r\n,");
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (limit > 0 && v >= limit)) {
+            int w = (int)strcspn(p, " \t\r\n,");
             free(a);
-            return bt_fail(e, BT_EINVAL, "%s: token id %ld out of range", path, v);
+            if (limit > 0)
+                return bt_fail(e, BT_EINVAL, "bad id '%.*s' (vocabulary size %d)", w > 32 ? 32 : w,
+                               p, limit);
+            return bt_fail(e, BT_EINVAL, "bad id '%.*s'", w > 32 ? 32 : w, p);
         }
         if (cnt == cap) {
-            int32_t *b = realloc(a, (size_t)(cap *= 2) * sizeof *a);
-            if (!b) break;
-            a = b;
+            int32_t *b = realloc(a, 2 * cap * sizeof *b);
+            if (!b) {
+                free(a);
+                return bt_fail(e, -ENOMEM, "token ids");
+            }
+            a = b, cap *= 2;
         }
         a[cnt++] = (int32_t)v;
-    }
-    int bad = !feof(f);
-    fclose(f);
-    if (!a) return bt_fail(e, -ENOMEM, "%s", path);
-    if (bad || cnt == 0) {
-        free(a);
-        return bt_fail(e, BT_EINVAL, "%s: %s", path,
-                       cnt ? "not a list of integer token ids" : "no token ids");
+        p = end;
     }
     *ids = a;
     *n = cnt;
+    return 0;
+}
+
+int cli_read_ids(const char *path, int32_t **ids, int *n, bt_err *e) {
+    FILE *f = fopen(path, "r");
+    if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len, cnt = 0;
+    int32_t *a = NULL;
+    int rc = cli_read_all(f, path, &text, &len, e);
+    fclose(f);
+    if (!rc && (rc = cli_parse_ids(text, 0, &a, &cnt, e))) {
+        char why[sizeof e->msg]; /* bt_fail must not format e->msg into itself */
+        snprintf(why, sizeof why, "%s", e ? e->msg : "");
+        rc = bt_fail(e, rc, "%s: %s", path, why);
+    } else if (!rc && (cnt == 0 || cnt > INT32_MAX))
+        rc = bt_fail(e, BT_EINVAL, "%s: %s", path, cnt ? "too many token ids" : "no token ids");
+    free(text);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    *ids = a;
+    *n = (int)cnt;
     return 0;
 }
 
@@ -177,15 +277,5 @@ int cli_write_f32(const char *path, const float *data, size_t n, bt_err *e) {
     if (!f) return bt_fail(e, -errno, "%s: %s", path, strerror(errno));
     size_t w = fwrite(data, sizeof(float), n, f);
     if (fclose(f) || w != n) return bt_fail(e, -EIO, "%s: write failed", path);
-    return 0;
-}
-
-int cli_parse_int(const char *flag, const char *s, int min, int max, int *out, bt_err *e) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return bt_fail(e, BT_EINVAL, "%s '%s': expected an integer in [%d, %d]", flag, s, min, max);
-    *out = (int)v;
     return 0;
 }

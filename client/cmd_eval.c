@@ -12,19 +12,17 @@
 #include <stdlib.h>
 
 struct eval_args {
-    const char *model, *tokens, *logits, *layers, *hidden_in, *hidden_out;
-    int threads, chunk;
-    bt_err e;
-    int rc;
+    const char *tokens, *logits, *hidden_in, *hidden_out;
+    struct cli_local l;
 };
 
 static const struct argp_option eval_opts[] = {
-    {"model", 'm', "FILE", 0, "model: .gguf file or HF checkpoint directory", 0},
+    {"model", CLI_KEY_MODEL, "FILE", 0, "model: .gguf file or HF checkpoint directory", 0},
     {"tokens", 't', "IDS", 0, "text file of token ids (needed when the range starts at 0)", 0},
     {"logits", 'o', "OUT", 0, "write logits [n][V] f32 here (range ending at the last layer)", 0},
-    {"threads", 'j', "N", 0, "threads (default: all CPUs)", 0},
-    {"chunk", 'c', "N", 0, "prefill chunk in tokens (default 64)", 0},
-    {"layers", 'l', "LO:HI[,..]", 0, "run only these layers (chained ranges)", 0},
+    {"threads", CLI_KEY_THREADS, "N", 0, "threads (default: all CPUs)", 0},
+    {"chunk", CLI_KEY_CHUNK, "N", 0, "prefill chunk in tokens (default 64)", 0},
+    {"layers", CLI_KEY_LAYERS, "LO:HI[,..]", 0, "run only these layers (chained ranges)", 0},
     {"hidden-in", 'i', "F", 0, "hidden states [n][H] f32 in (range not starting at 0)", 0},
     {"hidden-out", 'h', "F", 0, "hidden states [n][H] f32 out (range not ending at the end)", 0},
     {0}};
@@ -32,43 +30,28 @@ static const struct argp_option eval_opts[] = {
 static error_t eval_parse(int key, char *arg, struct argp_state *st) {
     struct eval_args *a = st->input;
     switch (key) {
-    case 'm':
-        a->model = arg;
-        break;
     case 't':
         a->tokens = arg;
-        break;
+        return 0;
     case 'o':
         a->logits = arg;
-        break;
-    case 'l':
-        a->layers = arg;
-        break;
+        return 0;
     case 'i':
         a->hidden_in = arg;
-        break;
+        return 0;
     case 'h':
         a->hidden_out = arg;
-        break;
-    case 'j':
-        if ((a->rc = cli_parse_int("--threads", arg, 1, 1024, &a->threads, &a->e)))
-            argp_error(st, "%s", a->e.msg);
-        break;
-    case 'c':
-        if ((a->rc = cli_parse_int("--chunk", arg, 1, 1 << 16, &a->chunk, &a->e)))
-            argp_error(st, "%s", a->e.msg);
-        break;
+        return 0;
     case ARGP_KEY_END:
-        if (!a->model) argp_error(st, "--model is required");
-        break;
+        if (!a->l.model) argp_error(st, "--model is required");
+        return 0;
     default:
-        return ARGP_ERR_UNKNOWN;
+        return cli_local_parse(&a->l, key, arg, st);
     }
-    return 0;
 }
 
 int cmd_eval(int argc, char **argv) {
-    struct eval_args a = {.chunk = 64};
+    struct eval_args a = {.l.chunk = 64};
     struct argp argp = {
         eval_opts, eval_parse, NULL, "Writes the logits of every position of a token sequence.",
         0,         0,          0};
@@ -80,13 +63,13 @@ int cmd_eval(int argc, char **argv) {
     bt_err e = {0};
     /* Metadata first: the input's size decides the context the stages are built for. */
     struct model_desc *m = NULL;
-    if ((rc = model_open(&m, a.model, &e))) goto fail;
+    if ((rc = model_open(&m, a.l.model, &e))) goto fail;
     int H = m->hp.n_embd, V = m->hp.n_vocab, L = m->hp.n_layer;
     model_close(m);
     int lo = 0, hi = L;
-    if (a.layers) cli_layers_ends(a.layers, &lo, &hi);
+    if (a.l.layers) cli_layers_ends(a.l.layers, &lo, &hi);
     if (lo < 0 || hi > L || lo >= hi) {
-        rc = bt_fail(&e, BT_EINVAL, "--layers '%s': not inside [0, %d)", a.layers, L);
+        rc = bt_fail(&e, BT_EINVAL, "--layers '%s': not inside [0, %d)", a.l.layers, L);
         goto fail;
     }
     int at_end = hi == L;
@@ -114,7 +97,7 @@ int cmd_eval(int argc, char **argv) {
         rc = bt_fail(&e, BT_EINVAL, "%s is required", at_end ? "--logits" : "--hidden-out");
         goto fail;
     }
-    if ((rc = cli_pipe_open(&p, a.model, a.layers, a.threads, a.chunk, n, &e))) goto fail;
+    if ((rc = cli_pipe_open(&p, a.l.model, a.l.layers, a.l.threads, a.l.chunk, n, &e))) goto fail;
     size_t n_out = (size_t)n * (at_end ? V : H);
     if (!(out = malloc(n_out * sizeof(float)))) {
         rc = bt_fail(&e, -ENOMEM, "output buffer");

@@ -1,14 +1,16 @@
 /* client/cmd_tokenize.c: `baton tokenize --model FILE [--no-special]` (stdin text -> ids on one
  * line) and `baton detokenize --model FILE [--no-special]` (stdin ids -> text on stdout).
- * FILE is a GGUF, an HF checkpoint directory or a tokenizer.json (engine/tokenizer). */
+ * FILE is a GGUF, an HF checkpoint directory or a tokenizer.json (engine/tokenizer). Ids are
+ * read by cli_parse_ids (client/cli_util), as token-id files are everywhere. */
+#include "client/cli_util.h"
+#include "client/commands.h"
+#include "engine/tokenizer.h"
+
 #include <argp.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "client/commands.h"
-#include "engine/tokenizer.h"
 
 struct tk_args {
     const char *model;
@@ -25,14 +27,20 @@ static const struct argp_option tk_options[] = {
 static error_t tk_parse(int key, char *arg, struct argp_state *st) {
     struct tk_args *a = st->input;
     switch (key) {
-    case 'm': a->model = arg; break;
-    case 'n': a->no_special = 1; break;
-    case ARGP_KEY_ARG: argp_error(st, "unexpected argument '%s'", arg); break;
-    case ARGP_KEY_END:
-        if (!a->model)
-            argp_error(st, "--model is required");
+    case 'm':
+        a->model = arg;
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    case 'n':
+        a->no_special = 1;
+        break;
+    case ARGP_KEY_ARG:
+        argp_error(st, "unexpected argument '%s'", arg);
+        break;
+    case ARGP_KEY_END:
+        if (!a->model) argp_error(st, "--model is required");
+        break;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
@@ -40,8 +48,7 @@ static error_t tk_parse(int key, char *arg, struct argp_state *st) {
 static int tk_setup(int argc, char **argv, const char *doc, struct tk_args *a, tok_t **t) {
     struct argp ap = {tk_options, tk_parse, NULL, doc, NULL, NULL, NULL};
     memset(a, 0, sizeof *a);
-    if (argp_parse(&ap, argc, argv, 0, NULL, a) != 0)
-        return 2;
+    if (argp_parse(&ap, argc, argv, 0, NULL, a) != 0) return 2;
     bt_err e = {0};
     int rc = tokenizer_open(t, a->model, &e);
     if (rc < 0) {
@@ -51,44 +58,17 @@ static int tk_setup(int argc, char **argv, const char *doc, struct tk_args *a, t
     return 0;
 }
 
-/* Reads all of stdin into a malloc'ed buffer. */
-static char *read_stdin(size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        size_t r = fread(b + n, 1, cap - n - 1, stdin);
-        n += r;
-        if (r == 0)
-            break;
-        if (n + 1 == cap) {
-            char *p = realloc(b, cap * 2);
-            if (!p) {
-                free(b);
-                return NULL;
-            }
-            b = p, cap *= 2;
-        }
-    }
-    if (b) {
-        b[n] = 0;
-        *len = n;
-    }
-    return b;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     struct tk_args a;
     tok_t *t;
     int rc = tk_setup(argc, argv, "Reads UTF-8 text on stdin, prints its token ids on one line.",
                       &a, &t);
-    if (rc)
-        return rc;
-    size_t len;
-    char *text = read_stdin(&len);
+    if (rc) return rc;
+    size_t len, n = 0;
+    char *text = NULL;
     int32_t *ids = NULL;
-    size_t n = 0;
     bt_err e = {0};
-    if (!text || ferror(stdin)) {
+    if ((rc = cli_read_all(stdin, "stdin", &text, &len, &e)) < 0) {
         fprintf(stderr, "baton tokenize: reading stdin failed\n");
         rc = 1;
     } else if ((rc = tokenizer_encode(t, text, len, !a.no_special, &ids, &n, &e)) < 0) {
@@ -109,47 +89,25 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     struct tk_args a;
     tok_t *t;
-    int rc = tk_setup(argc, argv, "Reads token ids (whitespace separated) on stdin, writes the "
-                                  "text they decode to.",
+    int rc = tk_setup(argc, argv,
+                      "Reads token ids (whitespace separated) on stdin, writes the "
+                      "text they decode to.",
                       &a, &t);
-    if (rc)
-        return rc;
-    size_t len, n = 0, cap = 256;
-    char *in = read_stdin(&len);
-    int32_t *ids = malloc(cap * sizeof *ids);
-    rc = 0;
-    if (!in || !ids) {
+    if (rc) return rc;
+    size_t len, n = 0;
+    char *in = NULL;
+    int32_t *ids = NULL;
+    bt_err e = {0};
+    if ((rc = cli_read_all(stdin, "stdin", &in, &len, &e)) < 0) {
         fprintf(stderr, "baton detokenize: reading stdin failed\n");
         rc = 1;
-    }
-    for (char *p = in, *end; !rc; p = end) {
-        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v >= tokenizer_n_vocab(t)) {
-            int w = (int)strcspn(p, " \t\r\n,");
-            fprintf(stderr, "baton detokenize: bad id '%.*s' (vocabulary size %d)\n",
-                    w > 32 ? 32 : w, p, tokenizer_n_vocab(t));
-            rc = 1;
-            break;
-        }
-        if (n == cap) {
-            int32_t *q = realloc(ids, 2 * cap * sizeof *q);
-            if (!q) {
-                rc = 1;
-                break;
-            }
-            ids = q, cap *= 2;
-        }
-        ids[n++] = (int32_t)v;
+    } else if ((rc = cli_parse_ids(in, tokenizer_n_vocab(t), &ids, &n, &e)) < 0) {
+        fprintf(stderr, "baton detokenize: %s\n", bt_errmsg(&e, rc));
+        rc = 1;
     }
     if (!rc) {
         char *out;
         size_t ol;
-        bt_err e = {0};
         int r = tokenizer_decode(t, ids, n, !a.no_special, &out, &ol, &e);
         if (r < 0) {
             fprintf(stderr, "baton detokenize: %s\n", bt_errmsg(&e, r));

@@ -1,9 +1,9 @@
 /* client/main.c: `baton SUBCOMMAND ...`, dispatching to client/cmd_*.c. */
-#include <stdio.h>
-#include <string.h>
-
 #include "client/commands.h"
 #include "common/log.h"
+
+#include <stdio.h>
+#include <string.h>
 
 // clang-format off
 const struct command commands[] = {
@@ -35,8 +35,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (const struct command *c = commands; c->name; c++)
-        if (!strcmp(c->name, argv[1]))
-            return c->run(argc - 1, argv + 1);
+        if (!strcmp(c->name, argv[1])) return c->run(argc - 1, argv + 1);
     fprintf(stderr, "baton: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
