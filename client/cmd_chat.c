@@ -5,6 +5,7 @@
  * Lines starting with '/' are commands: /think toggles thinking, /reset clears the history,
  * /quit (or end of input) leaves. stdin need not be a terminal: piped lines are read one turn
  * each, which is how the tests drive it; the "> " prompt is only shown on a terminal. */
+#include "client/cli_flags.h"
 #include "client/commands.h"
 #include "client/oai_client.h"
 
@@ -16,63 +17,45 @@
 #include <unistd.h>
 
 struct chat_args {
-    const char *url, *model, *system;
-    int n, think, timeout_s, temp_given;
-    float temp;
+    const char *system;
+    int think;
+    struct cli_server v;
+    struct cli_sampling s;
 };
 
-enum { OPT_THINK = 1000, OPT_NO_THINK, OPT_TIMEOUT, OPT_MODEL, OPT_SYSTEM };
+enum { OPT_THINK = 1000, OPT_NO_THINK, OPT_SYSTEM };
 
 static const struct argp_option chat_opts[] = {
-    {"url", 'u', "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
-    {"model", OPT_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
+    {"url", CLI_KEY_URL, "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
+    {"model", CLI_KEY_SERVER_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
     {"system", OPT_SYSTEM, "TEXT", 0, "system message", 0},
     {"think", OPT_THINK, 0, 0, "start with thinking on (toggle with /think)", 0},
     {"no-think", OPT_NO_THINK, 0, 0, "start with thinking off (default)", 0},
-    {"temp", 'T', "T", 0, "temperature (default: the server's; 0 = greedy)", 0},
-    {"n", 'n', "N", 0, "max tokens per answer (default 512)", 0},
-    {"timeout", OPT_TIMEOUT, "SECS", 0, "give up when the server is silent this long (120)", 0},
+    {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default: the server's; 0 = greedy)", 0},
+    {"n", CLI_KEY_N, "N", 0, "max tokens per answer (default 512)", 0},
+    {"timeout", CLI_KEY_TIMEOUT, "SECS", 0, "give up when the server is silent this long (120)", 0},
     {0}};
 
 static error_t chat_parse(int key, char *arg, struct argp_state *st) {
     struct chat_args *a = st->input;
-    char *end;
     switch (key) {
-    case 'u':
-        a->url = arg;
-        break;
-    case OPT_MODEL:
-        a->model = arg;
-        break;
     case OPT_SYSTEM:
         a->system = arg;
-        break;
+        return 0;
     case OPT_THINK:
         a->think = 1;
-        break;
+        return 0;
     case OPT_NO_THINK:
         a->think = 0;
-        break;
-    case 'n':
-        a->n = (int)strtol(arg, &end, 10);
-        if (*end || a->n < 1) argp_error(st, "-n: a positive number, not '%s'", arg);
-        break;
-    case OPT_TIMEOUT:
-        a->timeout_s = (int)strtol(arg, &end, 10);
-        if (*end || a->timeout_s < 1) argp_error(st, "--timeout: seconds >= 1, not '%s'", arg);
-        break;
-    case 'T':
-        a->temp = strtof(arg, &end);
-        if (*end || !(a->temp >= 0.0f)) argp_error(st, "--temp: a number >= 0, not '%s'", arg);
-        a->temp_given = 1;
-        break;
+        return 0;
     case ARGP_KEY_END:
-        if (!a->url) argp_error(st, "--url is required");
-        break;
-    default:
-        return ARGP_ERR_UNKNOWN;
+        if (!a->v.url) argp_error(st, "--url is required");
+        return 0;
+    default: {
+        error_t r = cli_server_parse(&a->v, key, arg, st);
+        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
     }
-    return 0;
+    }
 }
 
 struct view {
@@ -98,36 +81,26 @@ static int show_delta(void *ctx, const struct oai_delta *d, int64_t t_ns) {
     return 0;
 }
 
-static void add_msg(cJSON *msgs, const char *role, const char *content) {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", role);
-    cJSON_AddStringToObject(m, "content", content);
-    cJSON_AddItemToArray(msgs, m);
-}
-
 static void reset_history(cJSON *msgs, const char *system) {
     while (cJSON_GetArraySize(msgs) > 0)
         cJSON_DeleteItemFromArray(msgs, 0);
-    if (system) add_msg(msgs, "system", system);
+    if (system) oai_add_message(msgs, "system", system);
 }
 
 /* One turn: sends the history (with the user line already appended), streams the answer and
  * appends it. Returns 0, or 1 after printing what went wrong (the user turn is then dropped,
  * so the history stays a valid alternation). */
-static int turn(const struct chat_args *a, const struct http_url *u, const char *path, cJSON *msgs,
-                int think, int tty) {
-    cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "model", a->model);
-    cJSON_AddItemReferenceToObject(req, "messages", msgs);
-    cJSON_AddNumberToObject(req, "max_tokens", a->n);
-    if (a->temp_given) cJSON_AddNumberToObject(req, "temperature", (double)a->temp);
-    cJSON_AddBoolToObject(req, "stream", 1);
-    cJSON *so = cJSON_AddObjectToObject(req, "stream_options");
-    cJSON_AddBoolToObject(so, "include_usage", 1);
-    cJSON *kw = cJSON_AddObjectToObject(req, "chat_template_kwargs");
-    cJSON_AddBoolToObject(kw, "enable_thinking", think);
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+static int turn(const struct chat_args *a, const struct oai_target *tg, cJSON *msgs, int think,
+                int tty) {
+    struct oai_body b = {.model = tg->model,
+                         .messages = msgs,
+                         .max_tokens = a->s.n,
+                         .has_temp = a->s.temp_given,
+                         .temp = a->s.sp.temperature,
+                         .has_stream = 1,
+                         .stream = 1,
+                         .think = think};
+    char *body = oai_body_json(&b);
     if (!body) {
         fprintf(stderr, "baton chat: out of memory\n");
         return 1;
@@ -135,7 +108,7 @@ static int turn(const struct chat_args *a, const struct http_url *u, const char 
     struct view v = {.tty = tty};
     struct oai_result r;
     bt_err e = {0};
-    int rc = oai_request(u, path, body, a->timeout_s * 1000, show_delta, &v, &r, &e);
+    int rc = oai_request(&tg->u, tg->path, body, a->v.timeout_s * 1000, show_delta, &v, &r, &e);
     free(body);
     if (v.in_reasoning && tty) fputs("\033[0m", stdout);
     printf("\n");
@@ -150,10 +123,10 @@ static int turn(const struct chat_args *a, const struct http_url *u, const char 
     if (bad) {
         cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
     } else {
-        add_msg(msgs, "assistant", r.text);
-        int ntok = r.completion_tokens >= 0 ? r.completion_tokens : r.n_tokens;
-        double e2e = (double)(r.t_end_ns - r.t_start_ns) * 1e-9;
-        double ttft = r.t_first_ns ? (double)(r.t_first_ns - r.t_start_ns) * 1e-9 : e2e;
+        oai_add_message(msgs, "assistant", r.text);
+        int ntok;
+        double ttft, e2e;
+        oai_result_figures(&r, &ntok, &ttft, &e2e);
         fprintf(stderr, "[%d tokens, ttft %.0f ms, %.1f tok/s, %s]\n", ntok, ttft * 1e3,
                 ntok > 1 && e2e > ttft ? (ntok - 1) / (e2e - ttft) : 0.0,
                 r.finish_reason[0] ? r.finish_reason : "-");
@@ -163,25 +136,22 @@ static int turn(const struct chat_args *a, const struct http_url *u, const char 
 }
 
 int cmd_chat(int argc, char **argv) {
-    struct chat_args a = {.n = 512, .timeout_s = 120};
+    struct chat_args a = {.v.timeout_s = 120, .s.n = 512, .s.n_min = 1};
     struct argp argp = {
         chat_opts, chat_parse, NULL, "Chats with a server. Commands: /think /reset /quit.",
         0,         0,          0};
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     bt_err e = {0};
-    struct http_url u;
-    char model[256], path[1100];
-    int rc = http_url_parse(a.url, &u, &e);
-    if (!rc) rc = http_url_endpoint(&u, "/v1/chat/completions", path, sizeof path, &e);
-    if (!rc && !a.model && !(rc = oai_first_model(&u, a.timeout_s * 1000, model, sizeof model, &e)))
-        a.model = model;
+    struct oai_target tg;
+    int rc = oai_target_resolve(&tg, a.v.url, "/v1/chat/completions", a.v.model,
+                                a.v.timeout_s * 1000, &e);
     if (rc) {
         fprintf(stderr, "baton chat: %s\n", bt_errmsg(&e, rc));
         return 1;
     }
     int tty_in = isatty(STDIN_FILENO), tty_out = isatty(STDOUT_FILENO);
     if (tty_in)
-        fprintf(stderr, "baton chat: model %s, thinking %s. /think /reset /quit\n", a.model,
+        fprintf(stderr, "baton chat: model %s, thinking %s. /think /reset /quit\n", tg.model,
                 a.think ? "on" : "off");
     cJSON *msgs = cJSON_CreateArray();
     reset_history(msgs, a.system);
@@ -213,8 +183,8 @@ int cmd_chat(int argc, char **argv) {
             fprintf(stderr, "[unknown command %s: /think /reset /quit]\n", line);
             continue;
         }
-        add_msg(msgs, "user", line);
-        failures += turn(&a, &u, path, msgs, think, tty_out);
+        oai_add_message(msgs, "user", line);
+        failures += turn(&a, &tg, msgs, think, tty_out);
     }
     if (tty_in) printf("\n");
     free(line);

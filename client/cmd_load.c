@@ -13,6 +13,7 @@
  * --check-greedy: temperature 0, token ids requested, and only P distinct prompts (--prompts):
  * each is first run alone, then every answer under load must carry exactly the same tokens.
  * Exit status: 0 when every request succeeded (and matched), 1 otherwise, 2 on bad flags. */
+#include "client/cli_flags.h"
 #include "client/commands.h"
 #include "client/load_stats.h"
 #include "client/oai_client.h"
@@ -33,30 +34,19 @@
 #define MAX_CONCURRENCY 4096
 
 struct load_args {
-    const char *url, *model;
-    int concurrency, requests, chat, json, quiet, check, n_prompts, timeout_s;
+    int concurrency, requests, chat, json, quiet, check, n_prompts;
     double duration_s;
     struct load_dist plen, olen;
     uint64_t seed;
-    float temp;
-    int temp_given;
+    struct cli_server v;   /* --url, --model, --timeout */
+    struct cli_sampling s; /* --temp */
     bt_err e;
 };
 
-enum {
-    OPT_PLEN = 1000,
-    OPT_OLEN,
-    OPT_JSON,
-    OPT_CHECK,
-    OPT_PROMPTS,
-    OPT_SEED,
-    OPT_TIMEOUT,
-    OPT_MODEL,
-    OPT_QUIET
-};
+enum { OPT_PLEN = 1000, OPT_OLEN, OPT_JSON, OPT_CHECK, OPT_PROMPTS, OPT_SEED, OPT_QUIET };
 
 static const struct argp_option load_opts[] = {
-    {"url", 'u', "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
+    {"url", CLI_KEY_URL, "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
     {"concurrency", 'c', "C", 0, "requests in flight at once (default 1)", 0},
     {"requests", 'r', "N", 0, "send N requests in all", 0},
     {"duration", 'd', "SECS", 0, "or: keep sending for SECS seconds", 0},
@@ -64,37 +54,22 @@ static const struct argp_option load_opts[] = {
      "prompt words: 64, 32:128 (uniform), normal:64:16 (default 32)", 0},
     {"output-len", OPT_OLEN, "DIST", 0, "max_tokens per request, same forms (default 64)", 0},
     {"chat", 'C', 0, 0, "use /v1/chat/completions (default /v1/completions)", 0},
-    {"temp", 'T', "T", 0, "temperature (default: the server's)", 0},
+    {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default: the server's)", 0},
     {"seed", OPT_SEED, "S", 0, "seed of the lengths and prompts (default 1)", 0},
     {"check-greedy", OPT_CHECK, 0, 0,
      "greedy; run each prompt alone first, then demand identical tokens under load", 0},
     {"prompts", OPT_PROMPTS, "P", 0, "distinct prompts with --check-greedy (default 8)", 0},
-    {"model", OPT_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
-    {"timeout", OPT_TIMEOUT, "SECS", 0, "a request fails when the server is silent this long (120)",
-     0},
+    {"model", CLI_KEY_SERVER_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
+    {"timeout", CLI_KEY_TIMEOUT, "SECS", 0,
+     "a request fails when the server is silent this long (120)", 0},
     {"json", OPT_JSON, 0, 0, "print the summary as one JSON object", 0},
     {"quiet", OPT_QUIET, 0, 0, "no progress line", 0},
     {0}};
-
-static int parse_pos(const char *s, int max, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < 1 || v > max) return -1;
-    *out = (int)v;
-    return 0;
-}
 
 static error_t load_parse(int key, char *arg, struct argp_state *st) {
     struct load_args *a = st->input;
     char *end;
     switch (key) {
-    case 'u':
-        a->url = arg;
-        break;
-    case OPT_MODEL:
-        a->model = arg;
-        break;
     case 'C':
         a->chat = 1;
         break;
@@ -108,20 +83,16 @@ static error_t load_parse(int key, char *arg, struct argp_state *st) {
         a->check = 1;
         break;
     case 'c':
-        if (parse_pos(arg, MAX_CONCURRENCY, &a->concurrency))
-            argp_error(st, "--concurrency: 1..%d, not '%s'", MAX_CONCURRENCY, arg);
+        if (cli_parse_int("--concurrency", arg, 1, MAX_CONCURRENCY, &a->concurrency, &a->e))
+            argp_error(st, "%s", a->e.msg);
         break;
     case 'r':
-        if (parse_pos(arg, 100000000, &a->requests))
-            argp_error(st, "--requests: a positive number, not '%s'", arg);
+        if (cli_parse_int("--requests", arg, 1, 100000000, &a->requests, &a->e))
+            argp_error(st, "%s", a->e.msg);
         break;
     case OPT_PROMPTS:
-        if (parse_pos(arg, 100000, &a->n_prompts))
-            argp_error(st, "--prompts: a positive number, not '%s'", arg);
-        break;
-    case OPT_TIMEOUT:
-        if (parse_pos(arg, 86400, &a->timeout_s))
-            argp_error(st, "--timeout: seconds 1..86400, not '%s'", arg);
+        if (cli_parse_int("--prompts", arg, 1, 100000, &a->n_prompts, &a->e))
+            argp_error(st, "%s", a->e.msg);
         break;
     case 'd':
         a->duration_s = strtod(arg, &end);
@@ -129,12 +100,7 @@ static error_t load_parse(int key, char *arg, struct argp_state *st) {
             argp_error(st, "--duration: seconds > 0, not '%s'", arg);
         break;
     case OPT_SEED:
-        a->seed = strtoull(arg, NULL, 10);
-        break;
-    case 'T':
-        a->temp = strtof(arg, &end);
-        if (*end || !(a->temp >= 0.0f)) argp_error(st, "--temp: a number >= 0, not '%s'", arg);
-        a->temp_given = 1;
+        if (cli_parse_u64("--seed", arg, &a->seed, &a->e)) argp_error(st, "%s", a->e.msg);
         break;
     case OPT_PLEN:
         if (load_dist_parse(arg, &a->plen, &a->e)) argp_error(st, "--prompt-len: %s", a->e.msg);
@@ -143,13 +109,15 @@ static error_t load_parse(int key, char *arg, struct argp_state *st) {
         if (load_dist_parse(arg, &a->olen, &a->e)) argp_error(st, "--output-len: %s", a->e.msg);
         break;
     case ARGP_KEY_END:
-        if (!a->url) argp_error(st, "--url is required");
+        if (!a->v.url) argp_error(st, "--url is required");
         if (!a->requests && !(a->duration_s > 0)) argp_error(st, "--requests or --duration");
         if (a->requests && a->duration_s > 0)
             argp_error(st, "--requests and --duration exclude each other");
         break;
-    default:
-        return ARGP_ERR_UNKNOWN;
+    default: {
+        error_t r = cli_server_parse(&a->v, key, arg, st);
+        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
+    }
     }
     return 0;
 }
@@ -175,8 +143,7 @@ struct ref { /* --check-greedy: the tokens of each prompt when run alone */
 
 struct run {
     const struct load_args *a;
-    struct http_url u;
-    char path[1100];
+    struct oai_target tg;
     int64_t t0, deadline;
     atomic_long next, done, failed, tokens;
     atomic_int active; /* client threads still running */
@@ -206,29 +173,19 @@ static char *build_body(const struct run *R, const char *model, int k) {
     n += (size_t)snprintf(prompt, cap, "%d", k); /* distinct starts: no two prompts alike */
     for (int i = 1; i < plen; i++)
         n += (size_t)snprintf(prompt + n, cap - n, " %s", words[load_rng_next(&rng) % N_WORDS]);
-    cJSON *req = cJSON_CreateObject();
-    cJSON_AddStringToObject(req, "model", model);
-    if (a->chat) {
-        cJSON *msgs = cJSON_AddArrayToObject(req, "messages");
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", "user");
-        cJSON_AddStringToObject(m, "content", prompt);
-        cJSON_AddItemToArray(msgs, m);
-    } else {
-        cJSON_AddStringToObject(req, "prompt", prompt);
-    }
+    /* --check-greedy: temperature 0 whatever --temp says */
+    struct oai_body b = {.model = model,
+                         .user = a->chat ? prompt : NULL,
+                         .prompt = a->chat ? NULL : prompt,
+                         .max_tokens = olen,
+                         .has_temp = a->check || a->s.temp_given,
+                         .temp = a->check ? 0.0f : a->s.sp.temperature,
+                         .has_stream = 1,
+                         .stream = 1,
+                         .think = -1,
+                         .want_ids = 1};
+    char *body = oai_body_json(&b);
     free(prompt);
-    cJSON_AddNumberToObject(req, "max_tokens", olen);
-    if (a->check)
-        cJSON_AddNumberToObject(req, "temperature", 0);
-    else if (a->temp_given)
-        cJSON_AddNumberToObject(req, "temperature", (double)a->temp);
-    cJSON_AddBoolToObject(req, "stream", 1);
-    cJSON *so = cJSON_AddObjectToObject(req, "stream_options");
-    cJSON_AddBoolToObject(so, "include_usage", 1);
-    cJSON_AddBoolToObject(req, "return_token_ids", 1);
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
     return body;
 }
 
@@ -268,7 +225,8 @@ static int one_request(struct run *R, const char *model, int k, struct tstats *t
     struct req_view v = {.ts = ts, .R = R};
     struct oai_result r;
     bt_err e = {0};
-    int rc = oai_request(&R->u, R->path, body, R->a->timeout_s * 1000, on_delta, &v, &r, &e);
+    int rc =
+        oai_request(&R->tg.u, R->tg.path, body, R->a->v.timeout_s * 1000, on_delta, &v, &r, &e);
     free(body);
     int ok = 0;
     if (rc == BT_ETIMEDOUT)
@@ -305,10 +263,10 @@ static int one_request(struct run *R, const char *model, int k, struct tstats *t
     }
     if (ok) {
         ts->ok++;
-        double ttft = (double)((r.t_first_ns ? r.t_first_ns : r.t_end_ns) - r.t_start_ns) * 1e-6;
-        int ntok = r.completion_tokens >= 0 ? r.completion_tokens : r.n_tokens;
-        if (load_samples_add(&ts->ttft, ttft) ||
-            load_samples_add(&ts->e2e, (double)(r.t_end_ns - r.t_start_ns) * 1e-6))
+        int ntok;
+        double ttft, e2e;
+        oai_result_figures(&r, &ntok, &ttft, &e2e);
+        if (load_samples_add(&ts->ttft, ttft * 1e3) || load_samples_add(&ts->e2e, e2e * 1e3))
             count_error(ts, EK_PROTO, "out of memory for samples");
         ts->output_tokens += ntok;
         ts->prompt_tokens += r.prompt_tokens > 0 ? r.prompt_tokens : 0;
@@ -375,7 +333,7 @@ static void add_lat_json(cJSON *root, const char *name, struct load_samples *s) 
 }
 
 int cmd_load(int argc, char **argv) {
-    struct load_args a = {.concurrency = 1, .n_prompts = 8, .timeout_s = 120, .seed = 1};
+    struct load_args a = {.concurrency = 1, .n_prompts = 8, .seed = 1, .v.timeout_s = 120};
     load_dist_parse("32", &a.plen, NULL);
     load_dist_parse("64", &a.olen, NULL);
     struct argp argp = {
@@ -384,14 +342,8 @@ int cmd_load(int argc, char **argv) {
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     struct run R = {.a = &a};
     bt_err e = {0};
-    char model[256];
-    int rc = http_url_parse(a.url, &R.u, &e);
-    if (!rc)
-        rc = http_url_endpoint(&R.u, a.chat ? "/v1/chat/completions" : "/v1/completions", R.path,
-                               sizeof R.path, &e);
-    if (!rc && !a.model &&
-        !(rc = oai_first_model(&R.u, a.timeout_s * 1000, model, sizeof model, &e)))
-        a.model = model;
+    int rc = oai_target_resolve(&R.tg, a.v.url, a.chat ? "/v1/chat/completions" : "/v1/completions",
+                                a.v.model, a.v.timeout_s * 1000, &e);
     if (rc) {
         fprintf(stderr, "baton load: %s\n", bt_errmsg(&e, rc));
         return 1;
@@ -408,7 +360,7 @@ int cmd_load(int argc, char **argv) {
         R.refs = calloc((size_t)a.n_prompts, sizeof *R.refs);
         struct tstats scratch = {0};
         for (int k = 0; R.refs && k < a.n_prompts; k++) {
-            if (!one_request(&R, a.model, k, &scratch, &R.refs[k])) {
+            if (!one_request(&R, R.tg.model, k, &scratch, &R.refs[k])) {
                 fprintf(stderr, "baton load: reference request %d failed: %s\n", k,
                         scratch.last_error);
                 load_samples_free(&scratch.ttft), load_samples_free(&scratch.itl);
@@ -423,7 +375,7 @@ int cmd_load(int argc, char **argv) {
     R.t0 = bt_now_ns();
     R.deadline = R.t0 + (int64_t)(a.duration_s * 1e9);
     for (; started < a.concurrency; started++) {
-        wa[started] = (struct worker_arg){.R = &R, .model = a.model, .id = started};
+        wa[started] = (struct worker_arg){.R = &R, .model = R.tg.model, .id = started};
         atomic_fetch_add(&R.active, 1);
         if (pthread_create(&th[started], NULL, client_thread, &wa[started])) {
             atomic_fetch_sub(&R.active, 1);
@@ -477,9 +429,9 @@ int cmd_load(int argc, char **argv) {
     double all_tok_s = secs > 0 ? (double)(all.output_tokens + all.prompt_tokens) / secs : 0;
     if (a.json) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "url", a.url);
-        cJSON_AddStringToObject(o, "model", a.model);
-        cJSON_AddStringToObject(o, "endpoint", R.path);
+        cJSON_AddStringToObject(o, "url", a.v.url);
+        cJSON_AddStringToObject(o, "model", R.tg.model);
+        cJSON_AddStringToObject(o, "endpoint", R.tg.path);
         cJSON_AddNumberToObject(o, "concurrency", a.concurrency);
         cJSON_AddStringToObject(o, "prompt_len", pd);
         cJSON_AddStringToObject(o, "output_len", od);
@@ -512,8 +464,8 @@ int cmd_load(int argc, char **argv) {
         free(txt);
         cJSON_Delete(o);
     } else {
-        printf("load: %s model=%s concurrency=%d prompt_len=%s output_len=%s%s\n", R.path, a.model,
-               a.concurrency, pd, od, a.check ? " check_greedy=1" : "");
+        printf("load: %s model=%s concurrency=%d prompt_len=%s output_len=%s%s\n", R.tg.path,
+               R.tg.model, a.concurrency, pd, od, a.check ? " check_greedy=1" : "");
         printf("  requests: %ld ok, %ld errors in %.2f s\n", all.ok, n_err, secs);
         printf("  throughput: %.2f req/s, %.1f output tok/s, %.1f total tok/s\n", req_s, tok_s,
                all_tok_s);

@@ -261,3 +261,66 @@ int oai_first_model(const struct http_url *u, int timeout_ms, char *out, size_t 
     free(body);
     return rc;
 }
+
+int oai_target_resolve(struct oai_target *t, const char *url, const char *route, const char *model,
+                       int timeout_ms, bt_err *e) {
+    int rc = http_url_parse(url, &t->u, e);
+    if (!rc) rc = http_url_endpoint(&t->u, route, t->path, sizeof t->path, e);
+    if (rc) return rc;
+    if (!model) return oai_first_model(&t->u, timeout_ms, t->model, sizeof t->model, e);
+    if (strlen(model) >= sizeof t->model)
+        return bt_fail(e, BT_EINVAL, "--model '%.40s...': longer than %zu bytes", model,
+                       sizeof t->model - 1);
+    snprintf(t->model, sizeof t->model, "%s", model);
+    return 0;
+}
+
+void oai_add_message(cJSON *msgs, const char *role, const char *content) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", role);
+    cJSON_AddStringToObject(m, "content", content);
+    if (!cJSON_AddItemToArray(msgs, m)) cJSON_Delete(m);
+}
+
+char *oai_body_json(const struct oai_body *b) {
+    cJSON *req = cJSON_CreateObject();
+    if (!req) return NULL;
+    cJSON_AddStringToObject(req, "model", b->model);
+    if (b->messages) {
+        /* a reference: the caller's history is not copied (nor freed with req) */
+        cJSON_AddItemReferenceToObject(req, "messages", b->messages);
+    } else if (b->user) {
+        cJSON *msgs = cJSON_AddArrayToObject(req, "messages");
+        if (b->system) oai_add_message(msgs, "system", b->system);
+        oai_add_message(msgs, "user", b->user);
+    } else if (b->prompt) {
+        cJSON_AddStringToObject(req, "prompt", b->prompt);
+    } else {
+        cJSON *p = cJSON_AddArrayToObject(req, "prompt");
+        for (int i = 0; p && i < b->n_prompt_ids; i++)
+            cJSON_AddItemToArray(p, cJSON_CreateNumber(b->prompt_ids[i]));
+    }
+    cJSON_AddNumberToObject(req, "max_tokens", b->max_tokens);
+    if (b->has_temp) cJSON_AddNumberToObject(req, "temperature", (double)b->temp);
+    if (b->has_seed) cJSON_AddNumberToObject(req, "seed", (double)b->seed);
+    if (b->has_stream) cJSON_AddBoolToObject(req, "stream", b->stream);
+    if (b->has_stream && b->stream) {
+        cJSON *so = cJSON_AddObjectToObject(req, "stream_options");
+        cJSON_AddBoolToObject(so, "include_usage", 1);
+    }
+    if (b->think >= 0 && (b->messages || b->user)) {
+        cJSON *kw = cJSON_AddObjectToObject(req, "chat_template_kwargs");
+        cJSON_AddBoolToObject(kw, "enable_thinking", b->think);
+    }
+    if (b->want_ids) cJSON_AddBoolToObject(req, "return_token_ids", 1);
+    if (b->logprobs > 0) cJSON_AddNumberToObject(req, "logprobs", b->logprobs);
+    char *text = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    return text;
+}
+
+void oai_result_figures(const struct oai_result *r, int *tokens, double *ttft_s, double *e2e_s) {
+    *tokens = r->completion_tokens >= 0 ? r->completion_tokens : r->n_tokens;
+    *e2e_s = (double)(r->t_end_ns - r->t_start_ns) * 1e-9;
+    *ttft_s = r->t_first_ns ? (double)(r->t_first_ns - r->t_start_ns) * 1e-9 : *e2e_s;
+}

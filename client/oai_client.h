@@ -1,14 +1,16 @@
 /* client/oai_client.h: the OpenAI-API side shared by `baton chat`, `complete` and `load`: one
  * request to /v1/chat/completions or /v1/completions over client/http_client, streamed (SSE) or
  * not, turned into deltas (text, reasoning text, token ids) with arrival times, and a summary
- * (usage, finish_reason, all token ids, the error of a failed request).
- * The request body is the caller's JSON text (built with cJSON); nothing here is global, so
- * one thread per request is fine. */
+ * (usage, finish_reason, all token ids, the error of a failed request); the request body
+ * (oai_body_json, the one place a request of ours is written); the server address, route and
+ * model id a command talks to (oai_target_resolve). Nothing here is global, so one thread per
+ * request is fine. */
 #ifndef BT_CLIENT_OAI_CLIENT_H
 #define BT_CLIENT_OAI_CLIENT_H
 #include "client/http_client.h"
 #include "common/err.h"
 
+#include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +53,46 @@ int oai_request(const struct http_url *u, const char *path, const char *body, in
 
 /* The first model id of GET /v1/models (servers of ours serve one). */
 int oai_first_model(const struct http_url *u, int timeout_ms, char *out, size_t cap, bt_err *e);
+
+/* Where a command sends its requests: the parsed --url, the path of its route under the URL's
+ * prefix, and the model id (--model, else the first of GET /v1/models). */
+struct oai_target {
+    struct http_url u;
+    char path[1100];
+    char model[256];
+};
+int oai_target_resolve(struct oai_target *t, const char *url, const char *route, const char *model,
+                       int timeout_ms, bt_err *e);
+
+/* A request body. Chat (/v1/chat/completions) when messages or user is set: messages is the
+ * caller's array of {role, content} (borrowed), or else [system (if any), user]. Otherwise a
+ * completion of prompt, or of the token ids prompt_ids[0..n_prompt_ids) when prompt is NULL. */
+struct oai_body {
+    const char *model;
+    cJSON *messages;
+    const char *system, *user;
+    const char *prompt;
+    const int32_t *prompt_ids;
+    int n_prompt_ids;
+    int max_tokens;
+    int has_temp; /* else the server's default temperature */
+    float temp;
+    int has_seed;
+    uint64_t seed;
+    int has_stream; /* "stream" is sent (and include_usage with it when stream is 1) */
+    int stream;
+    int think;    /* chat: -1 = not sent, else chat_template_kwargs.enable_thinking */
+    int want_ids; /* return_token_ids */
+    int logprobs; /* > 0: that many alternatives per token */
+};
+/* The JSON text, or NULL when out of memory. Caller frees with free(). */
+char *oai_body_json(const struct oai_body *b);
+/* Appends {role, content} to a messages array (silently nothing when out of memory: the
+ * request then fails to print, which the caller sees). */
+void oai_add_message(cJSON *msgs, const char *role, const char *content);
+
+/* Figures of a finished request: generated tokens (usage, else as counted from the deltas),
+ * seconds from sending to the first token (the whole request when none came) and to the end. */
+void oai_result_figures(const struct oai_result *r, int *tokens, double *ttft_s, double *e2e_s);
 
 #endif
