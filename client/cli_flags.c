@@ -41,8 +41,8 @@ static error_t flag_error(struct argp_state *st, const bt_err *e) {
     return EINVAL;
 }
 
-error_t cli_sampling_parse(struct cli_sampling *s, int key, const char *arg,
-                           struct argp_state *st) {
+static error_t sampling_parse(struct cli_sampling *s, int key, const char *arg,
+                              struct argp_state *st) {
     bt_err e = {0};
     int rc = 0;
     switch (key) {
@@ -81,7 +81,7 @@ float cli_sampling_temp(const struct cli_sampling *s) {
     return s->greedy ? 0.0f : s->sp.temperature;
 }
 
-error_t cli_local_parse(struct cli_local *l, int key, const char *arg, struct argp_state *st) {
+static error_t local_parse(struct cli_local *l, int key, const char *arg, struct argp_state *st) {
     bt_err e = {0};
     int rc = 0;
     switch (key) {
@@ -103,7 +103,7 @@ error_t cli_local_parse(struct cli_local *l, int key, const char *arg, struct ar
     return rc ? flag_error(st, &e) : 0;
 }
 
-error_t cli_server_parse(struct cli_server *v, int key, const char *arg, struct argp_state *st) {
+static error_t server_parse(struct cli_server *v, int key, const char *arg, struct argp_state *st) {
     bt_err e = {0};
     switch (key) {
     case CLI_KEY_URL:
@@ -118,4 +118,34 @@ error_t cli_server_parse(struct cli_server *v, int key, const char *arg, struct 
     default:
         return ARGP_ERR_UNKNOWN;
     }
+}
+
+static error_t prompt_parse(struct cli_prompt *p, int key, const char *arg) {
+    switch (key) {
+    case CLI_KEY_PROMPT:
+        p->prompt = arg;
+        return 0;
+    case CLI_KEY_SYSTEM:
+        p->system = arg;
+        return 0;
+    case CLI_KEY_CHAT:
+        p->chat = 1;
+        return 0;
+    case CLI_KEY_THINK:
+        p->think = 1;
+        return 0;
+    case CLI_KEY_NO_THINK:
+        p->think = 0;
+        return 0;
+    default:
+        return ARGP_ERR_UNKNOWN;
+    }
+}
+
+error_t cli_flags_parse(struct cli_flags *f, int key, const char *arg, struct argp_state *st) {
+    error_t r = local_parse(&f->l, key, arg, st);
+    if (r == ARGP_ERR_UNKNOWN) r = sampling_parse(&f->s, key, arg, st);
+    if (r == ARGP_ERR_UNKNOWN) r = server_parse(&f->v, key, arg, st);
+    if (r == ARGP_ERR_UNKNOWN) r = prompt_parse(&f->p, key, arg);
+    return r;
 }

@@ -2,10 +2,11 @@
  * commands take is parsed and validated in one place.
  *
  * Each command keeps its own argp_option table (the help texts name that command's defaults)
- * but gives the shared flags the CLI_KEY_* keys below; its parser handles its own keys and
- * passes every other key to the cli_*_parse functions here, which return ARGP_ERR_UNKNOWN for a
- * key that is not theirs and stop argp with a message naming the flag on a bad value.
- * Plain functions, no state: the structs are the command's. */
+ * but gives the shared flags the CLI_KEY_* keys below and embeds a struct cli_flags in its
+ * argp input. Its parser handles its own keys first (so a letter may mean something else in a
+ * command that does not take the shared flag: load's -c, cluster's -C and -p) and passes every
+ * other key to cli_flags_parse, which fills the struct and stops argp with a message naming the
+ * flag on a bad value. Plain functions, no state. */
 #ifndef BT_CLIENT_CLI_FLAGS_H
 #define BT_CLIENT_CLI_FLAGS_H
 #include "common/err.h"
@@ -25,6 +26,8 @@ enum cli_key {
     CLI_KEY_TEMP = 'T',    /* --temp T */
     CLI_KEY_GREEDY = 'g',  /* --greedy */
     CLI_KEY_URL = 'u',     /* --url URL (server commands) */
+    CLI_KEY_PROMPT = 'p',  /* --prompt TEXT */
+    CLI_KEY_CHAT = 'C',    /* --chat */
     CLI_KEY_TOP_K = 0x1000,
     CLI_KEY_TOP_P,
     CLI_KEY_MIN_P,
@@ -32,6 +35,9 @@ enum cli_key {
     CLI_KEY_SEED,         /* sampling seed */
     CLI_KEY_SERVER_MODEL, /* --model NAME (server commands: the model id to request) */
     CLI_KEY_TIMEOUT,      /* --timeout SECS */
+    CLI_KEY_THINK,        /* --think */
+    CLI_KEY_NO_THINK,     /* --no-think */
+    CLI_KEY_SYSTEM,       /* --system TEXT */
 };
 
 /* Whole-string number parsers; BT_EINVAL naming the flag and the accepted range. */
@@ -61,13 +67,26 @@ struct cli_local {
     int threads;                /* 0 = all CPUs */
     int chunk;                  /* prefill chunk; the command's default (64) preset */
 };
-error_t cli_local_parse(struct cli_local *l, int key, const char *arg, struct argp_state *st);
 
 /* Server: --url, --model (id to request), --timeout. */
 struct cli_server {
     const char *url, *model; /* model NULL = ask the server (oai_target_resolve) */
     int timeout_s;           /* preset to the command's default */
 };
-error_t cli_server_parse(struct cli_server *v, int key, const char *arg, struct argp_state *st);
+
+/* The prompt: --prompt, --chat, --think / --no-think, --system. */
+struct cli_prompt {
+    const char *prompt, *system;
+    int chat, think;
+};
+
+struct cli_flags {
+    struct cli_local l;
+    struct cli_sampling s;
+    struct cli_server v;
+    struct cli_prompt p;
+};
+/* Fills f from a shared key; ARGP_ERR_UNKNOWN for any other key. */
+error_t cli_flags_parse(struct cli_flags *f, int key, const char *arg, struct argp_state *st);
 
 #endif

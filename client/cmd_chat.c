@@ -17,20 +17,15 @@
 #include <unistd.h>
 
 struct chat_args {
-    const char *system;
-    int think;
-    struct cli_server v;
-    struct cli_sampling s;
+    struct cli_flags f;
 };
-
-enum { OPT_THINK = 1000, OPT_NO_THINK, OPT_SYSTEM };
 
 static const struct argp_option chat_opts[] = {
     {"url", CLI_KEY_URL, "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
     {"model", CLI_KEY_SERVER_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
-    {"system", OPT_SYSTEM, "TEXT", 0, "system message", 0},
-    {"think", OPT_THINK, 0, 0, "start with thinking on (toggle with /think)", 0},
-    {"no-think", OPT_NO_THINK, 0, 0, "start with thinking off (default)", 0},
+    {"system", CLI_KEY_SYSTEM, "TEXT", 0, "system message", 0},
+    {"think", CLI_KEY_THINK, 0, 0, "start with thinking on (toggle with /think)", 0},
+    {"no-think", CLI_KEY_NO_THINK, 0, 0, "start with thinking off (default)", 0},
     {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default: the server's; 0 = greedy)", 0},
     {"n", CLI_KEY_N, "N", 0, "max tokens per answer (default 512)", 0},
     {"timeout", CLI_KEY_TIMEOUT, "SECS", 0, "give up when the server is silent this long (120)", 0},
@@ -39,22 +34,11 @@ static const struct argp_option chat_opts[] = {
 static error_t chat_parse(int key, char *arg, struct argp_state *st) {
     struct chat_args *a = st->input;
     switch (key) {
-    case OPT_SYSTEM:
-        a->system = arg;
-        return 0;
-    case OPT_THINK:
-        a->think = 1;
-        return 0;
-    case OPT_NO_THINK:
-        a->think = 0;
-        return 0;
     case ARGP_KEY_END:
-        if (!a->v.url) argp_error(st, "--url is required");
+        if (!a->f.v.url) argp_error(st, "--url is required");
         return 0;
-    default: {
-        error_t r = cli_server_parse(&a->v, key, arg, st);
-        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
-    }
+    default:
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
@@ -94,9 +78,9 @@ static int turn(const struct chat_args *a, const struct oai_target *tg, cJSON *m
                 int tty) {
     struct oai_body b = {.model = tg->model,
                          .messages = msgs,
-                         .max_tokens = a->s.n,
-                         .has_temp = a->s.temp_given,
-                         .temp = a->s.sp.temperature,
+                         .max_tokens = a->f.s.n,
+                         .has_temp = a->f.s.temp_given,
+                         .temp = a->f.s.sp.temperature,
                          .has_stream = 1,
                          .stream = 1,
                          .think = think};
@@ -108,7 +92,7 @@ static int turn(const struct chat_args *a, const struct oai_target *tg, cJSON *m
     struct view v = {.tty = tty};
     struct oai_result r;
     bt_err e = {0};
-    int rc = oai_request(&tg->u, tg->path, body, a->v.timeout_s * 1000, show_delta, &v, &r, &e);
+    int rc = oai_request(&tg->u, tg->path, body, a->f.v.timeout_s * 1000, show_delta, &v, &r, &e);
     free(body);
     if (v.in_reasoning && tty) fputs("\033[0m", stdout);
     printf("\n");
@@ -136,15 +120,15 @@ static int turn(const struct chat_args *a, const struct oai_target *tg, cJSON *m
 }
 
 int cmd_chat(int argc, char **argv) {
-    struct chat_args a = {.v.timeout_s = 120, .s.n = 512, .s.n_min = 1};
+    struct chat_args a = {.f.v.timeout_s = 120, .f.s.n = 512, .f.s.n_min = 1};
     struct argp argp = {
         chat_opts, chat_parse, NULL, "Chats with a server. Commands: /think /reset /quit.",
         0,         0,          0};
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     bt_err e = {0};
     struct oai_target tg;
-    int rc = oai_target_resolve(&tg, a.v.url, "/v1/chat/completions", a.v.model,
-                                a.v.timeout_s * 1000, &e);
+    int rc = oai_target_resolve(&tg, a.f.v.url, "/v1/chat/completions", a.f.v.model,
+                                a.f.v.timeout_s * 1000, &e);
     if (rc) {
         fprintf(stderr, "baton chat: %s\n", bt_errmsg(&e, rc));
         return 1;
@@ -152,10 +136,10 @@ int cmd_chat(int argc, char **argv) {
     int tty_in = isatty(STDIN_FILENO), tty_out = isatty(STDOUT_FILENO);
     if (tty_in)
         fprintf(stderr, "baton chat: model %s, thinking %s. /think /reset /quit\n", tg.model,
-                a.think ? "on" : "off");
+                a.f.p.think ? "on" : "off");
     cJSON *msgs = cJSON_CreateArray();
-    reset_history(msgs, a.system);
-    int think = a.think, failures = 0;
+    reset_history(msgs, a.f.p.system);
+    int think = a.f.p.think, failures = 0;
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
@@ -175,7 +159,7 @@ int cmd_chat(int argc, char **argv) {
             continue;
         }
         if (!strcmp(line, "/reset")) {
-            reset_history(msgs, a.system);
+            reset_history(msgs, a.f.p.system);
             fprintf(stderr, "[history cleared]\n");
             continue;
         }

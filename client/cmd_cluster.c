@@ -20,8 +20,7 @@
 struct cl_args {
     const char *tokens;
     int logprobs;
-    struct cli_server v; /* --cluster, --model-name, --timeout */
-    struct cli_sampling s;
+    struct cli_flags f; /* with --cluster, --model-name, --timeout as f.v */
 };
 
 static const struct argp_option cl_opts[] = {
@@ -48,18 +47,18 @@ static error_t cl_parse(int key, char *arg, struct argp_state *st) {
         return 0;
     /* --cluster, --model-name, -s and -w are this command's spellings of shared flags */
     case 'C':
-        return cli_server_parse(&a->v, CLI_KEY_URL, arg, st);
+        return cli_flags_parse(&a->f, CLI_KEY_URL, arg, st);
     case 'M':
-        return cli_server_parse(&a->v, CLI_KEY_SERVER_MODEL, arg, st);
+        return cli_flags_parse(&a->f, CLI_KEY_SERVER_MODEL, arg, st);
     case 'w':
-        return cli_server_parse(&a->v, CLI_KEY_TIMEOUT, arg, st);
+        return cli_flags_parse(&a->f, CLI_KEY_TIMEOUT, arg, st);
     case 's':
-        return cli_sampling_parse(&a->s, CLI_KEY_SEED, arg, st);
+        return cli_flags_parse(&a->f, CLI_KEY_SEED, arg, st);
     case ARGP_KEY_END:
-        if (!a->v.url || !a->tokens) argp_error(st, "--cluster and --tokens are required");
+        if (!a->f.v.url || !a->tokens) argp_error(st, "--cluster and --tokens are required");
         return 0;
     default:
-        return cli_sampling_parse(&a->s, key, arg, st);
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
@@ -96,9 +95,9 @@ static int print_answer(const char *body, int logprobs, bt_err *e) {
 }
 
 int cmd_generate_cluster(int argc, char **argv) {
-    struct cl_args a = {.v.timeout_s = 300, .s.n = 32, .s.n_min = 1};
-    sampler_params_default(&a.s.sp);
-    a.s.sp.temperature = 0.0f; /* greedy unless --temp */
+    struct cl_args a = {.f.v.timeout_s = 300, .f.s.n = 32, .f.s.n_min = 1};
+    sampler_params_default(&a.f.s.sp);
+    a.f.s.sp.temperature = 0.0f; /* greedy unless --temp */
     struct argp argp = {
         cl_opts, cl_parse, NULL, "Generates N token ids after a prompt on a running coordinator.",
         0,       0,        0};
@@ -110,17 +109,17 @@ int cmd_generate_cluster(int argc, char **argv) {
     size_t len;
     bt_err e = {0};
     if ((rc = cli_read_ids(a.tokens, &ids, &n, &e)) ||
-        (rc = oai_target_resolve(&tg, a.v.url, "/v1/completions", a.v.model, a.v.timeout_s * 1000,
-                                 &e)))
+        (rc = oai_target_resolve(&tg, a.f.v.url, "/v1/completions", a.f.v.model,
+                                 a.f.v.timeout_s * 1000, &e)))
         goto fail;
     struct oai_body b = {.model = tg.model,
                          .prompt_ids = ids,
                          .n_prompt_ids = n,
-                         .max_tokens = a.s.n,
+                         .max_tokens = a.f.s.n,
                          .has_temp = 1,
-                         .temp = cli_sampling_temp(&a.s),
+                         .temp = cli_sampling_temp(&a.f.s),
                          .has_seed = 1,
-                         .seed = a.s.sp.seed,
+                         .seed = a.f.s.sp.seed,
                          .think = -1,
                          .want_ids = 1,
                          .logprobs = a.logprobs};
@@ -132,7 +131,7 @@ int cmd_generate_cluster(int argc, char **argv) {
                                .path = tg.path,
                                .body = req,
                                .body_len = strlen(req),
-                               .timeout_ms = a.v.timeout_s * 1000};
+                               .timeout_ms = a.f.v.timeout_s * 1000};
     if ((rc = http_fetch(&tg.u, &o, &status, &body, &len, &e))) goto fail;
     if (status != 200) {
         rc = bt_fail(&e, BT_EFORMAT, "POST %s: status %d: %.200s", tg.path, status, body);

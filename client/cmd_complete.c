@@ -12,24 +12,22 @@
 #include <string.h>
 
 struct complete_args {
-    const char *prompt, *system;
-    int stream, chat, think, ids;
-    struct cli_server v;
-    struct cli_sampling s;
+    int stream, ids;
+    struct cli_flags f;
 };
 
-enum { OPT_THINK = 1000, OPT_NO_THINK, OPT_IDS, OPT_SYSTEM };
+enum { OPT_IDS = 1000 };
 
 static const struct argp_option complete_opts[] = {
     {"url", CLI_KEY_URL, "URL", 0, "server, e.g. http://127.0.0.1:8080 (required)", 0},
-    {"prompt", 'p', "TEXT", 0, "prompt text (required)", 0},
+    {"prompt", CLI_KEY_PROMPT, "TEXT", 0, "prompt text (required)", 0},
     {"n", CLI_KEY_N, "N", 0, "max tokens to generate (default 128)", 0},
     {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default: the server's; 0 = greedy)", 0},
     {"stream", 's', 0, 0, "stream the answer as it is generated", 0},
-    {"chat", 'C', 0, 0, "send the prompt as a user message to /v1/chat/completions", 0},
-    {"system", OPT_SYSTEM, "TEXT", 0, "chat: a system message first", 0},
-    {"think", OPT_THINK, 0, 0, "chat: let the model think first", 0},
-    {"no-think", OPT_NO_THINK, 0, 0, "chat: no thinking (default)", 0},
+    {"chat", CLI_KEY_CHAT, 0, 0, "send the prompt as a user message to /v1/chat/completions", 0},
+    {"system", CLI_KEY_SYSTEM, "TEXT", 0, "chat: a system message first", 0},
+    {"think", CLI_KEY_THINK, 0, 0, "chat: let the model think first", 0},
+    {"no-think", CLI_KEY_NO_THINK, 0, 0, "chat: no thinking (default)", 0},
     {"model", CLI_KEY_SERVER_MODEL, "NAME", 0, "model id (default: the server's first)", 0},
     {"ids", OPT_IDS, 0, 0, "also print the generated token ids (stderr)", 0},
     {"timeout", CLI_KEY_TIMEOUT, "SECS", 0, "give up when the server is silent this long (60)", 0},
@@ -38,34 +36,17 @@ static const struct argp_option complete_opts[] = {
 static error_t complete_parse(int key, char *arg, struct argp_state *st) {
     struct complete_args *a = st->input;
     switch (key) {
-    case 'p':
-        a->prompt = arg;
-        return 0;
-    case OPT_SYSTEM:
-        a->system = arg;
-        return 0;
     case 's':
         a->stream = 1;
-        return 0;
-    case 'C':
-        a->chat = 1;
-        return 0;
-    case OPT_THINK:
-        a->think = 1;
-        return 0;
-    case OPT_NO_THINK:
-        a->think = 0;
         return 0;
     case OPT_IDS:
         a->ids = 1;
         return 0;
     case ARGP_KEY_END:
-        if (!a->v.url || !a->prompt) argp_error(st, "--url and -p are required");
+        if (!a->f.v.url || !a->f.p.prompt) argp_error(st, "--url and -p are required");
         return 0;
-    default: {
-        error_t r = cli_server_parse(&a->v, key, arg, st);
-        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
-    }
+    default:
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
@@ -78,7 +59,7 @@ static int print_delta(void *ctx, const struct oai_delta *d, int64_t t_ns) {
 }
 
 int cmd_complete(int argc, char **argv) {
-    struct complete_args a = {.v.timeout_s = 60, .s.n = 128, .s.n_min = 1};
+    struct complete_args a = {.f.v.timeout_s = 60, .f.s.n = 128, .f.s.n_min = 1};
     struct argp argp = {complete_opts,
                         complete_parse,
                         NULL,
@@ -89,22 +70,23 @@ int cmd_complete(int argc, char **argv) {
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     bt_err e = {0};
     struct oai_target tg;
-    int rc = oai_target_resolve(&tg, a.v.url, a.chat ? "/v1/chat/completions" : "/v1/completions",
-                                a.v.model, a.v.timeout_s * 1000, &e);
+    int rc =
+        oai_target_resolve(&tg, a.f.v.url, a.f.p.chat ? "/v1/chat/completions" : "/v1/completions",
+                           a.f.v.model, a.f.v.timeout_s * 1000, &e);
     if (rc) {
         fprintf(stderr, "baton complete: %s\n", bt_errmsg(&e, rc));
         return 1;
     }
     struct oai_body b = {.model = tg.model,
-                         .system = a.chat ? a.system : NULL,
-                         .user = a.chat ? a.prompt : NULL,
-                         .prompt = a.chat ? NULL : a.prompt,
-                         .max_tokens = a.s.n,
-                         .has_temp = a.s.temp_given,
-                         .temp = a.s.sp.temperature,
+                         .system = a.f.p.chat ? a.f.p.system : NULL,
+                         .user = a.f.p.chat ? a.f.p.prompt : NULL,
+                         .prompt = a.f.p.chat ? NULL : a.f.p.prompt,
+                         .max_tokens = a.f.s.n,
+                         .has_temp = a.f.s.temp_given,
+                         .temp = a.f.s.sp.temperature,
                          .has_stream = 1,
                          .stream = a.stream,
-                         .think = a.think,
+                         .think = a.f.p.think,
                          .want_ids = 1};
     char *body = oai_body_json(&b);
     if (!body) {
@@ -113,7 +95,7 @@ int cmd_complete(int argc, char **argv) {
     }
 
     struct oai_result r;
-    rc = oai_request(&tg.u, tg.path, body, a.v.timeout_s * 1000, a.stream ? print_delta : NULL,
+    rc = oai_request(&tg.u, tg.path, body, a.f.v.timeout_s * 1000, a.stream ? print_delta : NULL,
                      NULL, &r, &e);
     free(body);
     int status = 0;

@@ -13,7 +13,7 @@
 
 struct eval_args {
     const char *tokens, *logits, *hidden_in, *hidden_out;
-    struct cli_local l;
+    struct cli_flags f;
 };
 
 static const struct argp_option eval_opts[] = {
@@ -43,15 +43,15 @@ static error_t eval_parse(int key, char *arg, struct argp_state *st) {
         a->hidden_out = arg;
         return 0;
     case ARGP_KEY_END:
-        if (!a->l.model) argp_error(st, "--model is required");
+        if (!a->f.l.model) argp_error(st, "--model is required");
         return 0;
     default:
-        return cli_local_parse(&a->l, key, arg, st);
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
 int cmd_eval(int argc, char **argv) {
-    struct eval_args a = {.l.chunk = 64};
+    struct eval_args a = {.f.l.chunk = 64};
     struct argp argp = {
         eval_opts, eval_parse, NULL, "Writes the logits of every position of a token sequence.",
         0,         0,          0};
@@ -63,13 +63,13 @@ int cmd_eval(int argc, char **argv) {
     bt_err e = {0};
     /* Metadata first: the input's size decides the context the stages are built for. */
     struct model_desc *m = NULL;
-    if ((rc = model_open(&m, a.l.model, &e))) goto fail;
+    if ((rc = model_open(&m, a.f.l.model, &e))) goto fail;
     int H = m->hp.n_embd, V = m->hp.n_vocab, L = m->hp.n_layer;
     model_close(m);
     int lo = 0, hi = L;
-    if (a.l.layers) cli_layers_ends(a.l.layers, &lo, &hi);
+    if (a.f.l.layers) cli_layers_ends(a.f.l.layers, &lo, &hi);
     if (lo < 0 || hi > L || lo >= hi) {
-        rc = bt_fail(&e, BT_EINVAL, "--layers '%s': not inside [0, %d)", a.l.layers, L);
+        rc = bt_fail(&e, BT_EINVAL, "--layers '%s': not inside [0, %d)", a.f.l.layers, L);
         goto fail;
     }
     int at_end = hi == L;
@@ -97,7 +97,8 @@ int cmd_eval(int argc, char **argv) {
         rc = bt_fail(&e, BT_EINVAL, "%s is required", at_end ? "--logits" : "--hidden-out");
         goto fail;
     }
-    if ((rc = cli_pipe_open(&p, a.l.model, a.l.layers, a.l.threads, a.l.chunk, n, &e))) goto fail;
+    if ((rc = cli_pipe_open(&p, a.f.l.model, a.f.l.layers, a.f.l.threads, a.f.l.chunk, n, &e)))
+        goto fail;
     size_t n_out = (size_t)n * (at_end ? V : H);
     if (!(out = malloc(n_out * sizeof(float)))) {
         rc = bt_fail(&e, -ENOMEM, "output buffer");

@@ -14,8 +14,7 @@
 
 struct gen_args {
     const char *tokens;
-    struct cli_local l;
-    struct cli_sampling s;
+    struct cli_flags f;
 };
 
 static const struct argp_option gen_opts[] = {
@@ -38,14 +37,12 @@ static error_t gen_parse(int key, char *arg, struct argp_state *st) {
         a->tokens = arg;
         return 0;
     case 's': /* this command's short spelling of --seed */
-        return cli_sampling_parse(&a->s, CLI_KEY_SEED, arg, st);
+        return cli_flags_parse(&a->f, CLI_KEY_SEED, arg, st);
     case ARGP_KEY_END:
-        if (!a->l.model || !a->tokens) argp_error(st, "--model and --tokens are required");
+        if (!a->f.l.model || !a->tokens) argp_error(st, "--model and --tokens are required");
         return 0;
-    default: {
-        error_t r = cli_local_parse(&a->l, key, arg, st);
-        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
-    }
+    default:
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
@@ -61,22 +58,22 @@ int cmd_generate(int argc, char **argv) {
     /* --cluster URL: generate on a running coordinator instead (client/cmd_cluster.c). */
     for (int i = 1; i < argc; i++)
         if (!strncmp(argv[i], "--cluster", 9)) return cmd_generate_cluster(argc, argv);
-    struct gen_args a = {.l.chunk = 64, .s.n = 32};
-    sampler_params_default(&a.s.sp);
-    a.s.sp.temperature = 0.0f; /* greedy unless --temp */
+    struct gen_args a = {.f.l.chunk = 64, .f.s.n = 32};
+    sampler_params_default(&a.f.s.sp);
+    a.f.s.sp.temperature = 0.0f; /* greedy unless --temp */
     struct argp argp = {gen_opts, gen_parse, NULL, "Generates N token ids after a prompt.",
                         0,        0,         0};
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     int32_t *ids = NULL;
     int n = 0, n_printed = 0, rc;
     bt_err e = {0};
-    struct sampler_params sp = a.s.sp;
-    sp.temperature = cli_sampling_temp(&a.s);
+    struct sampler_params sp = a.f.s.sp;
+    sp.temperature = cli_sampling_temp(&a.f.s);
     struct cli_gen_stats gs;
     /* n_real 0: the sampler may use the whole padded vocabulary here, as the fixtures' greedy
      * references are a plain argmax over every row. */
     if (!(rc = cli_read_ids(a.tokens, &ids, &n, &e)))
-        rc = cli_generate(&a.l, ids, n, a.tokens, a.s.n, &sp, 0, print_id, &n_printed, &gs, &e);
+        rc = cli_generate(&a.f.l, ids, n, a.tokens, a.f.s.n, &sp, 0, print_id, &n_printed, &gs, &e);
     if (rc)
         fprintf(stderr, "baton generate: %s\n", bt_errmsg(&e, rc));
     else

@@ -34,12 +34,11 @@
 #define MAX_CONCURRENCY 4096
 
 struct load_args {
-    int concurrency, requests, chat, json, quiet, check, n_prompts;
+    int concurrency, requests, json, quiet, check, n_prompts;
     double duration_s;
     struct load_dist plen, olen;
     uint64_t seed;
-    struct cli_server v;   /* --url, --model, --timeout */
-    struct cli_sampling s; /* --temp */
+    struct cli_flags f; /* --url, --model, --timeout, --temp, --chat */
     bt_err e;
 };
 
@@ -53,7 +52,7 @@ static const struct argp_option load_opts[] = {
     {"prompt-len", OPT_PLEN, "DIST", 0,
      "prompt words: 64, 32:128 (uniform), normal:64:16 (default 32)", 0},
     {"output-len", OPT_OLEN, "DIST", 0, "max_tokens per request, same forms (default 64)", 0},
-    {"chat", 'C', 0, 0, "use /v1/chat/completions (default /v1/completions)", 0},
+    {"chat", CLI_KEY_CHAT, 0, 0, "use /v1/chat/completions (default /v1/completions)", 0},
     {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default: the server's)", 0},
     {"seed", OPT_SEED, "S", 0, "seed of the lengths and prompts (default 1)", 0},
     {"check-greedy", OPT_CHECK, 0, 0,
@@ -70,9 +69,6 @@ static error_t load_parse(int key, char *arg, struct argp_state *st) {
     struct load_args *a = st->input;
     char *end;
     switch (key) {
-    case 'C':
-        a->chat = 1;
-        break;
     case OPT_JSON:
         a->json = 1;
         break;
@@ -109,15 +105,13 @@ static error_t load_parse(int key, char *arg, struct argp_state *st) {
         if (load_dist_parse(arg, &a->olen, &a->e)) argp_error(st, "--output-len: %s", a->e.msg);
         break;
     case ARGP_KEY_END:
-        if (!a->v.url) argp_error(st, "--url is required");
+        if (!a->f.v.url) argp_error(st, "--url is required");
         if (!a->requests && !(a->duration_s > 0)) argp_error(st, "--requests or --duration");
         if (a->requests && a->duration_s > 0)
             argp_error(st, "--requests and --duration exclude each other");
         break;
-    default: {
-        error_t r = cli_server_parse(&a->v, key, arg, st);
-        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
-    }
+    default:
+        return cli_flags_parse(&a->f, key, arg, st);
     }
     return 0;
 }
@@ -175,11 +169,11 @@ static char *build_body(const struct run *R, const char *model, int k) {
         n += (size_t)snprintf(prompt + n, cap - n, " %s", words[load_rng_next(&rng) % N_WORDS]);
     /* --check-greedy: temperature 0 whatever --temp says */
     struct oai_body b = {.model = model,
-                         .user = a->chat ? prompt : NULL,
-                         .prompt = a->chat ? NULL : prompt,
+                         .user = a->f.p.chat ? prompt : NULL,
+                         .prompt = a->f.p.chat ? NULL : prompt,
                          .max_tokens = olen,
-                         .has_temp = a->check || a->s.temp_given,
-                         .temp = a->check ? 0.0f : a->s.sp.temperature,
+                         .has_temp = a->check || a->f.s.temp_given,
+                         .temp = a->check ? 0.0f : a->f.s.sp.temperature,
                          .has_stream = 1,
                          .stream = 1,
                          .think = -1,
@@ -226,7 +220,7 @@ static int one_request(struct run *R, const char *model, int k, struct tstats *t
     struct oai_result r;
     bt_err e = {0};
     int rc =
-        oai_request(&R->tg.u, R->tg.path, body, R->a->v.timeout_s * 1000, on_delta, &v, &r, &e);
+        oai_request(&R->tg.u, R->tg.path, body, R->a->f.v.timeout_s * 1000, on_delta, &v, &r, &e);
     free(body);
     int ok = 0;
     if (rc == BT_ETIMEDOUT)
@@ -333,7 +327,7 @@ static void add_lat_json(cJSON *root, const char *name, struct load_samples *s) 
 }
 
 int cmd_load(int argc, char **argv) {
-    struct load_args a = {.concurrency = 1, .n_prompts = 8, .seed = 1, .v.timeout_s = 120};
+    struct load_args a = {.concurrency = 1, .n_prompts = 8, .seed = 1, .f.v.timeout_s = 120};
     load_dist_parse("32", &a.plen, NULL);
     load_dist_parse("64", &a.olen, NULL);
     struct argp argp = {
@@ -342,8 +336,9 @@ int cmd_load(int argc, char **argv) {
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     struct run R = {.a = &a};
     bt_err e = {0};
-    int rc = oai_target_resolve(&R.tg, a.v.url, a.chat ? "/v1/chat/completions" : "/v1/completions",
-                                a.v.model, a.v.timeout_s * 1000, &e);
+    int rc = oai_target_resolve(&R.tg, a.f.v.url,
+                                a.f.p.chat ? "/v1/chat/completions" : "/v1/completions",
+                                a.f.v.model, a.f.v.timeout_s * 1000, &e);
     if (rc) {
         fprintf(stderr, "baton load: %s\n", bt_errmsg(&e, rc));
         return 1;
@@ -429,7 +424,7 @@ int cmd_load(int argc, char **argv) {
     double all_tok_s = secs > 0 ? (double)(all.output_tokens + all.prompt_tokens) / secs : 0;
     if (a.json) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "url", a.v.url);
+        cJSON_AddStringToObject(o, "url", a.f.v.url);
         cJSON_AddStringToObject(o, "model", R.tg.model);
         cJSON_AddStringToObject(o, "endpoint", R.tg.path);
         cJSON_AddNumberToObject(o, "concurrency", a.concurrency);

@@ -16,20 +16,15 @@
 #include <string.h>
 
 struct run_args {
-    const char *prompt;
-    int chat, think;
-    struct cli_local l;
-    struct cli_sampling s;
+    struct cli_flags f;
 };
-
-enum { OPT_THINK = 1000, OPT_NO_THINK };
 
 static const struct argp_option run_opts[] = {
     {"model", CLI_KEY_MODEL, "FILE", 0, "model: .gguf file or HF checkpoint directory", 0},
-    {"prompt", 'p', "TEXT", 0, "prompt text", 0},
-    {"chat", 'C', 0, 0, "wrap the prompt as a user turn of the chat template", 0},
-    {"think", OPT_THINK, 0, 0, "chat: let the model think first", 0},
-    {"no-think", OPT_NO_THINK, 0, 0, "chat: empty think block (default)", 0},
+    {"prompt", CLI_KEY_PROMPT, "TEXT", 0, "prompt text", 0},
+    {"chat", CLI_KEY_CHAT, 0, 0, "wrap the prompt as a user turn of the chat template", 0},
+    {"think", CLI_KEY_THINK, 0, 0, "chat: let the model think first", 0},
+    {"no-think", CLI_KEY_NO_THINK, 0, 0, "chat: empty think block (default)", 0},
     {"n", CLI_KEY_N, "N", 0, "max tokens to generate (default 128)", 0},
     {"temp", CLI_KEY_TEMP, "T", 0, "temperature (default 0.7; 0 = greedy)", 0},
     {"top-k", CLI_KEY_TOP_K, "K", 0, "top-k (default 20)", 0},
@@ -45,25 +40,11 @@ static const struct argp_option run_opts[] = {
 static error_t run_parse(int key, char *arg, struct argp_state *st) {
     struct run_args *a = st->input;
     switch (key) {
-    case 'p':
-        a->prompt = arg;
-        return 0;
-    case 'C':
-        a->chat = 1;
-        return 0;
-    case OPT_THINK:
-        a->think = 1;
-        return 0;
-    case OPT_NO_THINK:
-        a->think = 0;
-        return 0;
     case ARGP_KEY_END:
-        if (!a->l.model || !a->prompt) argp_error(st, "--model and -p are required");
+        if (!a->f.l.model || !a->f.p.prompt) argp_error(st, "--model and -p are required");
         return 0;
-    default: {
-        error_t r = cli_local_parse(&a->l, key, arg, st);
-        return r == ARGP_ERR_UNKNOWN ? cli_sampling_parse(&a->s, key, arg, st) : r;
-    }
+    default:
+        return cli_flags_parse(&a->f, key, arg, st);
     }
 }
 
@@ -86,9 +67,9 @@ static int show_token(void *ctx, int32_t t, bt_err *e) {
 }
 
 int cmd_run(int argc, char **argv) {
-    struct run_args a = {.l.chunk = 64, .s.n = 128};
-    sampler_params_default(&a.s.sp);
-    a.s.sp.temperature = 0.7f, a.s.sp.top_k = 20, a.s.sp.top_p = 0.95f;
+    struct run_args a = {.f.l.chunk = 64, .f.s.n = 128};
+    sampler_params_default(&a.f.s.sp);
+    a.f.s.sp.temperature = 0.7f, a.f.s.sp.top_k = 20, a.f.s.sp.top_p = 0.95f;
     struct argp argp = {run_opts, run_parse, NULL, "Generates text from a prompt.", 0, 0, 0};
     if (argp_parse(&argp, argc, argv, 0, NULL, &a)) return 2;
     tok_t *tok = NULL;
@@ -100,14 +81,15 @@ int cmd_run(int argc, char **argv) {
     bt_err e = {0};
     struct model_desc *m = NULL;
     /* The tokenizer lives with the model's metadata (GGUF) or beside it (tokenizer.json). */
-    if ((rc = model_open(&m, a.l.model, &e)) || (rc = tokenizer_open(&tok, m->tokenizer_path, &e)))
+    if ((rc = model_open(&m, a.f.l.model, &e)) ||
+        (rc = tokenizer_open(&tok, m->tokenizer_path, &e)))
         goto fail;
     model_close(m);
     m = NULL;
-    const char *prompt = a.prompt;
-    if (a.chat) {
-        struct chat_msg msg = {.role = "user", .content = a.prompt};
-        struct chat_opts co = {chat_detect(tokenizer_chat_template(tok)), 1, a.think, NULL};
+    const char *prompt = a.f.p.prompt;
+    if (a.f.p.chat) {
+        struct chat_msg msg = {.role = "user", .content = a.f.p.prompt};
+        struct chat_opts co = {chat_detect(tokenizer_chat_template(tok)), 1, a.f.p.think, NULL};
         if ((rc = chat_render(&msg, 1, &co, &text, &len, &e))) goto fail;
         prompt = text;
     }
@@ -121,7 +103,7 @@ int cmd_run(int argc, char **argv) {
     struct cli_gen_stats gs;
     if ((rc = tok_stream_new(&ts, tok, 0, &e))) goto fail;
     v.ts = ts;
-    if ((rc = cli_generate(&a.l, ids, n, "prompt", a.s.n, &a.s.sp, tokenizer_n_real(tok),
+    if ((rc = cli_generate(&a.f.l, ids, n, "prompt", a.f.s.n, &a.f.s.sp, tokenizer_n_real(tok),
                            show_token, &v, &gs, &e)))
         goto fail;
     const char *rest;
