@@ -6,8 +6,19 @@
  * SERVING (first Forward seen) -> DRAINING (Drain received) ... Shutdown or a signal ends
  * worker_run. Transports: a CLIENT to the coordinator (identity = worker id), a SERVER bound on
  * the data endpoint (the previous stage connects to it) and, when not last, a CLIENT to the
- * next stage's data endpoint. One thread runs everything: network and compute (forward() uses
- * the thread pool; pings are sent between pieces of long Forwards and during weight loads).
+ * next stage's data endpoint. Two threads: the comms thread (the one in worker_run) owns every
+ * transport: it polls them, answers pings and Heartbeats, and queues each Forward, Cancel,
+ * StateExport and StateImport (frames copied into reused buffers) for the compute thread,
+ * which runs them in order (forward() on the thread pool) and posts its replies (packed)
+ * back, waking the comms thread through transport_wakeup; so a forward taking seconds never
+ * silences the pings. LoadLayers runs on the comms thread once the compute thread is idle
+ * (pings between pieces of the weight load). The split maps onto MPI_THREAD_FUNNELED.
+ *  - LoadLayers for the layers, model, wire dtype, slots and context this worker already
+ *    holds keeps the weights: slots are reset and the next-stage link is made again (a
+ *    re-plan after a lost stage).
+ *  - Welcome.heartbeat_ms sets the Heartbeat period; heartbeat_ms and heartbeat_liveness set
+ *    the next-stage transport's window (the coordinator and data transports keep the worker's
+ *    --heartbeat-ms, opened before Welcome).
  *
  * Protocol choices where proto/baton.proto leaves room (mirrored in docs/protocol.md, section
  * "Worker side"):
