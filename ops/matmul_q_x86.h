@@ -1,7 +1,8 @@
 /* ops/matmul_q_x86.h: quantized-activation matmul kernels (ops.h matmul_q_fn) on 256-bit
  * integer vectors, included by ops_avx2.c and ops_avx512.c (twice: with and without VNNI).
- * The includer defines QSFX (name suffix), QATTR (function attributes, e.g. a target) and
- * QVNNI (0: maddubs+madd, 1: vpdpbusd/vpdpwssd). Not a public header.
+ * The includer defines QSFX (name suffix), QATTR (function attributes, e.g. a target),
+ * QVNNI (0: maddubs+madd, 1: vpdpbusd/vpdpwssd) and QZ512 (1: K-quant rows on 512-bit vectors,
+ * for files built with AVX-512BW). Not a public header.
  *
  * Per weight block the codes are unpacked once into registers and then multiplied with the
  * activation blocks of up to QG tokens (u8 x s8 byte products, exact int32 sums). The float
@@ -13,6 +14,7 @@
 #include "ops/quant.h"
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #define QG    4  /* tokens per pass over a weight row */
@@ -27,7 +29,8 @@ static inline QATTR __m256i QN(dot_u8s8)(__m256i acc, __m256i u, __m256i s) {
 #if QVNNI
     return _mm256_dpbusd_epi32(acc, u, s);
 #else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 #endif
 }
 
@@ -86,9 +89,9 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
     uint32_t qh;
     memcpy(&qh, b->qh, 4);
     /* spread bit j of qh to byte j: broadcast, pick each byte's source byte, test its bit */
-    __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
-                                    _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
-                                                      0x0101010101010101, 0));
+    __m256i h = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)qh),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
     __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
     h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit); /* 0xff where the 5th bit is set */
     __m256i q = _mm256_or_si256(QN(nibbles32)(b->qs), _mm256_and_si256(h, _mm256_set1_epi8(16)));
@@ -104,132 +107,407 @@ static inline QATTR __m256 QN(bdot_q8)(const struct QN(u32) * u, const uint8_t *
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(u->d * _cvtsh_ss(y->d)), acc);
 }
 
-/* ---- Q8_K-activation types: 256 codes as 8 vectors of 32 unsigned bytes --------------- */
+/* ---- Q8_K-activation types: blocks of 256, walked in pieces of 32 values --------------- */
 
-struct QN(uk) {
-    __m256i q[8];    /* codes of values 32s..32s+31 */
-    __m256i sc[8];   /* int16 scales for the maddubs pair sums of piece s */
-    __m256i mn16;    /* int16 per 16 values: min codes (Q4_K/Q5_K) or scales (Q6_K) */
-    float d, dmin;
-};
+/* A K-quant block is never unpacked whole (8 code vectors + 8 scale vectors spill on AVX2):
+ * each piece of 32 codes is unpacked, multiplied with the same piece of every token of the
+ * group (maddubs, then the piece's int16 scale), and dropped. Scales come from one register
+ * per block by byte shuffles, not scalar broadcasts. Per token the integer sum of a block is
+ * exact, so only the float step differs from ops_ref (and not with the group size). */
+
+/* shuffle control that broadcasts int16 lane s of each 128-bit lane */
+#define QUNROLL    _Pragma("GCC unroll 8")
+#define QK_BC16(s) _mm_set1_epi16((short)(0x0100 + 0x0202 * (s)))
+/* int16 lane s of 128-bit lane 0 and lane s2 of lane 1 (for a 256-bit vector) */
+#define QK_SEL(s, s2) _mm256_set_m128i(QK_BC16(s2), QK_BC16(s))
 
 /* (scale, min) bytes of a Q4_K/Q5_K block: sc[0..7] then mn[0..7] (quant_scale_min_k4 for
  * all eight sub-blocks at once: low 6 bits of bytes 0..7 for s < 4, nibbles of bytes 8..11 with
  * the top two bits of bytes 0..7 for s >= 4). */
-static inline QATTR void QN(scales_k4)(const uint8_t *S, uint8_t out[16]) {
+static inline QATTR __m128i QN(scales_k4)(const uint8_t *S) {
     uint32_t a[3], r[4];
     memcpy(a, S, 12);
     r[0] = a[0] & 0x3f3f3f3fu;                                               /* sc 0..3 */
     r[1] = (a[2] & 0x0f0f0f0fu) | (((a[0] >> 6) & 0x03030303u) << 4);        /* sc 4..7 */
     r[2] = a[1] & 0x3f3f3f3fu;                                               /* mn 0..3 */
     r[3] = ((a[2] >> 4) & 0x0f0f0f0fu) | (((a[1] >> 6) & 0x03030303u) << 4); /* mn 4..7 */
-    memcpy(out, r, 16);
+    return _mm_loadu_si128((const __m128i *)(const void *)r);
 }
 
-static inline QATTR void QN(prep_k45)(const uint8_t *scales, uint16_t d, uint16_t dmin,
-                                      struct QN(uk) * u) {
-    uint8_t sm[16];
-    QN(scales_k4)(scales, sm);
-    for (int s = 0; s < 8; s++)
-        u->sc[s] = _mm256_set1_epi16(sm[s]);
-    __m128i m = _mm_loadl_epi64((const __m128i *)(const void *)(sm + 8));
-    u->mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m)); /* each min for two bsums */
-    u->d = _cvtsh_ss(d);
-    u->dmin = _cvtsh_ss(dmin);
+/* Per-token integer accumulators of one block. With VNNI the scaled dot is one dependent
+ * vpdpwssd, so low and high pieces go to separate chains. */
+struct QN(kacc) {
+    __m256i a;
+#if QVNNI
+    __m256i b;
+#endif
+};
+
+static inline QATTR void QN(kacc_zero)(struct QN(kacc) * k) {
+    k->a = _mm256_setzero_si256();
+#if QVNNI
+    k->b = _mm256_setzero_si256();
+#endif
+}
+static inline QATTR __m256i QN(kacc_sum)(const struct QN(kacc) * k) {
+#if QVNNI
+    return _mm256_add_epi32(k->a, k->b);
+#else
+    return k->a;
+#endif
+}
+static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i s0, __m256i c0,
+                                       __m256i u1, __m256i s1, __m256i c1) {
+    k->a = QN(dot_scaled)(k->a, u0, s0, c0);
+#if QVNNI
+    k->b = QN(dot_scaled)(k->b, u1, s1, c1);
+#else
+    k->a = QN(dot_scaled)(k->a, u1, s1, c1);
+#endif
 }
 
-static inline QATTR void QN(unpack_q4_k)(const uint8_t *p, struct QN(uk) * u) {
-    const struct block_q4_k *b = (const struct block_q4_k *)(const void *)p;
-    __m256i m4 = _mm256_set1_epi8(15);
-    for (int c = 0; c < 4; c++) {
-        __m256i q = QN(load256)(b->qs + 32 * c);
-        u->q[2 * c] = _mm256_and_si256(q, m4);
-        u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-    }
-    QN(prep_k45)(b->scales, b->d, b->dmin, u);
+/* acc += isum * d*yd - msum * dmin*yd (Q4_K/Q5_K: msum = sum_g min_g * bsum_g) */
+static inline QATTR __m256 QN(kfin_k45)(__m256 acc, __m256i isum, const struct block_q8_k *y,
+                                        __m256i mn16, float d, float dmin) {
+    __m256i msum = _mm256_madd_epi16(QN(load256)(y->bsums), mn16);
+    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * y->d));
+    return _mm256_add_ps(acc,
+                         _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * y->d), m));
 }
 
-static inline QATTR void QN(unpack_q5_k)(const uint8_t *p, struct QN(uk) * u) {
-    const struct block_q5_k *b = (const struct block_q5_k *)(const void *)p;
-    __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    __m256i qh = QN(load256)(b->qh);
-    for (int c = 0; c < 4; c++) {
-        __m256i q = QN(load256)(b->qs + 32 * c);
-        /* bit s of qh[l] is the fifth bit of sub-block s (s = 2c low nibbles, 2c+1 high) */
-        __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
-        __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
-        u->q[2 * c] = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4));
-        u->q[2 * c + 1] =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_slli_epi16(h1, 4));
-    }
-    QN(prep_k45)(b->scales, b->d, b->dmin, u);
-}
-
-static inline QATTR void QN(unpack_q6_k)(const uint8_t *p, struct QN(uk) * u) {
-    const struct block_q6_k *b = (const struct block_q6_k *)(const void *)p;
-    __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
-    for (int h = 0; h < 2; h++) {
-        __m256i L0 = QN(load256)(b->ql + 64 * h), L1 = QN(load256)(b->ql + 64 * h + 32);
-        __m256i H = QN(load256)(b->qh + 32 * h);
-        /* quarter j of the half: low nibble source L0/L1/L0>>4/L1>>4, high bits (H >> 2j) & 3 */
-        __m256i lo[4] = {_mm256_and_si256(L0, m4), _mm256_and_si256(L1, m4),
-                         _mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                         _mm256_and_si256(_mm256_srli_epi16(L1, 4), m4)};
+/* Q4_K (Q5 = 0) and Q5_K (Q5 = 1): piece j of 64 values is 32 bytes of nibbles, low nibbles
+ * sub-block 2j, high nibbles 2j+1; Q5_K adds bit 2j / 2j+1 of qh[l] as the fifth bit. */
+static inline QATTR __attribute__((always_inline)) void QN(k45_rows)(const uint8_t *row, int64_t nb,
+                                                                     const uint8_t *xq, size_t ldxq,
+                                                                     float *y, int64_t ldy,
+                                                                     const int g, const int Q5) {
+    __m256 acc[QG];
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), b5 = _mm256_set1_epi8(16);
+    const size_t BB = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *blk = row + (size_t)i * BB;
+        const uint8_t *scales, *qs, *qhp = NULL;
+        uint16_t dh, dmh;
+        if (Q5) {
+            const struct block_q5_k *b = (const struct block_q5_k *)(const void *)blk;
+            scales = b->scales, qs = b->qs, qhp = b->qh, dh = b->d, dmh = b->dmin;
+        } else {
+            const struct block_q4_k *b = (const struct block_q4_k *)(const void *)blk;
+            scales = b->scales, qs = b->qs, dh = b->d, dmh = b->dmin;
+        }
+        __m128i sm = QN(scales_k4)(scales);
+        __m256i sc = _mm256_cvtepu8_epi16(sm); /* int16 sc 0..7 | mn 0..7 */
+        __m256i scl = _mm256_permute2x128_si256(sc, sc, 0x00);
+        __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* min per 16 values */
+        __m256i qh = Q5 ? QN(load256)(qhp) : _mm256_setzero_si256();
+        struct QN(kacc) k[QG];
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            QN(kacc_zero)(&k[t]);
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
         for (int j = 0; j < 4; j++) {
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(H, 2 * j), m2);
-            u->q[4 * h + j] = _mm256_or_si256(lo[j], _mm256_slli_epi16(hi, 4));
+            __m256i q = QN(load256)(qs + 32 * j);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (Q5) { /* bits 2j, 2j+1 of qh are at bits 0, 1 here (shifted per piece) */
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), b5));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), b5));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            __m256i s0 = _mm256_shuffle_epi8(scl, QK_SEL(2 * j, 2 * j));
+            __m256i s1 = _mm256_shuffle_epi8(scl, QK_SEL(2 * j + 1, 2 * j + 1));
+            QUNROLL
+            for (int t = 0; t < g; t++) {
+                const uint8_t *yt = yq + (size_t)t * ldxq + 64 * j;
+                QN(kacc_add2)(&k[t], lo, QN(load256)(yt), s0, hi, QN(load256)(yt + 32), s1);
+            }
+        }
+        float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(dmh);
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            acc[t] = QN(kfin_k45)(acc[t], QN(kacc_sum)(&k[t]), yb, mn16, d, dmin);
         }
     }
-    for (int s = 0; s < 8; s++) /* maddubs lanes 0..7 cover values 0..15 of the piece */
-        u->sc[s] = _mm256_set_m128i(_mm_set1_epi16(b->scales[2 * s + 1]),
-                                    _mm_set1_epi16(b->scales[2 * s]));
-    u->mn16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)b->scales));
-    u->d = _cvtsh_ss(b->d);
-    u->dmin = 0.0f;
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        y[t * ldy] = QN(hsum)(acc[t]);
 }
-
-/* sum_s sc_s * (q_s . y_s) as 8 int32 lanes */
-static inline QATTR __m256i QN(kdot)(const struct QN(uk) * u, const struct block_q8_k *y) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int s = 0; s < 8; s++)
-        acc = QN(dot_scaled)(acc, u->q[s], QN(load256)(y->qs + 32 * s), u->sc[s]);
-    return acc;
-}
-
-static inline QATTR __m256 QN(bdot_k45)(const struct QN(uk) * u, const uint8_t *xb, __m256 acc) {
-    const struct block_q8_k *y = (const struct block_q8_k *)(const void *)xb;
-    __m256i isum = QN(kdot)(u, y);
-    __m256i msum = _mm256_madd_epi16(QN(load256)(y->bsums), u->mn16);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(u->d * y->d), acc);
-    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(u->dmin * y->d), acc);
-}
-
-/* Q6_K codes are q + 32 (unsigned): subtract 32 * sum_g sc_g * bsum_g */
-static inline QATTR __m256 QN(bdot_q6_k)(const struct QN(uk) * u, const uint8_t *xb, __m256 acc) {
-    const struct block_q8_k *y = (const struct block_q8_k *)(const void *)xb;
-    __m256i isum = QN(kdot)(u, y);
-    __m256i off = _mm256_madd_epi16(QN(load256)(y->bsums), u->mn16);
-    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(off, 5));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(u->d * y->d), acc);
+/* Q6_K: half h (128 values) has 64 bytes of low nibbles L0|L1 and 32 of high bit pairs H;
+ * quarter j of the half takes low nibbles from L0, L1, L0>>4, L1>>4 and bits (H >> 2j) & 3.
+ * maddubs lanes 0..7 of a quarter are values 0..15 (scale 8h+2j), lanes 8..15 the next 16.
+ * Codes are q + 32 (unsigned): 32 * sum_g sc_g * bsum_g is subtracted per block. */
+static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8_t *row, int64_t nb,
+                                                                     const uint8_t *xq, size_t ldxq,
+                                                                     float *y, int64_t ldy,
+                                                                     const int g) {
+    __m256 acc[QG];
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < nb; i++) {
+        const struct block_q6_k *b =
+            (const struct block_q6_k *)(const void *)(row + (size_t)i * sizeof(struct block_q6_k));
+        __m256i sc16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)b->scales));
+        struct QN(kacc) k[QG];
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            QN(kacc_zero)(&k[t]);
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
+        for (int h = 0; h < 2; h++) {
+            __m256i L0 = QN(load256)(b->ql + 64 * h), L1 = QN(load256)(b->ql + 64 * h + 32);
+            __m256i H = QN(load256)(b->qh + 32 * h);
+            __m256i sch =
+                h ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44);
+            __m256i q0 = _mm256_or_si256(_mm256_and_si256(L0, m4),
+                                         _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
+            __m256i q1 = _mm256_or_si256(
+                _mm256_and_si256(L1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
+            __m256i q2 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
+            __m256i q3 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
+            __m256i s0 = _mm256_shuffle_epi8(sch, QK_SEL(0, 1)),
+                    s1 = _mm256_shuffle_epi8(sch, QK_SEL(2, 3));
+            __m256i s2 = _mm256_shuffle_epi8(sch, QK_SEL(4, 5)),
+                    s3 = _mm256_shuffle_epi8(sch, QK_SEL(6, 7));
+            QUNROLL
+            for (int t = 0; t < g; t++) {
+                const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h;
+                QN(kacc_add2)(&k[t], q0, QN(load256)(yt), s0, q1, QN(load256)(yt + 32), s1);
+                QN(kacc_add2)(&k[t], q2, QN(load256)(yt + 64), s2, q3, QN(load256)(yt + 96), s3);
+            }
+        }
+        float d = _cvtsh_ss(b->d);
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            __m256i off = _mm256_madd_epi16(QN(load256)(yb->bsums), sc16);
+            __m256i isum = _mm256_sub_epi32(QN(kacc_sum)(&k[t]), _mm256_slli_epi32(off, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * yb->d), acc[t]);
+        }
+    }
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        y[t * ldy] = QN(hsum)(acc[t]);
 }
 
 /* ---- the driver ------------------------------------------------------------------------- */
 
+#if QZ512
+/* ---- 512-bit forms of the K-quant rows (AVX-512BW tables) ------------------------------- *
+ * Same pieces and the same exact integer sums per block as above, two 32-value pieces per
+ * instruction: a zmm holds the low- and high-nibble pieces of 64 values (Q4_K/Q5_K) or two
+ * quarters of a Q6_K half, which are 64 consecutive activation bytes. The block sum is folded
+ * to 256 bits before the float step, which is the 256-bit one. */
+
+/* shuffle control: 128-bit lane k broadcasts int16 lane s_k */
+static inline QATTR __m512i QN(zsel)(int s0, int s1, int s2, int s3) {
+#define QZB(s) ((int)((0x0100u + 0x0202u * (unsigned)(s)) * 0x00010001u))
+    return _mm512_set_epi32(QZB(s3), QZB(s3), QZB(s3), QZB(s3), QZB(s2), QZB(s2), QZB(s2), QZB(s2),
+                            QZB(s1), QZB(s1), QZB(s1), QZB(s1), QZB(s0), QZB(s0), QZB(s0), QZB(s0));
+#undef QZB
+}
+
+static inline QATTR __m512i QN(zdot_scaled)(__m512i acc, __m512i u, __m512i s, __m512i sc16) {
+    __m512i p = _mm512_maddubs_epi16(u, s);
+#if QVNNI
+    return _mm512_dpwssd_epi32(acc, p, sc16);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(p, sc16));
+#endif
+}
+
+static inline QATTR __m512i QN(load512)(const void *p) {
+    return _mm512_loadu_si512(p);
+}
+
+static inline QATTR __m256i QN(zfold)(__m512i a, __m512i b) {
+    __m512i s = _mm512_add_epi32(a, b);
+    return _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+}
+
+static inline QATTR __attribute__((always_inline)) void
+QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+               int64_t ldy, const int g, const int Q5) {
+    __m256 acc[QG];
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
+    const size_t BB = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *blk = row + (size_t)i * BB;
+        const uint8_t *scales, *qs, *qhp = NULL;
+        uint16_t dh, dmh;
+        if (Q5) {
+            const struct block_q5_k *b = (const struct block_q5_k *)(const void *)blk;
+            scales = b->scales, qs = b->qs, qhp = b->qh, dh = b->d, dmh = b->dmin;
+        } else {
+            const struct block_q4_k *b = (const struct block_q4_k *)(const void *)blk;
+            scales = b->scales, qs = b->qs, dh = b->d, dmh = b->dmin;
+        }
+        __m128i sm = QN(scales_k4)(scales);
+        __m512i scz = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm)); /* int16 sc 0..7 per lane */
+        __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        __m256i qh = Q5 ? QN(load256)(qhp) : _mm256_setzero_si256();
+        __m512i ka[QG], kb[QG]; /* even and odd pieces: two dependency chains */
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            ka[t] = kb[t] = _mm512_setzero_si512();
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
+        for (int j = 0; j < 4; j++) {
+            __m256i q = QN(load256)(qs + 32 * j);
+            __m512i qz = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            if (Q5) { /* bits 2j, 2j+1 of qh are at bits 0, 1 here (shifted per piece) */
+                __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(qh, 4)),
+                                                _mm256_slli_epi16(qh, 3), 1);
+                qz = _mm512_or_si512(qz, _mm512_and_si512(hz, b5));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            __m512i s = _mm512_shuffle_epi8(scz, QN(zsel)(2 * j, 2 * j, 2 * j + 1, 2 * j + 1));
+            QUNROLL
+            for (int t = 0; t < g; t++) {
+                __m512i yv = QN(load512)(yq + (size_t)t * ldxq + 64 * j);
+                if (j & 1)
+                    kb[t] = QN(zdot_scaled)(kb[t], qz, yv, s);
+                else
+                    ka[t] = QN(zdot_scaled)(ka[t], qz, yv, s);
+            }
+        }
+        float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(dmh);
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            acc[t] = QN(kfin_k45)(acc[t], QN(zfold)(ka[t], kb[t]), yb, mn16, d, dmin);
+        }
+    }
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        y[t * ldy] = QN(hsum)(acc[t]);
+}
+
+static inline QATTR __attribute__((always_inline)) void
+QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+               int64_t ldy, const int g) {
+    __m256 acc[QG];
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    for (int64_t i = 0; i < nb; i++) {
+        const struct block_q6_k *b =
+            (const struct block_q6_k *)(const void *)(row + (size_t)i * sizeof(struct block_q6_k));
+        __m256i sc16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)b->scales));
+        __m512i ka[QG], kb[QG];
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            ka[t] = kb[t] = _mm512_setzero_si512();
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
+        for (int h = 0; h < 2; h++) {
+            /* [L0 | L1] and [H | H >> 2]: quarters 0|1, and after >> 4, quarters 2|3 */
+            __m512i Lz = QN(load512)(b->ql + 64 * h);
+            __m256i H = QN(load256)(b->qh + 32 * h);
+            __m512i Hz = _mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1);
+            __m512i q01 = _mm512_or_si512(_mm512_and_si512(Lz, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(Hz, m2), 4));
+            __m512i q23 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16(Lz, 4), m4),
+                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(Hz, 4), m2), 4));
+            __m128i sch = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
+            __m512i scz = _mm512_broadcast_i32x4(sch); /* int16 scales 8h..8h+7 per lane */
+            __m512i s01 = _mm512_shuffle_epi8(scz, QN(zsel)(0, 1, 2, 3));
+            __m512i s23 = _mm512_shuffle_epi8(scz, QN(zsel)(4, 5, 6, 7));
+            QUNROLL
+            for (int t = 0; t < g; t++) {
+                const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h;
+                ka[t] = QN(zdot_scaled)(ka[t], q01, QN(load512)(yt), s01);
+                kb[t] = QN(zdot_scaled)(kb[t], q23, QN(load512)(yt + 64), s23);
+            }
+        }
+        float d = _cvtsh_ss(b->d);
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            __m256i off = _mm256_madd_epi16(QN(load256)(yb->bsums), sc16);
+            __m256i isum = _mm256_sub_epi32(QN(zfold)(ka[t], kb[t]), _mm256_slli_epi32(off, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * yb->d), acc[t]);
+        }
+    }
+    QUNROLL
+    for (int t = 0; t < g; t++)
+        y[t * ldy] = QN(hsum)(acc[t]);
+}
+#define QK45_ROWS QN(k45_rows_z)
+#define QK6_ROWS  QN(q6k_rows_z)
+#else
+#define QK45_ROWS QN(k45_rows)
+#define QK6_ROWS  QN(q6k_rows)
+#endif
+
 // clang-format off
-#define QDEF(T, UT, BB, AB, UNPACK, BDOT)                                                          \
-    static inline QATTR __attribute__((always_inline)) void QN(T##_row)(                           \
+/* Q8_0-activation types: a block is unpacked once and used for every token of the group. */
+#define QDEF32(T, BB, UNPACK)                                                                      \
+    static inline QATTR __attribute__((always_inline)) void QN(T##_rows)(                          \
         const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,     \
         const int g) {                                                                             \
         __m256 acc[QG];                                                                            \
         for (int t = 0; t < g; t++) acc[t] = _mm256_setzero_ps();                                  \
         for (int64_t i = 0; i < nb; i++) {                                                         \
-            UT u;                                                                                  \
+            struct QN(u32) u;                                                                      \
             UNPACK(row + (size_t)i * (BB), &u);                                                    \
             for (int t = 0; t < g; t++)                                                            \
-                acc[t] = BDOT(&u, xq + (size_t)t * ldxq + (size_t)i * (AB), acc[t]);               \
+                acc[t] = QN(bdot_q8)(&u, xq + (size_t)t * ldxq + (size_t)i * 34, acc[t]);          \
         }                                                                                          \
         for (int t = 0; t < g; t++) y[t * ldy] = QN(hsum)(acc[t]);                                 \
-    }                                                                                              \
+    }
+QDEF32(q8_0, 34, QN(unpack_q8_0))
+QDEF32(q4_0, 18, QN(unpack_q4_0))
+QDEF32(q5_0, 22, QN(unpack_q5_0))
+static inline QATTR __attribute__((always_inline)) void QN(q4_k_rows)(
+    const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,
+    const int g) {
+    QK45_ROWS(row, nb, xq, ldxq, y, ldy, g, 0);
+}
+static inline QATTR __attribute__((always_inline)) void QN(q5_k_rows)(
+    const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,
+    const int g) {
+    QK45_ROWS(row, nb, xq, ldxq, y, ldy, g, 1);
+}
+static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
+    const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,
+    const int g) {
+    QK6_ROWS(row, nb, xq, ldxq, y, ldy, g);
+}
+
+/* The driver: tiles of QTILE tokens, each row against groups of up to QG tokens. */
+#define QDEF(T)                                                                                    \
     static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
                                        int64_t r1) {                                               \
@@ -242,22 +520,22 @@ static inline QATTR __m256 QN(bdot_q6_k)(const struct QN(uk) * u, const uint8_t 
                     const uint8_t *xt = (const uint8_t *)xq + (size_t)t * ldxq;                    \
                     float *yt = y + t * ldy + r;                                                   \
                     switch (te - t < QG ? (int)(te - t) : QG) {                                    \
-                    case 1: QN(T##_row)(row, nb, xt, ldxq, yt, ldy, 1); break;                     \
-                    case 2: QN(T##_row)(row, nb, xt, ldxq, yt, ldy, 2); break;                     \
-                    case 3: QN(T##_row)(row, nb, xt, ldxq, yt, ldy, 3); break;                     \
-                    default: QN(T##_row)(row, nb, xt, ldxq, yt, ldy, 4); break;                    \
+                    case 1: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 1); break;                    \
+                    case 2: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 2); break;                    \
+                    case 3: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 3); break;                    \
+                    default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                   \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
     }
 
-QDEF(q8_0, struct QN(u32), 34,  34,  QN(unpack_q8_0), QN(bdot_q8))
-QDEF(q4_0, struct QN(u32), 18,  34,  QN(unpack_q4_0), QN(bdot_q8))
-QDEF(q5_0, struct QN(u32), 22,  34,  QN(unpack_q5_0), QN(bdot_q8))
-QDEF(q4_k, struct QN(uk),  144, 292, QN(unpack_q4_k), QN(bdot_k45))
-QDEF(q5_k, struct QN(uk),  176, 292, QN(unpack_q5_k), QN(bdot_k45))
-QDEF(q6_k, struct QN(uk),  210, 292, QN(unpack_q6_k), QN(bdot_q6_k))
+QDEF(q8_0)
+QDEF(q4_0)
+QDEF(q5_0)
+QDEF(q4_k)
+QDEF(q5_k)
+QDEF(q6_k)
 // clang-format on
 
 /* Table slots for one suffix: .matmul_q = {QSLOTS(avx2)} */
@@ -266,3 +544,9 @@ QDEF(q6_k, struct QN(uk),  210, 292, QN(unpack_q6_k), QN(bdot_q6_k))
     [DT_Q4_K] = matmul_q_q4_k_##S, [DT_Q5_K] = matmul_q_q5_k_##S, [DT_Q6_K] = matmul_q_q6_k_##S
 
 #undef QDEF
+#undef QDEF32
+#undef QK_SEL
+#undef QK_BC16
+#undef QUNROLL
+#undef QK45_ROWS
+#undef QK6_ROWS

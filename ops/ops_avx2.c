@@ -338,6 +338,7 @@ static void attention_avx2(float *o, const float *q, const float *k_cache, const
 #define QSFX  avx2
 #define QATTR
 #define QVNNI 0
+#define QZ512 0
 #include "ops/matmul_q_x86.h"
 
 const struct ops_table ops_avx2 = {

@@ -340,13 +340,16 @@ static void add_avx512(float *y, const float *x, int64_t n) {
 #define QSFX  avx512
 #define QATTR
 #define QVNNI 0
+#define QZ512 1
 #include "ops/matmul_q_x86.h"
 #undef QSFX
 #undef QATTR
 #undef QVNNI
+#undef QZ512
 #define QSFX  avx512vnni
 #define QATTR __attribute__((target("avx512vnni")))
 #define QVNNI 1
+#define QZ512 1
 #include "ops/matmul_q_x86.h"
 
 const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {QSLOTS(avx512vnni)};

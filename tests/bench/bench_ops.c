@@ -4,7 +4,9 @@
  *   bench_ops: isa=avx512 dtype=q4_k rows=4096 cols=4096 n=1 ms=1.234 gbps=7.65 gflops=27.2
  * Each measurement repeats until BENCH_SECS (default 0.15 s) have passed; the scalar
  * reference is timed with one call (it only gives the baseline). A last line per dtype runs
- * the best ISA at n=1 through pool_matmul on every CPU (threads=N). */
+ * the best ISA at n=1 through pool_matmul on every CPU (threads=N). Types with a
+ * quantized-activation kernel (ops.h matmul_q) get `act=q` lines too: the same matrix times
+ * activations quantized beforehand (the decode hot path), single-threaded. */
 #include "common/clock.h"
 #include "ops/ops.h"
 #include "ops/threadpool.h"
@@ -29,6 +31,20 @@ static double time_matmul(const struct ops_table *T, const struct mat *w, const 
     return el / reps;
 }
 
+/* Same for matmul_q on activations already quantized (xq: n rows of ldq bytes). */
+static double time_matmul_q(const struct ops_table *T, const struct mat *w, const void *xq,
+                            size_t ldq, int64_t n, float *y, double budget) {
+    T->matmul_q[w->dt](w, xq, ldq, n, y, ROWS, 0, ROWS);
+    int reps = 0;
+    double t0 = bt_now_s(), el;
+    do {
+        T->matmul_q[w->dt](w, xq, ldq, n, y, ROWS, 0, ROWS);
+        reps++;
+        el = bt_now_s() - t0;
+    } while (el < budget && reps < 200);
+    return el / reps;
+}
+
 int main(void) {
     const char *env = getenv("BENCH_SECS");
     double budget = env ? atof(env) : 0.15;
@@ -37,7 +53,9 @@ int main(void) {
     float *wf = malloc(sizeof(float) * ROWS * COLS);
     uint8_t *wq = malloc(sizeof(float) * ROWS * COLS);
     float *x = malloc(sizeof(float) * 8 * COLS), *y = malloc(sizeof(float) * 8 * ROWS);
-    if (!wf || !wq || !x || !y) {
+    uint8_t *xq =
+        malloc(8 * ops_act_row_bytes(DT_Q8_0, COLS) + 8 * ops_act_row_bytes(DT_Q4_K, COLS));
+    if (!wf || !wq || !x || !y || !xq) {
         fprintf(stderr, "bench_ops: out of memory\n");
         return 1;
     }
@@ -87,12 +105,26 @@ int main(void) {
                        T->isa, dtype_name(dt), ROWS, COLS, (long)n, sec * 1e3, gbps, gflops);
                 fflush(stdout);
             }
+            enum dtype a = ops_act_dtype(dt);
+            if (a == DT_F32 || !T->matmul_q[dt]) continue;
+            size_t ldq = ops_act_row_bytes(dt, COLS);
+            for (int64_t t = 0; t < 8; t++)
+                T->quantize_act[a](x + t * COLS, xq + t * ldq, COLS);
+            for (int64_t n = 1; n <= 8; n += 7) {
+                double sec = time_matmul_q(T, &w, xq, ldq, n, y, is_ref ? 0.0 : budget);
+                printf("bench_ops: isa=%s dtype=%s act=q rows=%d cols=%d n=%ld ms=%.3f gbps=%.2f "
+                       "gflops=%.2f\n",
+                       T->isa, dtype_name(dt), ROWS, COLS, (long)n, sec * 1e3,
+                       (double)rb * ROWS / sec * 1e-9, 2.0 * ROWS * COLS * (double)n / sec * 1e-9);
+                fflush(stdout);
+            }
         }
     }
     pool_close(pool);
     free(wf);
     free(wq);
     free(x);
+    free(xq);
     free(y);
     return 0;
 }
