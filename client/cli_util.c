@@ -1,4 +1,6 @@
-/* client/cli_util.c: see cli_util.h. */
+/* client/cli_util.c: the local-inference helpers of the `baton` CLI (an in-process pipeline of
+ * stages over a model, the decode loop of generate and run) and the token-id and f32 file
+ * readers every command uses. Contracts in cli_util.h. */
 #include "client/cli_util.h"
 
 #include "common/clock.h"

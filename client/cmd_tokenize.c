@@ -45,80 +45,61 @@ static error_t tk_parse(int key, char *arg, struct argp_state *st) {
     return 0;
 }
 
-static int tk_setup(int argc, char **argv, const char *doc, struct tk_args *a, tok_t **t) {
+/* One direction: the bytes of stdin in, stdout out; 0 or a negative code with e set. */
+typedef int (*tk_fn)(tok_t *t, int special, const char *in, size_t len, bt_err *e);
+
+static int tk_main(int argc, char **argv, const char *doc, tk_fn fn) {
+    struct tk_args a = {0};
     struct argp ap = {tk_options, tk_parse, NULL, doc, NULL, NULL, NULL};
-    memset(a, 0, sizeof *a);
-    if (argp_parse(&ap, argc, argv, 0, NULL, a) != 0) return 2;
+    if (argp_parse(&ap, argc, argv, 0, NULL, &a) != 0) return 2;
+    tok_t *t = NULL;
+    char *in = NULL;
+    size_t len;
     bt_err e = {0};
-    int rc = tokenizer_open(t, a->model, &e);
-    if (rc < 0) {
-        fprintf(stderr, "baton %s: %s\n", argv[0], bt_errmsg(&e, rc));
-        return 1;
-    }
+    int rc = tokenizer_open(&t, a.model, &e);
+    if (!rc && cli_read_all(stdin, "stdin", &in, &len, &e) < 0)
+        rc = bt_fail(&e, -EIO, "reading stdin failed");
+    if (!rc) rc = fn(t, !a.no_special, in, len, &e);
+    if (!rc && fflush(stdout)) rc = bt_fail(&e, -EIO, "writing stdout failed");
+    if (rc) fprintf(stderr, "baton %s: %s\n", argv[0], bt_errmsg(&e, rc));
+    free(in);
+    tokenizer_free(t);
+    return rc ? 1 : 0;
+}
+
+static int tokenize(tok_t *t, int special, const char *in, size_t len, bt_err *e) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = tokenizer_encode(t, in, len, special, &ids, &n, e);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
     return 0;
 }
 
-int cmd_tokenize(int argc, char **argv) {
-    struct tk_args a;
-    tok_t *t;
-    int rc = tk_setup(argc, argv, "Reads UTF-8 text on stdin, prints its token ids on one line.",
-                      &a, &t);
-    if (rc) return rc;
-    size_t len, n = 0;
-    char *text = NULL;
+static int detokenize(tok_t *t, int special, const char *in, size_t len, bt_err *e) {
     int32_t *ids = NULL;
-    bt_err e = {0};
-    if ((rc = cli_read_all(stdin, "stdin", &text, &len, &e)) < 0) {
-        fprintf(stderr, "baton tokenize: reading stdin failed\n");
-        rc = 1;
-    } else if ((rc = tokenizer_encode(t, text, len, !a.no_special, &ids, &n, &e)) < 0) {
-        fprintf(stderr, "baton tokenize: %s\n", bt_errmsg(&e, rc));
-        rc = 1;
-    } else {
-        for (size_t i = 0; i < n; i++)
-            printf(i ? " %d" : "%d", ids[i]);
-        printf("\n");
-        rc = fflush(stdout) == 0 ? 0 : 1;
-    }
+    char *out = NULL;
+    size_t n = 0, ol;
+    (void)len;
+    int rc = cli_parse_ids(in, tokenizer_n_vocab(t), &ids, &n, e);
+    if (!rc) rc = tokenizer_decode(t, ids, n, special, &out, &ol, e);
+    if (!rc && fwrite(out, 1, ol, stdout) != ol) rc = bt_fail(e, -EIO, "writing stdout failed");
+    free(out);
     free(ids);
-    free(text);
-    tokenizer_free(t);
     return rc;
 }
 
+int cmd_tokenize(int argc, char **argv) {
+    return tk_main(argc, argv, "Reads UTF-8 text on stdin, prints its token ids on one line.",
+                   tokenize);
+}
+
 int cmd_detokenize(int argc, char **argv) {
-    struct tk_args a;
-    tok_t *t;
-    int rc = tk_setup(argc, argv,
-                      "Reads token ids (whitespace separated) on stdin, writes the "
-                      "text they decode to.",
-                      &a, &t);
-    if (rc) return rc;
-    size_t len, n = 0;
-    char *in = NULL;
-    int32_t *ids = NULL;
-    bt_err e = {0};
-    if ((rc = cli_read_all(stdin, "stdin", &in, &len, &e)) < 0) {
-        fprintf(stderr, "baton detokenize: reading stdin failed\n");
-        rc = 1;
-    } else if ((rc = cli_parse_ids(in, tokenizer_n_vocab(t), &ids, &n, &e)) < 0) {
-        fprintf(stderr, "baton detokenize: %s\n", bt_errmsg(&e, rc));
-        rc = 1;
-    }
-    if (!rc) {
-        char *out;
-        size_t ol;
-        int r = tokenizer_decode(t, ids, n, !a.no_special, &out, &ol, &e);
-        if (r < 0) {
-            fprintf(stderr, "baton detokenize: %s\n", bt_errmsg(&e, r));
-            rc = 1;
-        } else {
-            rc = fwrite(out, 1, ol, stdout) == ol && fflush(stdout) == 0 ? 0 : 1;
-            free(out);
-        }
-    }
-    free(ids);
-    free(in);
-    tokenizer_free(t);
-    return rc;
+    return tk_main(argc, argv,
+                   "Reads token ids (whitespace separated) on stdin, writes the text they decode "
+                   "to.",
+                   detokenize);
 }

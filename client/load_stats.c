@@ -1,4 +1,6 @@
-/* client/load_stats.c: see load_stats.h. */
+/* client/load_stats.c: the arithmetic of `baton load`: length distributions parsed from flags, a
+ * seeded PRNG to draw from them, latency sample sets and their percentiles. Contracts in
+ * load_stats.h. */
 #include "client/load_stats.h"
 
 #include <errno.h>

@@ -1,4 +1,6 @@
-/* client/oai_client.c: see oai_client.h. */
+/* client/oai_client.c: the OpenAI-API client of the `baton` server commands (chat, complete,
+ * load, generate --cluster): request bodies, the target (URL, route, model id), and answers,
+ * streamed (SSE) or whole, turned into deltas and a summary. Contracts in oai_client.h. */
 #include "client/oai_client.h"
 
 #include "common/clock.h"

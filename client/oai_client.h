@@ -1,10 +1,10 @@
-/* client/oai_client.h: the OpenAI-API side shared by `baton chat`, `complete` and `load`: one
- * request to /v1/chat/completions or /v1/completions over client/http_client, streamed (SSE) or
- * not, turned into deltas (text, reasoning text, token ids) with arrival times, and a summary
- * (usage, finish_reason, all token ids, the error of a failed request); the request body
- * (oai_body_json, the one place a request of ours is written); the server address, route and
- * model id a command talks to (oai_target_resolve). Nothing here is global, so one thread per
- * request is fine. */
+/* client/oai_client.h: the OpenAI-API side shared by `baton chat`, `complete`, `load` and
+ * `generate --cluster`: one request to /v1/chat/completions or /v1/completions over
+ * client/http_client, streamed (SSE) or not, turned into deltas (text, reasoning text, token
+ * ids) with arrival times, and a summary (usage, finish_reason, all token ids, the error of a
+ * failed request); the request body (oai_body_json, the one place a request of ours is
+ * written); the server address, route and model id a command talks to (oai_target_resolve).
+ * Nothing here is global, so one thread per request is fine. */
 #ifndef BT_CLIENT_OAI_CLIENT_H
 #define BT_CLIENT_OAI_CLIENT_H
 #include "client/http_client.h"
