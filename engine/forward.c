@@ -5,9 +5,12 @@
 #include "engine/forward.h"
 
 #include "common/assert.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,36 @@ struct dims {
     int64_t n_head, n_kv, hd, QG, KVD, OD, n_rot;
     int64_t Hk, Hv, dk, dv, KD, VD, CD, K; /* GDN */
 };
+
+/* Per-phase timers (BT_PROFILE=1): wall ns per phase, logged at DEBUG after every pass and
+ * in total when the context is freed. Off: one predictable branch per phase. */
+enum prof_phase {
+    P_EMBED,
+    P_NORM,
+    P_GDN_IN,
+    P_GDN_CONV,
+    P_GDN_HEADS,
+    P_GDN_OUT,
+    P_ATT_IN,
+    P_ATT_PREP,
+    P_ATT,
+    P_ATT_OUT,
+    P_MLP_IN,
+    P_MLP_ACT,
+    P_MLP_DOWN,
+    P_HEAD,
+    P_COUNT
+};
+static const char *const prof_name[P_COUNT] = {
+    "embed",    "norm+add", "gdn_in",  "gdn_conv", "gdn_heads", "gdn_out",  "att_in",
+    "att_prep", "att",      "att_out", "mlp_in",   "mlp_act",   "mlp_down", "head",
+};
+#define PROF(c, ph, stmt)                                                                          \
+    do {                                                                                           \
+        int64_t prof_t0_ = (c)->prof ? bt_now_ns() : 0;                                            \
+        stmt;                                                                                      \
+        if ((c)->prof) (c)->prof_ns[ph] += bt_now_ns() - prof_t0_;                                 \
+    } while (0)
 
 struct forward_ctx {
     const struct weights *w;
@@ -53,6 +86,8 @@ struct forward_ctx {
     void *mem[24];
     int n_mem;
     int layer; /* layer being run (for the pool_run callbacks) */
+    int prof;  /* BT_PROFILE set: time the phases */
+    int64_t prof_ns[P_COUNT], prof_total[P_COUNT], prof_passes, prof_tokens, prof_wall;
 };
 
 static float sigmoidf(float x) {
@@ -145,15 +180,15 @@ static void linear_attn_block(forward_ctx_t *c, const struct layer_weights *L, i
     const struct dims *d = &c->d;
     /* the four input projections in one pass, sharing one activation quantization */
     const struct pool_mm in[4] = {
-        {&L->wqkv, c->qkv, d->CD},   /* m = [q | k | v] */
-        {&L->wz, c->z, d->VD},       /* z: output gate */
-        {&L->wbeta, c->beta, d->Hv}, /* b -> β */
+        {&L->wqkv, c->qkv, d->CD},     /* m = [q | k | v] */
+        {&L->wz, c->z, d->VD},         /* z: output gate */
+        {&L->wbeta, c->beta, d->Hv},   /* b -> β */
         {&L->walpha, c->alpha, d->Hv}, /* α -> g */
     };
-    pool_matmul_multi(c->pool, in, 4, c->xb, d->H, n, c->qbuf);
-    run(c, gdn_conv_job);                                   /* causal conv + silu on m */
-    run(c, gdn_heads_job);                                  /* delta rule per value head */
-    matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H);
+    PROF(c, P_GDN_IN, pool_matmul_multi(c->pool, in, 4, c->xb, d->H, n, c->qbuf));
+    PROF(c, P_GDN_CONV, run(c, gdn_conv_job));   /* causal conv + silu on m */
+    PROF(c, P_GDN_HEADS, run(c, gdn_heads_job)); /* delta rule per value head */
+    PROF(c, P_GDN_OUT, matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H));
 }
 
 /* ---- gated full attention (spec §5) ---- */
@@ -214,10 +249,10 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
         {&L->wk, c->kb, d->KVD},
         {&L->wv, c->vb, d->KVD},
     };
-    pool_matmul_multi(c->pool, in, 3, c->xb, d->H, n, c->qbuf);
-    run(c, attn_prep_job); /* q/k norm, rope, append to cache */
-    run(c, attn_job);      /* softmax(qK/√d)V ⊙ σ(gate) */
-    matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H);
+    PROF(c, P_ATT_IN, pool_matmul_multi(c->pool, in, 3, c->xb, d->H, n, c->qbuf));
+    PROF(c, P_ATT_PREP, run(c, attn_prep_job)); /* q/k norm, rope, append to cache */
+    PROF(c, P_ATT, run(c, attn_job));           /* softmax(qK/√d)V ⊙ σ(gate) */
+    PROF(c, P_ATT_OUT, matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H));
 }
 
 /* ---- MLP (spec §4) ---- */
@@ -225,9 +260,10 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
 static void mlp_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
     const struct pool_mm in[2] = {{&L->ffn_gate, c->ffn_g, d->I}, {&L->ffn_up, c->ffn_u, d->I}};
-    pool_matmul_multi(c->pool, in, 2, c->xb, d->H, n, c->qbuf); /* gate and up in one pass */
-    ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I);
-    matmul(c, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H);
+    /* gate and up in one pass */
+    PROF(c, P_MLP_IN, pool_matmul_multi(c->pool, in, 2, c->xb, d->H, n, c->qbuf));
+    PROF(c, P_MLP_ACT, ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I));
+    PROF(c, P_MLP_DOWN, matmul(c, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H));
 }
 
 static void rmsnorm_rows(float *y, const float *x, const struct mat *w, int64_t n, int64_t H,
@@ -237,6 +273,32 @@ static void rmsnorm_rows(float *y, const float *x, const struct mat *w, int64_t 
 }
 
 /* ---- the pass ---- */
+
+static void prof_log(const char *what, const int64_t *ns, int64_t total, int64_t passes,
+                     int64_t tokens) {
+    char line[512];
+    int len = snprintf(line, sizeof line, "%s passes=%lld tokens=%lld total_ms=%.2f", what,
+                       (long long)passes, (long long)tokens, (double)total * 1e-6);
+    int64_t sum = 0;
+    for (int i = 0; i < P_COUNT && len > 0 && len < (int)sizeof line; i++) {
+        sum += ns[i];
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.2f", prof_name[i],
+                        (double)ns[i] * 1e-6);
+    }
+    BT_LOG(DEBUG, "forward", "%s other=%.2f", line, (double)(total - sum) * 1e-6);
+}
+
+/* Adds this pass's phase times to the totals and logs them (BT_PROFILE only). */
+static void prof_pass(forward_ctx_t *c, int64_t n, int64_t t_pass) {
+    if (!c->prof) return;
+    int64_t total = bt_now_ns() - t_pass;
+    for (int i = 0; i < P_COUNT; i++)
+        c->prof_total[i] += c->prof_ns[i];
+    c->prof_passes++;
+    c->prof_tokens += n;
+    c->prof_wall += total;
+    prof_log("profile pass:", c->prof_ns, total, 1, n);
+}
 
 int forward_n_out(const struct fwd_batch *b) {
     int n = 0;
@@ -303,7 +365,10 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
         }
     }
 
+    if (c->prof) memset(c->prof_ns, 0, sizeof c->prof_ns);
+    int64_t t_pass = c->prof ? bt_now_ns() : 0;
     /* input: embedding rows (no scaling, §2) or the previous stage's hidden states */
+    int64_t t_embed = t_pass;
     if (w->lo == 0) {
         for (int t = 0; t < n; t++)
             ops->dequantize_row[w->tok_embd.dt]((const char *)w->tok_embd.data +
@@ -312,19 +377,22 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
     } else {
         memcpy(c->x, b->hidden, (size_t)n * d->H * sizeof(float));
     }
+    if (c->prof) c->prof_ns[P_EMBED] += bt_now_ns() - t_embed;
 
     for (int l = w->lo; l < w->hi; l++) {
         const struct layer_weights *L = &w->layers[l];
         c->layer = l;
-        rmsnorm_rows(c->xb, c->x, &L->attn_norm, n, d->H, eps); /* pre-norm */
+        PROF(c, P_NORM, rmsnorm_rows(c->xb, c->x, &L->attn_norm, n, d->H, eps)); /* pre-norm */
         if (L->kind == LAYER_LINEAR_ATTN)
             linear_attn_block(c, L, n); /* conv1d + gated delta rule */
         else
-            full_attn_block(c, L, n);             /* rope + KV cache + gated attention */
-        ops->add(c->x, c->hb, (int64_t)n * d->H); /* residual */
-        rmsnorm_rows(c->xb, c->x, &L->post_norm, n, d->H, eps); /* post-attention norm */
-        mlp_block(c, L, n);                                     /* SwiGLU */
-        ops->add(c->x, c->hb, (int64_t)n * d->H);               /* residual */
+            full_attn_block(c, L, n); /* rope + KV cache + gated attention */
+        PROF(c, P_NORM, {
+            ops->add(c->x, c->hb, (int64_t)n * d->H);               /* residual */
+            rmsnorm_rows(c->xb, c->x, &L->post_norm, n, d->H, eps); /* post-attention norm */
+        });
+        mlp_block(c, L, n);                                        /* SwiGLU */
+        PROF(c, P_NORM, ops->add(c->x, c->hb, (int64_t)n * d->H)); /* residual */
     }
 
     for (int s = 0; s < b->n_seq; s++) /* every stage counts the tokens it consumed */
@@ -333,8 +401,10 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
 
     if (w->hi < c->hp->n_layer) {
         memcpy(b->out, c->x, (size_t)n * d->H * sizeof(float));
+        prof_pass(c, n, t_pass);
         return 0;
     }
+    int64_t t_head = c->prof ? bt_now_ns() : 0;
     /* last stage: final norm of the requested rows, then the LM head (§7) */
     int n_out = 0;
     for (int s = 0; s < b->n_seq; s++) {
@@ -348,6 +418,8 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
     }
     if (b->final_norm) memcpy(b->final_norm, c->xb, (size_t)n_out * d->H * sizeof(float));
     if (n_out) matmul(c, &w->output, c->xb, d->H, n_out, b->out, d->V);
+    if (c->prof) c->prof_ns[P_HEAD] += bt_now_ns() - t_head;
+    prof_pass(c, n, t_pass);
     return 0;
 }
 
@@ -381,6 +453,8 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
     c->pool = pool;
     c->nth = pool ? pool_size(pool) : 1;
     c->max_tokens = max_tokens;
+    const char *prof = getenv("BT_PROFILE");
+    c->prof = prof && *prof && strcmp(prof, "0");
     struct dims *d = &c->d;
     d->H = hp->n_embd, d->I = hp->n_ff, d->V = hp->n_vocab;
     d->n_head = hp->n_head, d->n_kv = hp->n_head_kv, d->hd = hp->head_dim, d->n_rot = hp->n_rot;
@@ -410,7 +484,9 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
     int64_t max_cols = d->H > d->I ? d->H : d->I; /* widest matmul input */
     if (d->VD > max_cols) max_cols = d->VD;
     if (d->OD > max_cols) max_cols = d->OD;
-    if (ok) ok = (c->qbuf = scratch(c, pool_matmul_qbuf_bytes(n, max_cols) / sizeof(float) + 1, 1)) != NULL;
+    if (ok)
+        ok = (c->qbuf = scratch(c, pool_matmul_qbuf_bytes(n, max_cols) / sizeof(float) + 1, 1)) !=
+             NULL;
     if (ok && has_lin)
         ok = (c->qkv = scratch(c, n * d->CD, 1)) && (c->mconv = scratch(c, n * d->CD, 1)) &&
              (c->z = scratch(c, n * d->VD, 1)) && (c->beta = scratch(c, n * d->Hv, 1)) &&
@@ -428,6 +504,8 @@ int forward_ctx_new(forward_ctx_t **out, const struct weights *w, seqstate_pool_
 
 void forward_ctx_free(forward_ctx_t *c) {
     if (!c) return;
+    if (c->prof && c->prof_passes)
+        prof_log("profile total:", c->prof_total, c->prof_wall, c->prof_passes, c->prof_tokens);
     for (int i = 0; i < c->n_mem; i++)
         free(c->mem[i]);
     free(c->tok_seq);

@@ -492,6 +492,54 @@ Test(ops, matmul_q_every_isa_and_dtype) {
     }
 }
 
+/* Extreme codes: every weight byte 0xff (largest nibbles, 6-bit scales and mins of 63, Q6_K
+ * codes 63) or Q6_K scales of -128, against activations at the code limits (+-127, all one
+ * sign so nothing cancels): the largest intermediate sums of the integer kernels, where a
+ * saturating maddubs or an int16 overflow would show. Every ISA against ref. */
+Test(ops, matmul_q_extreme_codes) {
+    const int64_t rows = 3, cols = 512, n = 2;
+    for (size_t k = 0; k < N_QTYPES; k++) {
+        enum dtype dt = q_types[k], at = ops_act_dtype(dt);
+        size_t rb = dtype_row_bytes(dt, cols), ab = ops_act_row_bytes(dt, cols);
+        size_t bb = dtype_traits[dt].block_bytes;
+        int64_t nblk = cols / dtype_traits[dt].block;
+        uint8_t *wq = malloc((size_t)rows * rb), *xq = malloc((size_t)n * ab);
+        float *x = falloc(n * cols), *y = falloc(n * rows), *yr = falloc(n * rows);
+        cr_assert(wq && xq);
+        memset(wq, 0xff, (size_t)rows * rb);
+        uint16_t d16 = f32_to_fp16(0.01f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t b = 0; b < nblk; b++) {
+                uint8_t *blk = wq + (size_t)r * rb + (size_t)b * bb;
+                if (dt == DT_Q6_K) { /* d last; row 1 gets scales of -128 */
+                    memcpy(blk + bb - 2, &d16, 2);
+                    if (r == 1) memset(blk + bb - 18, 0x80, 16);
+                } else {
+                    memcpy(blk, &d16, 2); /* d first; dmin next for Q4_K/Q5_K */
+                    if (dt == DT_Q4_K || dt == DT_Q5_K) memcpy(blk + 2, &d16, 2);
+                }
+            }
+        for (int64_t i = 0; i < cols; i++) {
+            x[i] = -1.0f;             /* codes -127 */
+            x[cols + i] = 1.0f;       /* codes +127 */
+        }
+        for (int64_t t = 0; t < n; t++)
+            ops_ref.quantize_act[at](x + t * cols, xq + (size_t)t * ab, cols);
+        struct mat m = {dt, wq, rows, cols, rb};
+        ops_ref.matmul_q[dt](&m, xq, ab, n, yr, rows, 0, rows);
+        const char *const *isas = ops_available_isas();
+        for (int i = 0; isas[i]; i++) {
+            const struct ops_table *T = ops_table_for(isas[i]);
+            T->matmul_q[dt](&m, xq, ab, n, y, rows, 0, rows);
+            for (int64_t j = 0; j < n * rows; j++)
+                cr_assert(fabsf(y[j] - yr[j]) <= 1e-5f * fabsf(yr[j]) + 1e-30f,
+                          "%s %s out %ld: %g vs ref %g", T->isa, dtype_name(dt), (long)j,
+                          (double)y[j], (double)yr[j]);
+        }
+        free(wq), free(xq), free(x), free(y), free(yr);
+    }
+}
+
 /* The Q8_K activation format: d = absmax / 127, codes within one step, exact 16-value sums. */
 Test(quant, q8_k_activations) {
     float x[512];
