@@ -17,6 +17,7 @@
  * every third layer between); Q5_K for the GDN attn_qkv. Rows that are not a multiple of 256
  * fall back to Q5_0 (for Q4_K/Q5_K) or Q8_0 (for Q6_K), as llama-quantize does.
  * Quantizers: ops->quantize_row[] (ops/quant.c). */
+#include "client/cli_flags.h"
 #include "client/commands.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -662,15 +663,6 @@ static int write_metadata(gguf_writer_t *w, const struct cfg *c, const char *typ
     return rc;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_mkmodel(int argc, char **argv) {
     enum {
         O_SEED = 256,
@@ -731,14 +723,15 @@ int cmd_mkmodel(int argc, char **argv) {
             seed = strtoull(optarg, NULL, 0);
             break;
         case O_THREADS:
-            if (parse_int(optarg, 1, 64, &threads)) {
+            if (cli_parse_int("--threads", optarg, 1, 64, &threads, NULL)) {
                 fprintf(stderr, "mkmodel: --threads %s: expected 1..64\n", optarg);
                 return 2;
             }
             break;
         default:
             if (o >= O_LAYERS && o <= O_TIED) {
-                if (parse_int(optarg, o == O_TIED ? 0 : 1, 1 << 20, &ov[o - O_LAYERS])) {
+                if (cli_parse_int(opts[o - O_LAYERS + 5].name, optarg, o == O_TIED ? 0 : 1, 1 << 20,
+                                  &ov[o - O_LAYERS], NULL)) {
                     fprintf(stderr, "mkmodel: --%s %s: bad value\n", opts[o - O_LAYERS + 5].name,
                             optarg);
                     return 2;
