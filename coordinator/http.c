@@ -234,11 +234,13 @@ int http_open(http_t **out, const struct http_opts *o, bt_err *e) {
     struct http *h = calloc(1, sizeof *h);
     if (!h) return bt_fail(e, -ENOMEM, "http: out of memory");
     h->o = *o;
+    /* The logger goes first: whatever MHD reports before it has parsed this option (problems
+     * with earlier options included) goes to MHD's own stderr logger instead of ours. */
     h->d = MHD_start_daemon(
-        flags, (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(o->max_conns > 0 ? o->max_conns : 256), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        flags, (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_conns > 0 ? o->max_conns : 256),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
     if (!h->d) {
         int err = errno ? errno : EADDRINUSE;
         free(h);

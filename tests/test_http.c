@@ -2,7 +2,8 @@
  * the local executor running tiny-a (F32) on 127.0.0.1 with an ephemeral port. Greedy chat over
  * HTTP must reproduce llama.cpp's reference ids; SSE framing; models/health/metrics; 100+ bad
  * requests each get their status while the server keeps serving; a client that disconnects
- * mid-stream frees its slot. */
+ * mid-stream frees its slot; client reads that keep being interrupted (as io_uring's ring
+ * teardown does to the thread that loaded the model) still get whole responses. */
 #include "api_cases.h"
 #include "coordinator/api.h"
 #include "coordinator/exec_local.h"
@@ -13,7 +14,11 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +91,33 @@ static int dial(int port) {
     return fd;
 }
 
+/* Interrupted recv() calls seen (for the test that provokes them). */
+static atomic_int n_eintr;
+
+/* recv() that resumes after an interruption and fails the test on a timeout or an error, so
+ * only a real end of stream returns 0. The interruptions are not hypothetical: these sockets
+ * have SO_RCVTIMEO, and signal(7) says such a recv() is never restarted, not even for
+ * SA_RESTART handlers; and this thread is interrupted without any signal being sent, because
+ * srv_open() read the model here with io_uring, and closing a ring makes the kernel queue task
+ * work (TWA_SIGNAL) to every thread that used it, asynchronously: the next blocking recv() up
+ * to tens of milliseconds later returns EINTR. Taking that -1 for end of stream is what made
+ * these tests fail at random with "no header end in 0 bytes". */
+static size_t recv_some(int fd, char *buf, size_t max) {
+    for (;;) {
+        ssize_t k = recv(fd, buf, max, 0);
+        if (k >= 0) return (size_t)k;
+        if (errno == EINTR) {
+            atomic_fetch_add(&n_eintr, 1);
+            continue;
+        }
+        cr_assert_fail("recv: %s", strerror(errno)); /* EAGAIN: the 30 s timeout */
+    }
+}
+
 static void send_all(int fd, const char *p, size_t n) {
     while (n) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return; /* the server may close early (413): the reply is still readable */
         p += k;
         n -= (size_t)k;
@@ -124,9 +153,9 @@ static void read_resp(int fd, struct resp *r) {
     char *buf = malloc(cap);
     for (;;) {
         if (n + 4096 > cap) buf = realloc(buf, cap *= 2);
-        ssize_t k = recv(fd, buf + n, cap - n - 1, 0);
-        if (k <= 0) break;
-        n += (size_t)k;
+        size_t k = recv_some(fd, buf + n, cap - n - 1);
+        if (k == 0) break;
+        n += k;
     }
     buf[n] = 0;
     close(fd);
@@ -472,17 +501,19 @@ Test(http, bad_requests_get_status_and_server_keeps_serving, .timeout = 60) {
 Test(http, disconnect_mid_stream_frees_slot, .timeout = 60) {
     struct srv v;
     srv_open(&v);
+    /* Greedy: a sampled story may end (EOS) before the client leaves, and then there is nothing
+     * to cancel; greedy runs to max_tokens from this prompt. */
     const char *req = "{\"model\":\"tiny-a\",\"prompt\":\"Once upon a time\",\"max_tokens\":280,"
-                      "\"stream\":true}";
+                      "\"temperature\":0,\"stream\":true}";
     int fd = dial(v.port);
     send_request(fd, "POST", "/v1/completions", req, strlen(req));
     char buf[4096];
     size_t got = 0;
     int events = 0;
     while (events < 3 && got < sizeof buf - 1) {
-        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
-        cr_assert_gt(k, 0);
-        got += (size_t)k;
+        size_t k = recv_some(fd, buf + got, sizeof buf - 1 - got);
+        cr_assert_gt(k, 0, "the server closed the stream after %zu bytes", got);
+        got += k;
         buf[got] = 0;
         events = 0;
         for (const char *p = buf; (p = strstr(p, "data: ")); p += 6)
@@ -508,8 +539,10 @@ Test(http, disconnect_mid_stream_frees_slot, .timeout = 60) {
 Test(http, full_queue_gives_429, .timeout = 60) {
     struct srv v;
     srv_open(&v); /* 4 slots, queue 16 */
+    /* Greedy, so no request ends early (a sampled one reached EOS after 49 tokens in 1 of 10
+     * tries) and frees a slot while the rest are still being sent, which admits a 21st. */
     const char *req = "{\"model\":\"tiny-a\",\"prompt\":\"Once upon a time\",\"max_tokens\":250,"
-                      "\"stream\":true}";
+                      "\"temperature\":0,\"stream\":true}";
     enum { N = 26 };
     int fds[N], n429 = 0, n200 = 0;
     for (int i = 0; i < N; i++) {
@@ -520,9 +553,9 @@ Test(http, full_queue_gives_429, .timeout = 60) {
         char buf[16] = {0};
         size_t got = 0;
         while (got < 12) {
-            ssize_t k = recv(fds[i], buf + got, 12 - got, 0);
+            size_t k = recv_some(fds[i], buf + got, 12 - got);
             cr_assert_gt(k, 0, "request %d: no status line", i);
-            got += (size_t)k;
+            got += k;
         }
         int status = 0;
         cr_assert_eq(sscanf(buf, "HTTP/1.%*d %d", &status), 1);
@@ -542,5 +575,70 @@ Test(http, full_queue_gives_429, .timeout = 60) {
     }
     cr_assert_eq(st.active, 0);
     cr_assert_eq(st.queued, 0);
+    srv_close(&v);
+}
+
+static void on_sigusr1(int sig) {
+    (void)sig;
+}
+
+struct pester {
+    pthread_t target;
+    atomic_int stop;
+};
+
+static void *pester_main(void *arg) {
+    struct pester *p = arg;
+    while (!atomic_load(&p->stop)) {
+        pthread_kill(p->target, SIGUSR1);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* The client thread's blocking reads keep being interrupted (here by a SIGUSR1 with SA_RESTART
+ * every millisecond, standing in for the io_uring ring-exit task work that did it at random:
+ * both leave restartable calls alone and break only the recv() that has SO_RCVTIMEO). Every
+ * response must still arrive whole: the interruption is not the end of the stream. */
+Test(http, interrupted_client_reads_get_whole_responses, .timeout = 60) {
+    struct srv v;
+    srv_open(&v);
+    int32_t ref[32];
+    read_ids("tiny-a/ref/f32/chat/greedy.txt", ref, 32);
+    struct sigaction sa = {.sa_handler = on_sigusr1, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    struct pester p = {.target = pthread_self()};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, pester_main, &p), 0);
+    atomic_store(&n_eintr, 0);
+
+    struct resp r;
+    call(v.port, "POST", "/v1/chat/completions",
+         "{\"model\":\"tiny-a\"," CHAT_MSGS ",\"temperature\":0,\"max_tokens\":32,"
+         "\"return_token_ids\":true}",
+         &r);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_ids(cJSON_GetObjectItem(c, "token_ids"), ref, 32, "token_ids");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    call(v.port, "POST", "/v1/chat/completions",
+         "{\"model\":\"tiny-a\"," CHAT_MSGS ",\"temperature\":0,\"max_tokens\":32,"
+         "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+         &r);
+    atomic_store(&p.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(r.status, 200);
+    size_t tail = strlen("data: [DONE]\n\n");
+    cr_assert_geq(r.len, tail);
+    cr_assert_str_eq(r.body + r.len - tail, "data: [DONE]\n\n");
+    cr_assert(strstr(r.body, "\"completion_tokens\":32"), "%s", r.body);
+    resp_free(&r);
+    /* Otherwise this test would not test anything. */
+    cr_assert_gt(atomic_load(&n_eintr), 0, "no recv() was interrupted");
+    signal(SIGUSR1, SIG_DFL);
     srv_close(&v);
 }
