@@ -57,7 +57,6 @@ struct cli_sampling {
 };
 #define CLI_MAX_GEN (1 << 20)
 
-error_t cli_sampling_parse(struct cli_sampling *s, int key, const char *arg, struct argp_state *st);
 /* The temperature to use: 0 with --greedy, else sp.temperature. */
 float cli_sampling_temp(const struct cli_sampling *s);
 
