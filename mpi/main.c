@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -48,7 +49,8 @@ static const struct argp_option options[] = {
      "the model path on the worker ranks (default: --model, e.g. on a shared file system; '-' "
      "streams it from rank 0)",
      0},
-    {"cache-dir", 'D', "DIR", 0, "workers: where a streamed model is kept", 0},
+    {"cache-dir", 'D', "DIR", 0,
+     "workers: a streamed model is kept in DIR/rank<N> (default /var/tmp/baton-cache)", 0},
     {"wire", 'w', "DTYPE", 0, "activation dtype between stages: f16 (default), f32, q8_0", 0},
     {"max-seqs", 's', "N", 0, "sequence slots (default 8)", 0},
     {"max-ctx", 'c', "N", 0, "tokens per sequence (default 4096)", 0},
@@ -217,6 +219,13 @@ static int run_worker(struct args *a, int rank, int size) {
     char id[32], bind[32];
     snprintf(id, sizeof id, "rank%d", rank);
     snprintf(bind, sizeof bind, "mpi:%d:2", rank);
+    /* one cache per rank: ranks sharing a host (or a shared file system) must not write the
+     * same cache files at once */
+    const char *cache_parent = a->cache_dir ? a->cache_dir : "/var/tmp/baton-cache";
+    char cache[4096];
+    snprintf(cache, sizeof cache, "%s/rank%d", cache_parent, rank);
+    if (mkdir(cache_parent, 0755) != 0 && errno != EEXIST) /* the worker makes the last level */
+        BT_LOG(WARN, "mpi", "rank %d: mkdir %s: %s", rank, cache_parent, strerror(errno));
     const char *model = a->worker_model ? a->worker_model : a->o.model;
     if (strcmp(model, "-") == 0)
         model = NULL;
@@ -225,7 +234,7 @@ static int run_worker(struct args *a, int rank, int size) {
                             .bind = bind,
                             .id = id,
                             .model_path = model,
-                            .cache_dir = a->cache_dir,
+                            .cache_dir = cache,
                             .mem_budget = a->mem,
                             .threads = a->worker_threads,
                             .max_rows = a->max_rows,

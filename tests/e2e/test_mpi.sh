@@ -18,6 +18,10 @@ N=32
 command -v mpirun >/dev/null || fail "mpirun missing (make deps)"
 [ -x "$BIN/baton-mpi" ] && [ -x "$BIN/mpi/mpi_selftest" ] || fail "build baton-mpi first (make)"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+# ASan builds (make asan): Open MPI's own allocations live until exit; keep its plugins loaded
+# so their frames have names, and suppress only Open MPI's and hwloc's (tests/mpi/lsan.supp)
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+export LSAN_OPTIONS="suppressions=$ROOT/tests/mpi/lsan.supp:print_suppressions=0:fast_unwind_on_malloc=0"
 # loopback only; no core binding (ranks share 2 cores with their compute threads)
 MPIRUN=(mpirun -np 3 --oversubscribe --bind-to none --mca btl self,vader,tcp
         --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)

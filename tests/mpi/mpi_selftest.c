@@ -263,7 +263,7 @@ static void client(void) {
         send1(c, NULL, "after-bad", 9);
     } else {
         for (int k = 0; k < 500; k++) {
-            char b[9];
+            char b[16]; /* wide enough for any int at -O1 (-Wformat-truncation) */
             snprintf(b, sizeof b, "n%07d", k);
             send1(c, NULL, b, 8);
         }
