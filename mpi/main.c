@@ -14,15 +14,6 @@
  * A worker rank that ends early or is lost, or a lost coordinator, ends the job: an MPI job
  * cannot re-plan, so the coordinator stops (exit 1) and mpicomm_finish aborts the job with a
  * message naming the rank when it does not come back to say BYE. */
-#include <argp.h>
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include "common/log.h"
 #include "coordinator/coord.h"
 #include "coordinator/registry.h"
@@ -31,6 +22,15 @@
 #include "proto/wire.h"
 #include "worker/caps.h"
 #include "worker/worker.h"
+
+#include <argp.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define CTRL_EP "mpi:0:1"
 
@@ -76,8 +76,7 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return -1;
+    if (errno || *end || end == s || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -109,13 +108,27 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
         }
     char *end;
     switch (key) {
-    case 'm': a->o.model = arg; break;
-    case 'H': a->o.http = arg; break;
-    case 'W': a->worker_model = arg; break;
-    case 'D': a->cache_dir = arg; break;
-    case 'N': a->o.model_name = arg; break;
-    case 'U': a->o.uniform = 1; break;
-    case 'P': a->o.plan_only = 1; break;
+    case 'm':
+        a->o.model = arg;
+        break;
+    case 'H':
+        a->o.http = arg;
+        break;
+    case 'W':
+        a->worker_model = arg;
+        break;
+    case 'D':
+        a->cache_dir = arg;
+        break;
+    case 'N':
+        a->o.model_name = arg;
+        break;
+    case 'U':
+        a->o.uniform = 1;
+        break;
+    case 'P':
+        a->o.plan_only = 1;
+        break;
     case 'w':
         if ((a->o.wire = wire_dtype_from_name(arg)) < 0)
             argp_error(st, "--wire: f16, f32 or q8_0, not '%s'", arg);
@@ -123,8 +136,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     case 'M':
         errno = 0;
         a->mem = strtoull(arg, &end, 10);
-        if (errno || *end || end == arg)
-            argp_error(st, "--mem: a byte count");
+        if (errno || *end || end == arg) argp_error(st, "--mem: a byte count");
         break;
     case 'g':
         a->o.min_gain = strtod(arg, &end);
@@ -132,10 +144,10 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
             argp_error(st, "--min-gain: a fraction in (0, 1)");
         break;
     case ARGP_KEY_END:
-        if (!a->o.model)
-            argp_error(st, "--model is required");
+        if (!a->o.model) argp_error(st, "--model is required");
         break;
-    default: return ARGP_ERR_UNKNOWN;
+    default:
+        return ARGP_ERR_UNKNOWN;
     }
     return 0;
 }
@@ -150,10 +162,8 @@ static void stop_all(void) {
     g_stop = 1;
     coord_t *c = g_coord;
     worker_t *w = g_worker;
-    if (c)
-        coord_stop(c); /* both async-signal-safe */
-    if (w)
-        worker_stop(w);
+    if (c) coord_stop(c); /* both async-signal-safe */
+    if (w) worker_stop(w);
 }
 
 static void on_signal(int sig) {
@@ -166,8 +176,7 @@ static void on_rank_event(enum mpicomm_event ev, int r, const char *why, void *a
     (void)arg;
     if (ev == MPICOMM_BYE && g_rank != 0 && r != 0)
         return; /* another worker finishing: the coordinator decides what happens */
-    if (ev == MPICOMM_BYE && g_stop)
-        return; /* ending anyway */
+    if (ev == MPICOMM_BYE && g_stop) return; /* ending anyway */
     if (ev == MPICOMM_BYE && g_rank != 0) {
         BT_LOG(INFO, "mpi", "the coordinator (rank 0) finished: stopping");
         stop_all();
@@ -210,8 +219,7 @@ static int run_worker(struct args *a, int rank, int size) {
     bt_err e = {0};
     int rc = ops_init(NULL, &e);
     struct worker_caps caps;
-    if (!rc)
-        rc = caps_measure(&caps, NULL, &e);
+    if (!rc) rc = caps_measure(&caps, NULL, &e);
     if (rc) {
         BT_LOG(ERROR, "mpi", "rank %d: %s", rank, bt_errmsg(&e, rc));
         return 1;
@@ -227,8 +235,7 @@ static int run_worker(struct args *a, int rank, int size) {
     if (mkdir(cache_parent, 0755) != 0 && errno != EEXIST) /* the worker makes the last level */
         BT_LOG(WARN, "mpi", "rank %d: mkdir %s: %s", rank, cache_parent, strerror(errno));
     const char *model = a->worker_model ? a->worker_model : a->o.model;
-    if (strcmp(model, "-") == 0)
-        model = NULL;
+    if (strcmp(model, "-") == 0) model = NULL;
     struct worker_opts o = {.kind = TRANSPORT_MPI,
                             .join = CTRL_EP,
                             .bind = bind,
@@ -240,19 +247,17 @@ static int run_worker(struct args *a, int rank, int size) {
                             .max_rows = a->max_rows,
                             .heartbeat_ms = a->o.heartbeat_ms,
                             .caps = &caps};
-    BT_LOG(INFO, "mpi", "rank %d of %d: worker %s on %s, model %s", rank, size, id,
-           caps.hostname, model ? model : "(streamed from rank 0)");
+    BT_LOG(INFO, "mpi", "rank %d of %d: worker %s on %s, model %s", rank, size, id, caps.hostname,
+           model ? model : "(streamed from rank 0)");
     worker_t *w = NULL;
     if ((rc = worker_open(&w, &o, &e))) {
         BT_LOG(ERROR, "mpi", "rank %d worker: %s", rank, bt_errmsg(&e, rc));
         return 1;
     }
     g_worker = w;
-    if (g_stop)
-        worker_stop(w);
+    if (g_stop) worker_stop(w);
     rc = worker_run(w, &e);
-    if (rc)
-        BT_LOG(ERROR, "mpi", "rank %d worker: %s", rank, bt_errmsg(&e, rc));
+    if (rc) BT_LOG(ERROR, "mpi", "rank %d worker: %s", rank, bt_errmsg(&e, rc));
     g_worker = NULL;
     worker_close(w);
     return rc || g_failed ? 1 : 0;
@@ -260,10 +265,14 @@ static int run_worker(struct args *a, int rank, int size) {
 
 int main(int argc, char **argv) {
     struct args a = {.o = {.wire = WIRE_F16}, .finish_ms = 15000};
-    struct argp ap = {options, parse_opt, NULL,
+    struct argp ap = {options,
+                      parse_opt,
+                      NULL,
                       "baton-mpi: a baton cluster as one MPI job (rank 0 coordinator, ranks "
                       "1..N-1 workers)",
-                      NULL, NULL, NULL};
+                      NULL,
+                      NULL,
+                      NULL};
     argp_parse(&ap, argc, argv, 0, NULL, &a);
     bt_log_set_name("baton-mpi");
 

@@ -8,6 +8,11 @@
  * queue and pop; the comm thread is woken through g.evfd. */
 #include "mpi/transport_mpi.h"
 
+#include "common/assert.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/transport_impl.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <mpi.h>
@@ -21,11 +26,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#include "common/assert.h"
-#include "common/clock.h"
-#include "common/log.h"
-#include "proto/transport_impl.h"
 
 #define TAG_CTRL  0
 #define MAGIC     0x314d5442u /* "BTM1" little-endian */
@@ -57,7 +57,7 @@ struct mbe { /* one open MPI transport */
     struct mbe *next;
     transport_t *t;
     uint64_t serial;
-    int server, port, rank; /* rank: server's (own for a server) */
+    int server, port, rank;      /* rank: server's (own for a server) */
     struct client_rank *clients; /* server: identity -> rank, learnt from messages */
     int n_clients, cap_clients;
     struct mnode *head, *tail, *held;
@@ -146,22 +146,19 @@ static uint64_t get_u64(const unsigned char *p) {
 /* Marks rank lost (once) and tells the program. Comm thread only. */
 static void rank_lost(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void rank_lost(int r, const char *fmt, ...) {
-    if (r < 0 || r >= g.size || r == g.rank)
-        return;
+    if (r < 0 || r >= g.size || r == g.rank) return;
     pthread_mutex_lock(&g.mu);
     int was = g.lost[r];
     g.lost[r] = 1;
     pthread_mutex_unlock(&g.mu);
-    if (was)
-        return;
+    if (was) return;
     char why[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     BT_LOG(ERROR, "mpi", "rank %d lost: %s", r, why);
-    if (g.o.on_event)
-        g.o.on_event(MPICOMM_LOST, r, why, g.o.arg);
+    if (g.o.on_event) g.o.on_event(MPICOMM_LOST, r, why, g.o.arg);
 }
 
 static void post_send(struct psend *s) {
@@ -224,8 +221,7 @@ static int progress_sends(int64_t now) {
 
 static struct mbe *find_server(int port) {
     for (struct mbe *b = g.reg; b; b = b->next)
-        if (b->server && b->port == port)
-            return b;
+        if (b->server && b->port == port) return b;
     return NULL;
 }
 
@@ -246,8 +242,7 @@ static void learn_client(struct mbe *b, const char *id, int rank) {
     if (b->n_clients == b->cap_clients) {
         int cap = b->cap_clients ? 2 * b->cap_clients : 8;
         struct client_rank *nc = realloc(b->clients, (size_t)cap * sizeof *nc);
-        if (!nc)
-            return; /* unknown client: the server's sends to it fail with BT_EPEERLOST */
+        if (!nc) return; /* unknown client: the server's sends to it fail with BT_EPEERLOST */
         b->clients = nc;
         b->cap_clients = cap;
     }
@@ -261,8 +256,8 @@ static void drop(int src, int tag, int len, const char *why) {
     n_dropped++;
     /* powers of two: a flood of garbage logs a handful of lines */
     if ((n_dropped & (n_dropped - 1)) == 0)
-        BT_LOG(WARN, "mpi", "dropped a %d-byte message from rank %d tag %d: %s (%lu dropped)",
-               len, src, tag, why, n_dropped);
+        BT_LOG(WARN, "mpi", "dropped a %d-byte message from rank %d tag %d: %s (%lu dropped)", len,
+               src, tag, why, n_dropped);
 }
 
 /* Validates a data message and queues it on its transport; takes buf. Comm thread. */
@@ -327,14 +322,12 @@ static void dispatch(int src, int tag, unsigned char *buf, int len) {
         (void)w;
     }
     pthread_mutex_unlock(&g.mu);
-    if (b)
-        return;
+    if (b) return;
     /* like a TCP connection refused: nobody bound there (yet); clients ping again */
     BT_LOG(DEBUG, "mpi", "no transport for a message from rank %d port %d (%s)", src, tag,
            dir == 0 ? "server" : "client");
 out:
-    if (nd)
-        free(nd);
+    if (nd) free(nd);
     free(buf);
 }
 
@@ -351,8 +344,7 @@ static void on_ctrl(int src, const unsigned char *buf, int len) {
         pthread_mutex_unlock(&g.mu);
         if (!was) {
             BT_LOG(INFO, "mpi", "rank %d finished", src);
-            if (g.o.on_event)
-                g.o.on_event(MPICOMM_BYE, src, "said BYE", g.o.arg);
+            if (g.o.on_event) g.o.on_event(MPICOMM_BYE, src, "said BYE", g.o.arg);
         }
     }
 }
@@ -367,16 +359,14 @@ static int progress_recv(int64_t now) {
             BT_LOG(ERROR, "mpi", "MPI_Iprobe: %s", mpi_errstr(rc, eb));
             return 0;
         }
-        if (!flag)
-            return 0;
+        if (!flag) return 0;
         int count = 0;
         MPI_Get_count(&st, MPI_BYTE, &count);
         c.rx_src = st.MPI_SOURCE;
         c.rx_tag = st.MPI_TAG;
         c.rx_len = count;
         c.rx_buf = malloc(count > 0 ? (size_t)count : 1);
-        if (!c.rx_buf)
-            BT_PANIC("mpi: %d bytes for a message from rank %d", count, c.rx_src);
+        if (!c.rx_buf) BT_PANIC("mpi: %d bytes for a message from rank %d", count, c.rx_src);
         rc = MPI_Irecv(c.rx_buf, count, MPI_BYTE, c.rx_src, c.rx_tag, g.comm, &c.rx_req);
         if (rc != MPI_SUCCESS) {
             rank_lost(c.rx_src, "MPI_Irecv of %d bytes: %s", count, mpi_errstr(rc, eb));
@@ -397,8 +387,7 @@ static int progress_recv(int64_t now) {
     }
     if (!flag) {
         if (now > c.rx_deadline)
-            rank_lost(c.rx_src, "a %d-byte message did not arrive within its deadline",
-                      c.rx_len);
+            rank_lost(c.rx_src, "a %d-byte message did not arrive within its deadline", c.rx_len);
         return 0;
     }
     c.rx_active = 0;
@@ -415,12 +404,13 @@ static int progress_recv(int64_t now) {
 
 static void queue_ctrl(int dest, const unsigned char *what, int64_t now) {
     struct psend *s = calloc(1, sizeof *s);
-    if (!s)
-        return; /* a missed ping; the next interval retries */
-    *s = (struct psend){.dest = dest, .tag = TAG_CTRL, .len = 1, .data = what,
+    if (!s) return; /* a missed ping; the next interval retries */
+    *s = (struct psend){.dest = dest,
+                        .tag = TAG_CTRL,
+                        .len = 1,
+                        .data = what,
                         .deadline = now + (int64_t)g.o.liveness_ms * 1000000};
-    if (what == &ctrl_ping)
-        c.pinging[dest] = 1;
+    if (what == &ctrl_ping) c.pinging[dest] = 1;
     post_send(s);
 }
 
@@ -486,34 +476,28 @@ static int finish_step(int64_t now, int64_t *deadline, int *phase) {
         data_pending = s->serial != 0 || s->buf != NULL;
     if (*phase == 1 && (!data_pending || now > *deadline)) {
         for (int r = 0; r < g.size; r++)
-            if (r != g.rank && !g.lost[r])
-                queue_ctrl(r, &ctrl_bye, now);
+            if (r != g.rank && !g.lost[r]) queue_ctrl(r, &ctrl_bye, now);
         *phase = 2;
     }
-    if (*phase != 2)
-        return 0;
+    if (*phase != 2) return 0;
     int missing = 0, lost = 0;
     char who[128] = "", gone[128] = "";
     pthread_mutex_lock(&g.mu);
     for (int r = 0; r < g.size; r++) {
-        if (r == g.rank || (g.bye[r] && !g.lost[r]))
-            continue;
+        if (r == g.rank || (g.bye[r] && !g.lost[r])) continue;
         char *list = g.lost[r] ? gone : who;
         size_t l = strlen(list);
-        if (l + 12 < sizeof who)
-            snprintf(list + l, sizeof who - l, "%s%d", l ? "," : "", r);
+        if (l + 12 < sizeof who) snprintf(list + l, sizeof who - l, "%s%d", l ? "," : "", r);
         lost += g.lost[r];
         missing++;
     }
     pthread_mutex_unlock(&g.mu);
     if (lost) {
         char msg[256];
-        snprintf(msg, sizeof msg, "rank(s) %s lost; an MPI job cannot continue without them",
-                 gone);
+        snprintf(msg, sizeof msg, "rank(s) %s lost; an MPI job cannot continue without them", gone);
         do_abort(g.finish_code ? g.finish_code : 1, msg);
     }
-    if (missing && now <= *deadline)
-        return 0;
+    if (missing && now <= *deadline) return 0;
     if (missing) {
         char msg[256];
         snprintf(msg, sizeof msg, "rank(s) %s did not finish within %d ms", who,
@@ -523,13 +507,11 @@ static int finish_step(int64_t now, int64_t *deadline, int *phase) {
     /* every BYE arrived: drain our own sends (the BYEs) before finalizing */
     while (c.pending && bt_now_ns() <= *deadline) {
         progress_sends(bt_now_ns());
-        if (c.pending)
-            comm_sleep(20);
+        if (c.pending) comm_sleep(20);
     }
     MPI_Comm_free(&g.comm);
     int rc = MPI_Finalize();
-    if (rc != MPI_SUCCESS)
-        BT_LOG(WARN, "mpi", "MPI_Finalize: error %d", rc);
+    if (rc != MPI_SUCCESS) BT_LOG(WARN, "mpi", "MPI_Finalize: error %d", rc);
     return 1;
 }
 
@@ -542,8 +524,8 @@ static void *comm_main(void *arg) {
     char eb[MPI_MAX_ERROR_STRING];
     rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
     if (rc != MPI_SUCCESS) {
-        g.init_rc = bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI_Init_thread: %s",
-                            mpi_errstr(rc, eb));
+        g.init_rc =
+            bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI_Init_thread: %s", mpi_errstr(rc, eb));
     } else if (provided < MPI_THREAD_FUNNELED) {
         g.init_rc = bt_fail(&g.init_err, BT_EUNSUPPORTED,
                             "MPI_Init_thread: FUNNELED not provided (level %d)", provided);
@@ -551,11 +533,10 @@ static void *comm_main(void *arg) {
                (rc = MPI_Comm_set_errhandler(g.comm, MPI_ERRORS_RETURN)) != MPI_SUCCESS ||
                (rc = MPI_Comm_rank(g.comm, &r)) != MPI_SUCCESS ||
                (rc = MPI_Comm_size(g.comm, &s)) != MPI_SUCCESS) {
-        g.init_rc = bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI communicator: %s",
-                            mpi_errstr(rc, eb));
+        g.init_rc =
+            bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI communicator: %s", mpi_errstr(rc, eb));
     } else if (s > MAX_RANKS) {
-        g.init_rc = bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI job of %d ranks > %d", s,
-                            MAX_RANKS);
+        g.init_rc = bt_fail(&g.init_err, BT_EUNSUPPORTED, "MPI job of %d ranks > %d", s, MAX_RANKS);
     } else {
         g.rank = r;
         g.size = s;
@@ -574,12 +555,13 @@ static void *comm_main(void *arg) {
     pthread_cond_broadcast(&g.cv);
     pthread_mutex_unlock(&g.mu);
     if (g.init_rc) {
-        if (rc == MPI_SUCCESS && provided >= MPI_THREAD_FUNNELED)
-            MPI_Finalize();
+        if (rc == MPI_SUCCESS && provided >= MPI_THREAD_FUNNELED) MPI_Finalize();
         return NULL;
     }
-    BT_LOG(INFO, "mpi", "rank %d of %d: MPI_THREAD_FUNNELED comm thread up (heartbeat %d ms, "
-           "liveness %d ms, idle %d us)", r, s, g.o.heartbeat_ms, g.o.liveness_ms, g.o.idle_us);
+    BT_LOG(INFO, "mpi",
+           "rank %d of %d: MPI_THREAD_FUNNELED comm thread up (heartbeat %d ms, "
+           "liveness %d ms, idle %d us)",
+           r, s, g.o.heartbeat_ms, g.o.liveness_ms, g.o.idle_us);
     int idle = 0, phase = 0;
     int64_t fin_deadline = 0;
     for (;;) {
@@ -587,23 +569,20 @@ static void *comm_main(void *arg) {
         pthread_mutex_lock(&g.mu);
         int finishing = g.finishing, abort_code = g.abort_code;
         pthread_mutex_unlock(&g.mu);
-        if (abort_code)
-            do_abort(abort_code, g.abort_msg);
+        if (abort_code) do_abort(abort_code, g.abort_msg);
         take_submitted();
         int busy = progress_sends(now);
         for (int k = 0; k < 64 && progress_recv(now); k++)
             busy = 1;
         heartbeat(now);
-        if (finishing && finish_step(now, &fin_deadline, &phase))
-            break;
+        if (finishing && finish_step(now, &fin_deadline, &phase)) break;
         if (busy) {
             idle = 0;
             continue;
         }
         idle++;
         int us = 10 << (idle < 6 ? idle : 6);
-        if (us > g.o.idle_us)
-            us = g.o.idle_us;
+        if (us > g.o.idle_us) us = g.o.idle_us;
         if ((c.n_pending || c.rx_active) && us > 20)
             us = 20; /* MPI moves a large transfer only while we call into it */
         comm_sleep(us);
@@ -618,18 +597,13 @@ static void *comm_main(void *arg) {
 /* ---- public: start / finish / abort / raw ---- */
 
 int mpicomm_start(const struct mpicomm_opts *o, int *rank, int *size, bt_err *e) {
-    if (g.started)
-        return bt_fail(e, BT_EINVAL, "mpi: mpicomm_start called twice");
+    if (g.started) return bt_fail(e, BT_EINVAL, "mpi: mpicomm_start called twice");
     g.o = *o;
-    if (g.o.heartbeat_ms <= 0)
-        g.o.heartbeat_ms = 1000;
-    if (g.o.liveness_ms <= 0)
-        g.o.liveness_ms = 15000;
-    if (g.o.idle_us <= 0)
-        g.o.idle_us = 250;
+    if (g.o.heartbeat_ms <= 0) g.o.heartbeat_ms = 1000;
+    if (g.o.liveness_ms <= 0) g.o.liveness_ms = 15000;
+    if (g.o.idle_us <= 0) g.o.idle_us = 250;
     g.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (g.evfd < 0)
-        return bt_fail(e, -errno, "mpi: eventfd: %s", strerror(errno));
+    if (g.evfd < 0) return bt_fail(e, -errno, "mpi: eventfd: %s", strerror(errno));
     int rc = pthread_create(&g.th, NULL, comm_main, NULL);
     if (rc) {
         close(g.evfd);
@@ -643,8 +617,7 @@ int mpicomm_start(const struct mpicomm_opts *o, int *rank, int *size, bt_err *e)
     if (g.init_rc) {
         pthread_join(g.th, NULL);
         g.started = 0;
-        if (e)
-            *e = g.init_err;
+        if (e) *e = g.init_err;
         return g.init_rc;
     }
     tx_mpi_backend = &tx_mpi_ops;
@@ -654,8 +627,7 @@ int mpicomm_start(const struct mpicomm_opts *o, int *rank, int *size, bt_err *e)
 }
 
 int mpicomm_finish(int timeout_ms, int exit_code) {
-    if (!g.started)
-        return 0;
+    if (!g.started) return 0;
     pthread_mutex_lock(&g.mu);
     g.finishing = 1;
     g.finish_timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
@@ -684,9 +656,12 @@ void mpicomm_abort(int code, const char *msg) {
 
 static int submit(int dest, int tag, void *buf, size_t len, uint64_t serial, int timeout_ms) {
     struct psend *s = calloc(1, sizeof *s);
-    if (!s)
-        return -ENOMEM;
-    *s = (struct psend){.dest = dest, .tag = tag, .len = (int)len, .data = buf, .buf = buf,
+    if (!s) return -ENOMEM;
+    *s = (struct psend){.dest = dest,
+                        .tag = tag,
+                        .len = (int)len,
+                        .data = buf,
+                        .buf = buf,
                         .serial = serial,
                         .deadline = bt_now_ns() + (int64_t)timeout_ms * 1000000};
     pthread_mutex_lock(&g.mu);
@@ -705,8 +680,7 @@ int mpicomm_send_raw(int rank, int tag, const void *buf, size_t len, bt_err *e) 
         len > INT_MAX)
         return bt_fail(e, BT_EINVAL, "mpi raw send: rank %d tag %d len %zu", rank, tag, len);
     void *copy = malloc(len ? len : 1);
-    if (!copy)
-        return bt_fail(e, -ENOMEM, "mpi raw send: %zu bytes", len);
+    if (!copy) return bt_fail(e, -ENOMEM, "mpi raw send: %zu bytes", len);
     memcpy(copy, buf, len);
     int rc = submit(rank, tag, copy, len, 0, g.o.liveness_ms);
     if (rc) {
@@ -720,8 +694,7 @@ int mpicomm_send_raw(int rank, int tag, const void *buf, size_t len, bt_err *e) 
 
 /* "mpi:RANK[:PORT]": rank a number or "*" (-1), port a number or "*" (0), default 1. */
 static int parse_endpoint(const char *ep, int *rank, int *port) {
-    if (strncmp(ep, "mpi:", 4) != 0)
-        return -1;
+    if (strncmp(ep, "mpi:", 4) != 0) return -1;
     const char *p = ep + 4;
     char *end;
     if (*p == '*') {
@@ -730,16 +703,14 @@ static int parse_endpoint(const char *ep, int *rank, int *port) {
     } else {
         errno = 0;
         long r = strtol(p, &end, 10);
-        if (errno || end == p || r < 0 || r >= MAX_RANKS)
-            return -1;
+        if (errno || end == p || r < 0 || r >= MAX_RANKS) return -1;
         *rank = (int)r;
     }
     if (*end == 0) {
         *port = 1;
         return 0;
     }
-    if (*end != ':')
-        return -1;
+    if (*end != ':') return -1;
     p = end + 1;
     if (strcmp(p, "*") == 0) {
         *port = 0;
@@ -747,8 +718,7 @@ static int parse_endpoint(const char *ep, int *rank, int *port) {
     }
     errno = 0;
     long v = strtol(p, &end, 10);
-    if (errno || end == p || *end || v < 1 || v > TX_MPI_MAX_PORT)
-        return -1;
+    if (errno || end == p || *end || v < 1 || v > TX_MPI_MAX_PORT) return -1;
     *port = (int)v;
     return 0;
 }
@@ -767,11 +737,10 @@ static int mopen(transport_t *t, bt_err *e) {
         return bt_fail(e, BT_EINVAL, "transport mpi: connect %s: needs a rank in 0..%d and a port",
                        t->o.endpoint, g.size - 1);
     if (t->o.n_ranks && t->o.n_ranks != g.size)
-        return bt_fail(e, BT_EINVAL, "transport mpi: n_ranks %d but the job has %d",
-                       t->o.n_ranks, g.size);
+        return bt_fail(e, BT_EINVAL, "transport mpi: n_ranks %d but the job has %d", t->o.n_ranks,
+                       g.size);
     struct mbe *b = calloc(1, sizeof *b);
-    if (!b)
-        return bt_fail(e, -ENOMEM, "transport mpi %s", t->o.endpoint);
+    if (!b) return bt_fail(e, -ENOMEM, "transport mpi %s", t->o.endpoint);
     b->evfd = eventfd(0, EFD_NONBLOCK | EFD_SEMAPHORE | EFD_CLOEXEC);
     if (b->evfd < 0) {
         int err = errno;
@@ -787,8 +756,8 @@ static int mopen(transport_t *t, bt_err *e) {
         for (port = TX_MPI_MAX_PORT; port > 0 && find_server(port); port--)
             ;
     }
-    if (port == 0 || (server ? find_server(port) != NULL
-                             : find_client(rank, port, t->o.identity) != NULL)) {
+    if (port == 0 ||
+        (server ? find_server(port) != NULL : find_client(rank, port, t->o.identity) != NULL)) {
         rc = -EADDRINUSE;
     } else {
         b->port = port;
@@ -844,8 +813,7 @@ static void mclose(transport_t *t) {
 
 static void free_owned(const struct tx_frame *f, int n) {
     for (int i = 0; i < n; i++)
-        if (f[i].free_fn)
-            f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
+        if (f[i].free_fn) f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
 }
 
 static int msend(transport_t *t, const char *peer, const struct tx_frame *f, int n, int dontwait,
@@ -861,14 +829,15 @@ static int msend(transport_t *t, const char *peer, const struct tx_frame *f, int
     if (b->server) {
         dest = -1;
         for (int i = 0; i < b->n_clients; i++)
-            if (strcmp(b->clients[i].id, peer) == 0)
-                dest = b->clients[i].rank;
+            if (strcmp(b->clients[i].id, peer) == 0) dest = b->clients[i].rank;
     }
     if (id_len > TX_PEER_MAX)
         rc = bt_fail(e, BT_EINVAL, "transport %s: peer id of %zu bytes", t->bound, id_len);
     else if (total > INT_MAX)
-        rc = bt_fail(e, BT_EMSGSIZE, "transport %s: message of %zu bytes > INT_MAX (one MPI "
-                     "message)", t->bound, total);
+        rc = bt_fail(e, BT_EMSGSIZE,
+                     "transport %s: message of %zu bytes > INT_MAX (one MPI "
+                     "message)",
+                     t->bound, total);
     else if (dest < 0)
         rc = bt_fail(e, BT_EPEERLOST, "transport %s: peer %s not connected", t->bound, peer);
     else if (g.lost[dest] || g.finishing)
@@ -893,8 +862,7 @@ static int msend(transport_t *t, const char *peer, const struct tx_frame *f, int
         ts.tv_nsec = abs_ns % 1000000000;
         pthread_cond_timedwait(&g.cv, &g.mu, &ts);
     }
-    if (!rc)
-        b->inflight++;
+    if (!rc) b->inflight++;
     pthread_mutex_unlock(&g.mu);
     if (rc) {
         free_owned(f, n);
@@ -918,8 +886,7 @@ static int msend(transport_t *t, const char *peer, const struct tx_frame *f, int
     memcpy(buf + off, id, id_len);
     off += id_len;
     for (int i = 0; i < n; i++) {
-        if (f[i].len)
-            memcpy(buf + off, f[i].data, f[i].len);
+        if (f[i].len) memcpy(buf + off, f[i].data, f[i].len);
         off += f[i].len;
     }
     free_owned(f, n); /* copied: the zero-copy promise of free_fn ends here */
@@ -945,15 +912,13 @@ static int mrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
     struct mnode *nd = b->head;
     if (nd) {
         b->head = nd->next;
-        if (!b->head)
-            b->tail = NULL;
+        if (!b->head) b->tail = NULL;
         uint64_t v;
         ssize_t r = read(b->evfd, &v, sizeof v); /* semaphore: takes exactly 1 */
         (void)r;
     }
     pthread_mutex_unlock(&g.mu);
-    if (!nd)
-        return BT_ETIMEDOUT;
+    if (!nd) return BT_ETIMEDOUT;
     memcpy(out->peer, nd->peer, sizeof out->peer);
     if (nd->proto_err) {
         node_free(nd);

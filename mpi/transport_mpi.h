@@ -36,9 +36,9 @@
  * (on_event BYE there), waits for the BYE of every other rank, then MPI_Finalize. */
 #ifndef BT_MPI_TRANSPORT_MPI_H
 #define BT_MPI_TRANSPORT_MPI_H
-#include <stddef.h>
-
 #include "common/err.h"
+
+#include <stddef.h>
 
 #define TX_MPI_HWM      1000  /* queued + in-flight messages per transport */
 #define TX_MPI_MAX_PORT 30000 /* below MPI's guaranteed MPI_TAG_UB of 32767 */

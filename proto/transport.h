@@ -1,6 +1,6 @@
 /* proto/transport.h: framed multipart messages between named peers, with deadlines and
  * peer-loss detection. Backends: ZMQ (TCP between daemons), INPROC (one process: tests and
- * single-process pipelines); MPI later behind the same interface.
+ * single-process pipelines), MPI (build/baton-mpi only: mpi/transport_mpi.h registers it).
  *
  * Roles: a SERVER binds (ZMQ ROUTER) and talks to many clients, addressed by their identity
  * string; a CLIENT connects (ZMQ DEALER with its identity) to one server, addressed as NULL/"".

@@ -10,17 +10,17 @@
  *                                       must see it LOST within the liveness window and end the
  *                                       job through MPI_Abort (the script checks time and text)
  *   mpirun -np 3 mpi_selftest crash    rank 2 dies by SIGKILL: mpirun must end the job */
+#include "common/clock.h"
+#include "common/log.h"
+#include "mpi/transport_mpi.h"
+#include "proto/transport.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "common/clock.h"
-#include "common/log.h"
-#include "mpi/transport_mpi.h"
-#include "proto/transport.h"
 
 static int rank, size, failures;
 static volatile int lost_rank = -1, bye_count;
@@ -49,8 +49,12 @@ static void on_event(enum mpicomm_event ev, int r, const char *why, void *arg) {
 }
 
 static transport_t *open_t(enum transport_role role, const char *ep, const char *id) {
-    struct transport_opts o = {.kind = TRANSPORT_MPI, .role = role, .endpoint = ep,
-                               .identity = id, .heartbeat_ms = 200, .liveness = 25};
+    struct transport_opts o = {.kind = TRANSPORT_MPI,
+                               .role = role,
+                               .endpoint = ep,
+                               .identity = id,
+                               .heartbeat_ms = 200,
+                               .liveness = 25};
     transport_t *t = NULL;
     bt_err e = {0};
     int rc = transport_open(&t, &o, &e);
@@ -65,8 +69,7 @@ static int send1(transport_t *t, const char *peer, const void *d, size_t n) {
     struct tx_frame f = {.data = d, .len = n};
     bt_err e = {0};
     int rc = transport_send(t, peer, &f, 1, &e);
-    if (rc)
-        printf("rank %d send: %s\n", rank, bt_errmsg(&e, rc));
+    if (rc) printf("rank %d send: %s\n", rank, bt_errmsg(&e, rc));
     return rc;
 }
 
@@ -103,22 +106,19 @@ static void server(void) {
     /* 1. a 3-frame message from each client, peers named by identity */
     int got1 = 0, got2 = 0;
     for (int i = 0; i < 2; i++) {
-        if (recv_msg(s, 10000, &m) != 0)
-            break;
+        if (recv_msg(s, 10000, &m) != 0) break;
         int ok = m.n_frames == 3 && is(&m, 0, "hello") && m.len[1] == 1000 && m.len[2] == 0;
         for (size_t k = 0; ok && k < 1000; k++)
             ok = ((const unsigned char *)m.data[1])[k] == pattern(k);
-        if (ok && strcmp(m.peer, "w1") == 0)
-            got1 = 1;
-        if (ok && strcmp(m.peer, "w2") == 0)
-            got2 = 1;
+        if (ok && strcmp(m.peer, "w1") == 0) got1 = 1;
+        if (ok && strcmp(m.peer, "w2") == 0) got2 = 1;
     }
     CHECK(got1 && got2, "3-frame hello from w1 and w2 (frames intact, empty frame kept)");
     /* replies with a zero-copy frame: freed exactly once */
     for (int i = 1; i <= 2; i++) {
         char *d = strdup(i == 1 ? "ack-w1" : "ack-w2");
-        struct tx_frame f[2] = {{.data = "ack", .len = 3}, {.data = d, .len = strlen(d),
-                                                              .free_fn = count_free}};
+        struct tx_frame f[2] = {{.data = "ack", .len = 3},
+                                {.data = d, .len = strlen(d), .free_fn = count_free}};
         bt_err e = {0};
         CHECK(transport_send(s, i == 1 ? "w1" : "w2", f, 2, &e) == 0, "reply to w%d", i);
     }
@@ -137,10 +137,8 @@ static void server(void) {
             continue;
         }
         int v = -1;
-        if (m.n_frames == 1 && m.len[0] == 8)
-            sscanf((const char *)m.data[0], "n%7d", &v);
-        if (v != next)
-            break;
+        if (m.n_frames == 1 && m.len[0] == 8) sscanf((const char *)m.data[0], "n%7d", &v);
+        if (v != next) break;
         next++;
     }
     CHECK(big_ok == 1, "64 MiB frame intact in %.2f s", big_s);
@@ -154,8 +152,8 @@ static void server(void) {
     transport_wakeup(s);
     CHECK(recv_msg(s, 5000, &m) == -EINTR, "wakeup makes recv return -EINTR");
     /* 6. poll over an inproc and the MPI transport: only the MPI one gets ready */
-    struct transport_opts io = {.kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER,
-                                .endpoint = "selftest"};
+    struct transport_opts io = {
+        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "selftest"};
     transport_t *in = NULL;
     bt_err e = {0};
     CHECK(transport_open(&in, &io, &e) == 0, "inproc server");
@@ -167,18 +165,16 @@ static void server(void) {
     /* a bit is also set when a ping is due: recv then returns BT_ETIMEDOUT */
     while (!got && bt_now_ns() - t0 < 10000000000LL) {
         transport_poll(ts, 2, 1000, &ready, &e);
-        if ((ready & 1) && recv_msg(in, 0, &m) == 0)
-            inproc_msgs++;
-        if ((ready & 2) && recv_msg(s, 0, &m) == 0)
-            got = is(&m, 0, "poll-me") ? 1 : -1;
+        if ((ready & 1) && recv_msg(in, 0, &m) == 0) inproc_msgs++;
+        if ((ready & 2) && recv_msg(s, 0, &m) == 0) got = is(&m, 0, "poll-me") ? 1 : -1;
     }
     CHECK(got == 1 && inproc_msgs == 0,
           "transport_poll wakes for the MPI message, not the idle inproc one");
     transport_close(in);
     /* 7. argument errors */
     CHECK(send1(s, "nobody", "x", 1) == BT_EPEERLOST, "send to an unknown peer: BT_EPEERLOST");
-    struct transport_opts bad = {.kind = TRANSPORT_MPI, .role = TRANSPORT_SERVER,
-                                 .endpoint = "mpi:x"};
+    struct transport_opts bad = {
+        .kind = TRANSPORT_MPI, .role = TRANSPORT_SERVER, .endpoint = "mpi:x"};
     transport_t *bt = NULL;
     CHECK(transport_open(&bt, &bad, &e) == BT_EINVAL, "endpoint mpi:x refused");
     bad.endpoint = "mpi:1:5";
@@ -216,8 +212,8 @@ static void client(void) {
     unsigned char *blob = malloc(1000);
     for (size_t k = 0; k < 1000; k++)
         blob[k] = pattern(k);
-    struct tx_frame f[3] = {{.data = "hello", .len = 5}, {.data = blob, .len = 1000},
-                            {.data = "", .len = 0}};
+    struct tx_frame f[3] = {
+        {.data = "hello", .len = 5}, {.data = blob, .len = 1000}, {.data = "", .len = 0}};
     bt_err e = {0};
     CHECK(transport_send(c, NULL, f, 3, &e) == 0, "hello sent");
     free(blob);
@@ -234,8 +230,10 @@ static void client(void) {
         CHECK(transport_send(c, NULL, bf, 2, &e) == 0, "64 MiB queued");
         free(big); /* copied at send */
         /* oversize against our own limit is refused before MPI */
-        struct transport_opts so = {.kind = TRANSPORT_MPI, .role = TRANSPORT_CLIENT,
-                                    .endpoint = "mpi:0:1", .identity = "small",
+        struct transport_opts so = {.kind = TRANSPORT_MPI,
+                                    .role = TRANSPORT_CLIENT,
+                                    .endpoint = "mpi:0:1",
+                                    .identity = "small",
                                     .max_frame_bytes = 16};
         transport_t *sm = NULL;
         CHECK(transport_open(&sm, &so, &e) == 0, "second client on the same server");
@@ -299,7 +297,8 @@ static void client(void) {
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "basic";
-    struct mpicomm_opts o = {.on_event = on_event, .heartbeat_ms = 200,
+    struct mpicomm_opts o = {.on_event = on_event,
+                             .heartbeat_ms = 200,
                              .liveness_ms = strcmp(mode, "basic") ? 1500 : 20000};
     bt_err e = {0};
     int rc = mpicomm_start(&o, &rank, &size, &e);
@@ -324,8 +323,7 @@ int main(int argc, char **argv) {
     /* stop / crash: one exchange, then rank 2 goes away */
     if (rank == 2) {
         sleep(1);
-        if (strcmp(mode, "crash") == 0)
-            raise(SIGKILL);
+        if (strcmp(mode, "crash") == 0) raise(SIGKILL);
         raise(SIGSTOP);
         for (;;)
             pause();
