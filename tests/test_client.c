@@ -333,6 +333,19 @@ static void *serve_once(void *p) {
         n += (size_t)k;
         c->request[n] = 0;
     }
+    /* Read the body too: closing with unread bytes would make the kernel send RST, and the
+     * client would see a reset instead of the ending the test is about. */
+    const char *cl = strstr(c->request, "Content-Length: ");
+    const char *end = strstr(c->request, "\r\n\r\n");
+    if (cl && end) {
+        size_t want = (size_t)(end + 4 - c->request) + strtoul(cl + 16, NULL, 10);
+        while (n < want && n < sizeof c->request - 1) {
+            ssize_t k = recv(fd, c->request + n, sizeof c->request - 1 - n, 0);
+            if (k <= 0) break;
+            n += (size_t)k;
+            c->request[n] = 0;
+        }
+    }
     if (c->silent) {
         struct timespec ts = {0, 600 * 1000 * 1000};
         nanosleep(&ts, NULL);
