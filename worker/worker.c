@@ -69,6 +69,7 @@ struct worker {
     uint64_t drain_req;
     int64_t drain_deadline_ns;
     int liveness;          /* Welcome.heartbeat_liveness (for the next-stage transport) */
+    int64_t load_end_ns;   /* when the last LoadLayers (which blocks the comms thread) ended */
     uint32_t want_seqs, want_ctx; /* what the current stage's LoadLayers asked for */
     /* Hand-off between the comms thread (worker_run's: every transport) and the compute
      * thread (stage_forward and everything else touching the stage while serving). */
@@ -677,6 +678,7 @@ static void on_load(worker_t *w, const Baton__Envelope *env) {
     } else {
         rc = do_load(w, L, &e);
     }
+    w->load_end_ns = bt_now_ns();
     if (rc) {
         BT_LOG(ERROR, "worker", "load failed: %s", bt_errmsg(&e, rc));
         drop_stage(w);
@@ -971,10 +973,16 @@ static void reset_to_connecting(worker_t *w, const char *why) {
 static void coord_regained(worker_t *w) {
     BT_LOG(INFO, "worker", "coordinator back after %.1f s",
            (double)(bt_now_ns() - w->lost_since_ns) * 1e-9);
+    int after_load = w->load_end_ns && w->lost_since_ns >= w->load_end_ns &&
+                     w->lost_since_ns - w->load_end_ns < 2000000000LL;
     w->lost_since_ns = 0;
     if (!w->welcomed) {
         w->hello_due = 1;
         w->hello_mark_ns = 0;
+    } else if (after_load) {
+        /* Reported right after a weight load held this thread: the coordinator's pings only
+         * waited unread. A Hello now would be taken as a restart of this worker. */
+        BT_LOG(INFO, "worker", "coordinator was only unread during the load: no new Hello");
     } else {
         send_hello(w);
     }
