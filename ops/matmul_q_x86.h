@@ -17,7 +17,12 @@
 #include <stddef.h>
 #include <string.h>
 
-#define QG    4  /* tokens per pass over a weight row */
+/* tokens per pass over a weight row: 8 where 32 vector registers hold their accumulators */
+#if QZ512
+#define QG 8
+#else
+#define QG 4
+#endif
 #define QTILE 32 /* tokens per tile */
 
 #define QCAT2(a, b) a##_##b
@@ -388,7 +393,7 @@ QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
             QUNROLL
             for (int t = 0; t < g; t++) {
                 __m512i yv = QN(load512)(yq + (size_t)t * ldxq + 64 * j);
-                if (j & 1)
+                if ((j & 1) && g == 1) /* one token: a second chain; more: they interleave */
                     kb[t] = QN(zdot_scaled)(kb[t], qz, yv, s);
                 else
                     ka[t] = QN(zdot_scaled)(ka[t], qz, yv, s);
@@ -446,7 +451,10 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
             for (int t = 0; t < g; t++) {
                 const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h;
                 ka[t] = QN(zdot_scaled)(ka[t], q01, QN(load512)(yt), s01);
-                kb[t] = QN(zdot_scaled)(kb[t], q23, QN(load512)(yt + 64), s23);
+                if (g == 1)
+                    kb[t] = QN(zdot_scaled)(kb[t], q23, QN(load512)(yt + 64), s23);
+                else
+                    ka[t] = QN(zdot_scaled)(ka[t], q23, QN(load512)(yt + 64), s23);
             }
         }
         float d = _cvtsh_ss(b->d);
@@ -506,6 +514,15 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
     QK6_ROWS(row, nb, xq, ldxq, y, ldy, g);
 }
 
+#if QG == 8
+#define QCASES_58(T)                                                                               \
+    case 4: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                                    \
+    case 5: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 5); break;                                    \
+    case 6: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 6); break;                                    \
+    case 7: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 7); break;
+#else
+#define QCASES_58(T)
+#endif
 /* The driver: tiles of QTILE tokens, each row against groups of up to QG tokens. */
 #define QDEF(T)                                                                                    \
     static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
@@ -523,7 +540,8 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
                     case 1: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 1); break;                    \
                     case 2: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 2); break;                    \
                     case 3: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 3); break;                    \
-                    default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                   \
+                    QCASES_58(T)                                                                   \
+                    default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, QG); break;                  \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -545,6 +563,9 @@ QDEF(q6_k)
 
 #undef QDEF
 #undef QDEF32
+#undef QCASES_58
+#undef QG
+#undef QTILE
 #undef QK_SEL
 #undef QK_BC16
 #undef QUNROLL

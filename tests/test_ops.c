@@ -457,8 +457,9 @@ static void check_matmul_q(const struct ops_table *T, enum dtype dt, int64_t row
             f2 += f * f;
         }
     if ((r1 - r0) * n >= 32) /* a statistical bound: only over enough outputs */
-        cr_assert(sqrt(e2) <= TOL_ACT_RL2 * sqrt(f2), "%s %s: quantized vs f32 activations rel L2 %g",
-                  T->isa, dtype_name(dt), sqrt(e2 / f2));
+        cr_assert(sqrt(e2) <= TOL_ACT_RL2 * sqrt(f2),
+                  "%s %s: quantized vs f32 activations rel L2 %g", T->isa, dtype_name(dt),
+                  sqrt(e2 / f2));
     /* a token's result does not depend on the batch it is in (bit for bit) */
     for (int64_t t = 0; t < n; t++) {
         T->matmul_q[dt](&m, xq + (size_t)t * ldq, ldq, 1, y1, ldy, r0, r1);
@@ -480,10 +481,14 @@ Test(ops, matmul_q_every_isa_and_dtype) {
             enum dtype dt = q_types[k];
             cr_assert(T->matmul_q[dt], "%s has matmul_q for %s", T->isa, dtype_name(dt));
             int64_t blk = dtype_traits[dt].block;
-            const int64_t shapes[][3] = {
-                {1, blk, 1}, {3, blk, 7}, {37, blk * 3, 1}, {13, blk * 3, 7},
-                {5, blk * 2, 9}, {9, blk * 2, 70}, /* more tokens than a tile */
-            };
+            const int64_t shapes[][3] =
+                {
+                    {1, blk, 1},      {3, blk, 7},
+                    {37, blk * 3, 1}, {13, blk * 3, 7},
+                    {5, blk * 2, 9},  {9, blk * 2, 70}, /* more tokens than a tile */
+                    {2, blk, 10},     {3, blk, 11},
+                    {4, blk * 2, 12}, {2, blk, 13}, /* every group size */
+                };
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 check_matmul_q(T, dt, shapes[s][0], shapes[s][1], shapes[s][2]);
         }
@@ -520,8 +525,8 @@ Test(ops, matmul_q_extreme_codes) {
                 }
             }
         for (int64_t i = 0; i < cols; i++) {
-            x[i] = -1.0f;             /* codes -127 */
-            x[cols + i] = 1.0f;       /* codes +127 */
+            x[i] = -1.0f;       /* codes -127 */
+            x[cols + i] = 1.0f; /* codes +127 */
         }
         for (int64_t t = 0; t < n; t++)
             ops_ref.quantize_act[at](x + t * cols, xq + (size_t)t * ab, cols);
