@@ -322,8 +322,8 @@ static void begin_recovery(struct coord *c, const struct reg_worker *lost) {
     memset(c->stages, 0, sizeof c->stages);
     c->plan.n_stages = 0;
     c->phase = PH_WAIT;
-    BT_LOG(ERROR, "coord", "%s: re-planning over the workers present; requests wait up to %d s",
-           m, c->o.recover_timeout_s);
+    BT_LOG(ERROR, "coord", "%s: re-planning over the workers present; requests wait up to %d s", m,
+           c->o.recover_timeout_s);
     try_plan(c);
 }
 
@@ -575,7 +575,6 @@ static int loading_worker_gone(struct coord *c) {
     return 0;
 }
 
-
 void coord_stop(coord_t *c) {
     if (!c) return;
     c->stop = 1;
@@ -610,7 +609,8 @@ int coord_open(coord_t **out, const struct coord_opts *o, bt_err *e) {
         rc = bt_fail(e, -errno, "coordinator: pipe: %s", strerror(errno));
         goto fail;
     }
-    if ((rc = model_open(&c->m, c->o.model, e)) || (rc = tokenizer_open(&c->tok, c->m->tokenizer_path, e)) ||
+    if ((rc = model_open(&c->m, c->o.model, e)) ||
+        (rc = tokenizer_open(&c->tok, c->m->tokenizer_path, e)) ||
         (rc = metrics_open(&c->metrics, e)))
         goto fail;
     if (!c->o.model_name) c->o.model_name = c->m->name;

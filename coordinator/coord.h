@@ -19,10 +19,10 @@
 typedef struct coord coord_t;
 
 struct coord_opts {
-    const char *model;      /* GGUF file (required) */
-    const char *bind;       /* control endpoint (required unless local or kind is MPI) */
-    const char *http;       /* "HOST:PORT" of the OpenAI API, or NULL */
-    const char *model_name; /* API model id; NULL = the file's general.name */
+    const char *model;        /* GGUF file (required) */
+    const char *bind;         /* control endpoint (required unless local or kind is MPI) */
+    const char *http;         /* "HOST:PORT" of the OpenAI API, or NULL */
+    const char *model_name;   /* API model id; NULL = the file's general.name */
     enum transport_kind kind; /* control transport: TRANSPORT_ZMQ (daemon), MPI, INPROC */
     int rank, n_ranks;        /* MPI only: passed to transport_open */
     int min_workers;          /* 0 = 1 */

@@ -312,8 +312,7 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
         }
         goto out;
     }
-    if (env->body_case == BATON__ENVELOPE__BODY_RESULT &&
-        strcmp(peer, x->ids[x->o.n_stages - 1])) {
+    if (env->body_case == BATON__ENVELOPE__BODY_RESULT && strcmp(peer, x->ids[x->o.n_stages - 1])) {
         /* A late Result of a pipeline replaced by a recovery: the batch was resent. */
         rc = 0;
         goto out;

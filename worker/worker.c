@@ -11,8 +11,8 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +68,8 @@ struct worker {
     struct msg_arena arena;
     uint64_t drain_req;
     int64_t drain_deadline_ns;
-    int liveness;          /* Welcome.heartbeat_liveness (for the next-stage transport) */
-    int64_t load_end_ns;   /* when the last LoadLayers (which blocks the comms thread) ended */
+    int liveness;        /* Welcome.heartbeat_liveness (for the next-stage transport) */
+    int64_t load_end_ns; /* when the last LoadLayers (which blocks the comms thread) ended */
     uint32_t want_seqs, want_ctx; /* what the current stage's LoadLayers asked for */
     /* Hand-off between the comms thread (worker_run's: every transport) and the compute
      * thread (stage_forward and everything else touching the stage while serving). */
@@ -157,7 +157,6 @@ static void send_error(worker_t *w, transport_t *t, const char *peer, uint64_t r
                        const char *text) {
     send_error_word(w, t, peer, rid, msg_code_word(code), text);
 }
-
 
 /* ---- hand-off between the comms thread and the compute thread ---- */
 
@@ -291,8 +290,8 @@ static void flush_outbox(worker_t *w) {
                    : bt_fail(&e, BT_EPEERLOST, "no next stage");
         if (rc && b->kind == DEST_NEXT) {
             char msg[300];
-            snprintf(msg, sizeof msg, "batch %llu: next stage: %s",
-                     (unsigned long long)b->batch_id, bt_errmsg(&e, rc));
+            snprintf(msg, sizeof msg, "batch %llu: next stage: %s", (unsigned long long)b->batch_id,
+                     bt_errmsg(&e, rc));
             BT_LOG(WARN, "worker", "%s", msg);
             send_error(w, w->coord, NULL, b->batch_id, rc, msg);
         } else if (rc) {
@@ -619,8 +618,8 @@ out:
 static int link_stage(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
     int rc;
     if (w->si.is_last != (L->stage_index + 1 == L->n_stages)) {
-        return bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u", L->stage_index,
-                     L->n_stages, L->lo, L->hi, L->n_layers);
+        return bt_fail(e, BT_EPROTO, "load: stage %u of %u but layers [%u, %u) of %u",
+                       L->stage_index, L->n_stages, L->lo, L->hi, L->n_layers);
     }
     transport_close(w->next);
     w->next = NULL;
