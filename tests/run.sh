@@ -34,7 +34,9 @@ for s in tests/e2e/test_*.sh; do
         passing=$((passing + 1)); echo "run: $(basename "$s"): ok"
     else
         failing=$((failing + 1)); failed_names+=("$s")
-        tail -40 "$log"; echo "run: $(basename "$s"): FAILED"
+        # The verdict first (daemon logs can bury it), then the end of the output.
+        grep -m 5 -E '^FAIL|FAIL:|Assertion' "$log" | sed 's/^/run:   /'
+        tail -30 "$log"; echo "run: $(basename "$s"): FAILED"
     fi
     rm -f "$log"
 done

@@ -41,7 +41,7 @@ for i in "${!NSS[@]}"; do
 done
 
 start_coord coord ip netns exec "${NSS[0]}" "$BIN/baton-coordinator" --model "$M" \
-    --bind "tcp://${ADDR[0]}:*" --min-workers 3 --http 127.0.0.1:0 --wire f32 --max-ctx 512 \
+    --bind "tcp://${ADDR[0]}:*" --min-workers 3 --http 127.0.0.1:0 --wire f32 --max-ctx 2048 \
     --max-seqs 4 --uniform --heartbeat-ms 500
 for w in 1 2 3; do
     model=(--model "$M")
@@ -66,11 +66,12 @@ for p in chat story; do
         fail "$p: generate failed: $(cat "$TMP/gen-$p.err")"
     [ "$got" = "$(ref_ids $p)" ] || fail "$p: tokens differ from the reference: $got"
 done
-# A worker killed mid-request: the coordinator re-plans over the two left (w3 streamed its
+# A worker killed mid-request (1500 tokens: seconds of work, so the kill lands inside it): the
+# coordinator re-plans over the two left (w3 streamed its
 # slice already) and the request completes, its tokens equal to the reference prefix; the
 # coordinator keeps answering HTTP throughout.
 ip netns exec "${NSS[0]}" "$BIN/baton" generate --cluster "http://127.0.0.1:$HTTP_PORT" \
-    --tokens "$FIX/prompts/chat.ids" -n 200 --greedy --timeout 60 >"$TMP/long.out" 2>"$TMP/long.err" &
+    --tokens "$FIX/prompts/chat.ids" -n 1500 --greedy --timeout 60 >"$TMP/long.out" 2>"$TMP/long.err" &
 gen=$!
 sleep 0.3
 w2pid=$(ip netns pids "${NSS[2]}" | head -1)
