@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
-source tests/e2e/cluster_lib.sh
+source tests/e2e/lib_cluster.sh
 secs=${BENCH_MPI_SECS:-8}
 [ -x "$BUILD/baton-mpi" ] || { echo "bench_mpi: $BUILD/baton-mpi not built (needs libopenmpi-dev)"; exit 1; }
 [ "$(id -u)" -ne 0 ] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -23,13 +23,12 @@ fi
 threads=$(($(nproc) / 2))
 [ "$threads" -ge 1 ] || threads=1
 MPI_PID=
-LOG=$(mktemp /tmp/bench-mpi.XXXXXX)
-cleanup() {
+LOG=$TMP/mpi.log
+bench_cleanup() {
     [ -n "$MPI_PID" ] && kill -TERM "$MPI_PID" 2>/dev/null && wait "$MPI_PID" 2>/dev/null
-    cluster_cleanup
-    rm -f "$LOG"
+    cleanup
 }
-trap 'rc=$?; [ $rc -ne 0 ] && grep -E " [WE] " "$LOG" | tail -8; cleanup; exit $rc' EXIT
+trap 'rc=$?; [ $rc -ne 0 ] && grep -E " [WE] " "$LOG" | tail -8; bench_cleanup; exit $rc' EXIT
 failed=0
 
 load() { # TRANSPORT URL
@@ -56,7 +55,7 @@ mpirun -np 3 --oversubscribe --bind-to none --mca btl self,vader,tcp \
     "$BUILD/baton-mpi" --model "$model" --http 127.0.0.1:0 --max-seqs 16 --max-batch 64 \
     --min-gain 0.01 --threads "$threads" --mem 2000000000 </dev/null >"$LOG" 2>&1 &
 MPI_PID=$!
-port=$(_cluster_wait "$LOG" 'ready http_port=[0-9]+' 120 "$MPI_PID") || exit 1
+port=$(wait_log "$LOG" 'ready http_port=[0-9]+' 120 "$MPI_PID") || exit 1
 load mpi "http://127.0.0.1:${port#ready http_port=}"
 kill -TERM "$MPI_PID"
 wait "$MPI_PID" 2>/dev/null || true

@@ -10,11 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
-source tests/e2e/cluster_lib.sh
+source tests/e2e/lib_cluster.sh
 secs=${BENCH_SERVING_SECS:-10}
 specs=${BENCH_SERVING_MODELS:-"--size tiny;--size 0.8b --layers 4 --vocab 32768"}
 mkdir -p "$BUILD/bench"
-trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs | grep -E " [WE] " | tail -8; cluster_cleanup; exit $rc' EXIT
+trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs | grep -E " [WE] " | tail -8; cleanup; exit $rc' EXIT
 failed=0
 IFS=';' read -ra spec_list <<<"$specs"
 for spec in "${spec_list[@]}"; do

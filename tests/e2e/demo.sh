@@ -13,33 +13,12 @@ for b in baton baton-coordinator baton-worker; do
     [ -x "$BUILD/$b" ] || { echo "demo: building ($BUILD/$b missing)"; make -s BUILD="$BUILD" -j"$(nproc)" all; break; }
 done
 
-tmp=$(mktemp -d /tmp/baton-demo.XXXXXX)
-pids=()
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ]; then
-        echo "demo: FAILED (rc=$rc); last log lines:" >&2
-        for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "== $f" >&2; tail -8 "$f" >&2; }; done
-    fi
-    if [ "${DEMO_KEEP:-0}" = 1 ]; then echo "demo: logs kept in $tmp"; else rm -rf "$tmp"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits up to $3 seconds for the regex $2 in file $1 while the process $4 lives; prints the match.
-wait_for() {
-    local file=$1 re=$2 secs=$3 pid=$4 i
-    for ((i = 0; i < secs * 10; i++)); do
-        if grep -oE "$re" "$file" 2>/dev/null | head -1 | grep .; then return 0; fi
-        kill -0 "$pid" 2>/dev/null || { echo "demo: process $pid exited early" >&2; return 1; }
-        sleep 0.1
-    done
-    echo "demo: timed out after ${secs}s waiting for '$re' in $file" >&2
-    return 1
-}
+source tests/e2e/lib_cluster.sh
+tmp=$TMP
+[ "${DEMO_KEEP:-0}" = 1 ] && KEEP=1
+trap 'rc=$?; [ $rc -ne 0 ] && { echo "demo: FAILED (rc=$rc); last log lines:"
+      tail -8 "$TMP/mkmodel.log" 2>/dev/null; cluster_logs 8; } >&2
+      cleanup; exit $rc' EXIT
 
 size=${DEMO_SIZE:-0.8b}
 model=$tmp/demo-$size.gguf
@@ -56,22 +35,11 @@ grep -o 'wrote .*' "$tmp/mkmodel.log" | sed 's/^/demo:   /'
 threads=$(( $(nproc) / 2 )); [ "$threads" -ge 1 ] || threads=1
 
 echo "demo: 2/4 starting a coordinator and 2 workers on 127.0.0.1"
-"$BUILD/baton-coordinator" --model "$model" --bind tcp://127.0.0.1:0 --min-workers 2 \
-    --http 127.0.0.1:0 --max-seqs 8 --max-ctx 2048 --min-gain 0.01 \
-    >"$tmp/plan.txt" 2>"$tmp/coordinator.log" &
-coord=$!; pids+=("$coord")
-ctl=$(wait_for "$tmp/coordinator.log" 'control=tcp://[0-9.]+:[0-9]+' 30 "$coord")
-ctl=${ctl#control=}
-for i in 1 2; do
-    "$BUILD/baton-worker" --join "$ctl" --threads "$threads" --mem 2G --id "demo-w$i" \
-        --cache-dir "$tmp/cache$i" >"$tmp/worker$i.log" 2>&1 &
-    pids+=("$!")
-done
-port=$(wait_for "$tmp/coordinator.log" 'ready http_port=[0-9]+' 180 "$coord")
-port=${port#ready http_port=}
-url=http://127.0.0.1:$port
-sed 's/^/demo:   /' "$tmp/plan.txt"
-grep -oE 'serving: .*' "$tmp/coordinator.log" | sed 's/^/demo:   /'
+CLUSTER_THREADS=$threads CLUSTER_WORKER_MODEL=0 CLUSTER_READY_SECS=180 \
+    cluster_start "$model" 2 --max-seqs 8 --max-ctx 2048 --min-gain 0.01
+url=$CLUSTER_URL
+sed 's/^/demo:   /' "$CLUSTER_DIR/plan.txt"
+grep -oE 'serving: .*' "$CLUSTER_DIR/coordinator.log" | sed 's/^/demo:   /'
 echo "demo:   OpenAI API at $url (GET /health: $(curl -s "$url/health" 2>/dev/null || echo '-'))"
 
 echo "demo: 3/4 one chat request (streamed, temperature 0.8; random weights, so the words are noise)"

@@ -1,19 +1,37 @@
-# tests/e2e/lib_cluster.sh: helpers for the cluster end-to-end scripts (sourced, not run).
-# Starts daemons in the background, waits for their readiness log lines, and kills every child
-# it started on exit (trap). Binaries come from $BUILD (default build), relative to the repo.
+# tests/e2e/lib_cluster.sh: helpers for the cluster end-to-end scripts, the demo and the serving
+# benches (sourced, not run). Starts daemons in the background, waits for their readiness log
+# lines, and kills every child it started on exit (trap: `cleanup`; a script that sets its own
+# EXIT trap calls `cleanup` from it). Binaries come from $BUILD (default build), relative to the
+# repo, which becomes the working directory. Two ways to start a cluster:
+#   start_coord/start_worker/wait_ready: one daemon at a time, logs in $TMP/NAME.log;
+#   cluster_start MODEL N [coordinator flags...]: a coordinator and N workers on 127.0.0.1.
 set -uo pipefail
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 BIN=$ROOT/$BUILD
-FIX=/work/shared/fixtures/tiny-a
-[ -d "$FIX" ] || FIX=$ROOT/../shared/fixtures/tiny-a
+
+# fixtures_dir: the shared reference fixtures: $BT_FIXTURES, else ../shared/fixtures next to
+# the checkout, else /work/shared/fixtures (as tests/fixtures.h looks for them).
+fixtures_dir() {
+    local d
+    for d in "${BT_FIXTURES:-}" "$ROOT/../shared/fixtures" "$ROOT/../../shared/fixtures" /work/shared/fixtures; do
+        [ -n "$d" ] && [ -r "$d/tiny-a/model.json" ] && { echo "$d"; return 0; }
+    done
+    echo "fixtures not found: set BT_FIXTURES to the shared/fixtures folder" >&2
+    return 1
+}
+FIX=$(fixtures_dir)/tiny-a || exit 1
 TMP=$(mktemp -d /tmp/baton-e2e.XXXXXX)
 PIDS=()
 CLEANUPS=()
+CLUSTER_PIDS=()
+CLUSTER_DIR=""
+CLUSTER_URL=""
 
 cleanup() {
     local p
+    cluster_stop
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
     local c
@@ -29,16 +47,22 @@ fail() {
     exit 1
 }
 
-# wait_log FILE REGEX SECS: waits until FILE has a line matching REGEX; prints the match.
+# wait_log FILE REGEX SECS [PID]: waits until FILE has a line matching REGEX; prints the match.
+# With PID, gives up (saying so on stderr) as soon as that process has exited.
 wait_log() {
-    local f=$1 re=$2 secs=$3 i
+    local f=$1 re=$2 secs=$3 pid=${4:-} i
     for ((i = 0; i < secs * 20; i++)); do
         if grep -Eo "$re" "$f" 2>/dev/null | head -1 | grep -q .; then
             grep -Eo "$re" "$f" | head -1
             return 0
         fi
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            echo "process $pid exited before '$re' appeared in $f" >&2
+            return 1
+        fi
         sleep 0.05
     done
+    [ -z "$pid" ] || echo "timed out after ${secs}s waiting for '$re' in $f" >&2
     return 1
 }
 
@@ -84,6 +108,62 @@ stop_all() {
     local p
     for p in "${PIDS[@]}"; do stop_pid "$p"; done
     PIDS=()
+}
+
+# cluster_start MODEL N_WORKERS [coordinator flags...]: baton-coordinator and N workers on
+# 127.0.0.1 with ephemeral ports; waits until the HTTP API is ready; sets CLUSTER_URL
+# (http://127.0.0.1:PORT) and CLUSTER_DIR (plan.txt = the coordinator's stdout, *.log).
+# Returns 1 (with the reason on stderr) if a daemon exits early or is not ready in time.
+#   CLUSTER_THREADS: threads per worker (default: cores / N, at least 1)
+#   CLUSTER_WORKER_MODEL=0: workers fetch their layers from the coordinator (default: each
+#     worker reads MODEL itself)
+#   CLUSTER_READY_SECS: how long to wait for readiness (default 120)
+cluster_start() {
+    local model=$1 n=$2 i ctl port coord
+    shift 2
+    CLUSTER_DIR=$(mktemp -d "$TMP/cluster.XXXXXX")
+    local threads=${CLUSTER_THREADS:-$(($(nproc) / n))}
+    [ "$threads" -ge 1 ] || threads=1
+    local wmodel=(--model "$model")
+    [ "${CLUSTER_WORKER_MODEL:-1}" != 0 ] || wmodel=()
+    "$BUILD/baton-coordinator" --model "$model" --bind tcp://127.0.0.1:0 --min-workers "$n" \
+        --http 127.0.0.1:0 "$@" >"$CLUSTER_DIR/plan.txt" 2>"$CLUSTER_DIR/coordinator.log" &
+    coord=$!
+    CLUSTER_PIDS+=("$coord")
+    ctl=$(wait_log "$CLUSTER_DIR/coordinator.log" 'control=tcp://[0-9.]+:[0-9]+' 30 "$coord") ||
+        return 1
+    ctl=${ctl#control=}
+    for ((i = 1; i <= n; i++)); do
+        "$BUILD/baton-worker" --join "$ctl" "${wmodel[@]}" --threads "$threads" --mem 2G \
+            --id "w$i" --cache-dir "$CLUSTER_DIR/cache$i" >"$CLUSTER_DIR/worker$i.log" 2>&1 &
+        CLUSTER_PIDS+=("$!")
+    done
+    port=$(wait_log "$CLUSTER_DIR/coordinator.log" 'ready http_port=[0-9]+' \
+        "${CLUSTER_READY_SECS:-120}" "$coord") || return 1
+    CLUSTER_URL=http://127.0.0.1:${port#ready http_port=}
+}
+
+# cluster_stop: SIGTERM to the cluster_start daemons (the coordinator first), then waits.
+cluster_stop() {
+    local p
+    for p in "${CLUSTER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${CLUSTER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    CLUSTER_PIDS=()
+}
+
+# cluster_logs [LINES]: the tail of every cluster_start log (for a failing test).
+cluster_logs() {
+    local f
+    for f in "$CLUSTER_DIR"/*.log; do
+        [ -f "$f" ] && { echo "== $f"; tail -"${1:-15}" "$f"; }
+    done
+}
+
+# cluster_cleanup: cluster_stop, then removes CLUSTER_DIR (before the next cluster_start).
+cluster_cleanup() {
+    cluster_stop
+    [ -n "$CLUSTER_DIR" ] && rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=""
 }
 
 # ref_ids PROMPT: the fixture's greedy reference as one line.

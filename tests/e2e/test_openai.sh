@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
-source tests/e2e/cluster_lib.sh
-fx=$(fixtures_dir)
+source tests/e2e/lib_cluster.sh
+fx=$(dirname "$FIX")
 command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm missing (make deps)"; exit 1; }
 
 npmdir=$BUILD/npm
@@ -20,7 +20,7 @@ echo "openai npm package: $(node -p "require('./$npmdir/node_modules/openai/pack
 # an ES module resolves imports from its own folder: run a copy next to node_modules
 cp tests/e2e/openai_client.mjs "$npmdir/openai_client.mjs"
 
-trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cluster_cleanup; exit $rc' EXIT
+trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cleanup; exit $rc' EXIT
 cluster_start "$fx/tiny-a/gguf/model-f32.gguf" 2 --wire f32 --max-seqs 8
 echo "cluster: $CLUSTER_URL"
 sed 's/^/  /' "$CLUSTER_DIR/plan.txt"
