@@ -1,18 +1,14 @@
 /* client/cli_flags.c: the flag parsers shared by the `baton` commands; see cli_flags.h. */
 #include "client/cli_flags.h"
 
+#include "common/parse.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 
 int cli_parse_int(const char *flag, const char *s, int min, int max, int *out, bt_err *e) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return bt_fail(e, BT_EINVAL, "%s '%s': expected an integer in [%d, %d]", flag, s, min, max);
-    *out = (int)v;
-    return 0;
+    return bt_parse_int(flag, s, min, max, out, e);
 }
 
 int cli_parse_u64(const char *flag, const char *s, uint64_t *out, bt_err *e) {

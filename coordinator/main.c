@@ -7,6 +7,7 @@
  *
  * Signals only call coord_stop (a self-pipe write and a transport wakeup). */
 #include "common/log.h"
+#include "common/parse.h"
 #include "coordinator/coord.h"
 #include "coordinator/registry.h"
 #include "proto/wire.h"
@@ -51,15 +52,6 @@ static const struct argp_option options[] = {
      0},
     {0}};
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     struct coord_opts *a = &((struct args *)st->input)->o;
     switch (key) {
@@ -85,7 +77,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
         a->uniform = 1;
         break;
     case 'n':
-        if (parse_int(arg, 1, REG_MAX_WORKERS, &a->min_workers))
+        if (bt_parse_int("--min-workers", arg, 1, REG_MAX_WORKERS, &a->min_workers, NULL))
             argp_error(st, "--min-workers: 1..%d", REG_MAX_WORKERS);
         break;
     case 'w':
@@ -93,33 +85,39 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
             argp_error(st, "--wire: f16, f32 or q8_0, not '%s'", arg);
         break;
     case 's':
-        if (parse_int(arg, 1, 1024, &a->max_seqs)) argp_error(st, "--max-seqs: 1..1024");
+        if (bt_parse_int("--max-seqs", arg, 1, 1024, &a->max_seqs, NULL))
+            argp_error(st, "--max-seqs: 1..1024");
         break;
     case 'c':
-        if (parse_int(arg, 2, 1 << 20, &a->max_ctx)) argp_error(st, "--max-ctx: 2..1048576");
+        if (bt_parse_int("--max-ctx", arg, 2, 1 << 20, &a->max_ctx, NULL))
+            argp_error(st, "--max-ctx: 2..1048576");
         break;
     case 'B':
-        if (parse_int(arg, 1, 2048, &a->max_batch)) argp_error(st, "--max-batch: 1..2048");
+        if (bt_parse_int("--max-batch", arg, 1, 2048, &a->max_batch, NULL))
+            argp_error(st, "--max-batch: 1..2048");
         break;
     case 't':
-        if (parse_int(arg, 1, 1024, &a->threads)) argp_error(st, "--threads: 1..1024");
+        if (bt_parse_int("--threads", arg, 1, 1024, &a->threads, NULL))
+            argp_error(st, "--threads: 1..1024");
         break;
     case 'h':
-        if (parse_int(arg, 10, 60000, &a->heartbeat_ms))
+        if (bt_parse_int("--heartbeat-ms", arg, 10, 60000, &a->heartbeat_ms, NULL))
             argp_error(st, "--heartbeat-ms: 10..60000");
         break;
     case 'l':
-        if (parse_int(arg, 1, 10000, &a->liveness)) argp_error(st, "--liveness: 1..10000");
+        if (bt_parse_int("--liveness", arg, 1, 10000, &a->liveness, NULL))
+            argp_error(st, "--liveness: 1..10000");
         break;
     case 'C':
-        if (parse_int(arg, 1, 2048, &a->prefill_chunk)) argp_error(st, "--prefill-chunk: 1..2048");
+        if (bt_parse_int("--prefill-chunk", arg, 1, 2048, &a->prefill_chunk, NULL))
+            argp_error(st, "--prefill-chunk: 1..2048");
         break;
     case 'R':
-        if (parse_int(arg, 1, 86400, &a->recover_timeout_s))
+        if (bt_parse_int("--recover-timeout", arg, 1, 86400, &a->recover_timeout_s, NULL))
             argp_error(st, "--recover-timeout: 1..86400");
         break;
     case 'T':
-        if (parse_int(arg, 1, 86400, &a->load_timeout_s))
+        if (bt_parse_int("--load-timeout", arg, 1, 86400, &a->load_timeout_s, NULL))
             argp_error(st, "--load-timeout: 1..86400");
         break;
     case 'g': {

@@ -15,6 +15,7 @@
  * cannot re-plan, so the coordinator stops (exit 1) and mpicomm_finish aborts the job with a
  * message naming the rank when it does not come back to say BYE. */
 #include "common/log.h"
+#include "common/parse.h"
 #include "coordinator/coord.h"
 #include "coordinator/registry.h"
 #include "mpi/transport_mpi.h"
@@ -72,15 +73,6 @@ static const struct argp_option options[] = {
     {"plan-only", 'P', NULL, 0, "print the plan once the workers joined, then end the job", 0},
     {0}};
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     struct args *a = st->input;
     struct {
@@ -102,7 +94,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (key == ints[i].key) {
-            if (parse_int(arg, ints[i].lo, ints[i].hi, ints[i].dst))
+            if (bt_parse_int(ints[i].name, arg, ints[i].lo, ints[i].hi, ints[i].dst, NULL))
                 argp_error(st, "%s: %d..%d", ints[i].name, ints[i].lo, ints[i].hi);
             return 0;
         }

@@ -2,6 +2,7 @@
  * worker_run (worker/worker.h). SIGINT/SIGTERM only call worker_stop (a flag and an eventfd
  * write), so the loop exits at its next wakeup and everything is closed on one path. */
 #include "common/log.h"
+#include "common/parse.h"
 #include "ops/ops.h"
 #include "worker/caps.h"
 #include "worker/worker.h"
@@ -35,42 +36,6 @@ static const struct argp_option options[] = {
     {"max-rows", 'r', "N", 0, "rows (tokens) accepted per Forward (default 2048)", 0},
     {0}};
 
-/* "512M", "8G", "1.5G", plain bytes. 0 on a bad value. */
-static uint64_t parse_bytes(const char *s) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v <= 0) return 0;
-    double mul = 1;
-    switch (*end) {
-    case 'k':
-    case 'K':
-        mul = 1024.0;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        mul = 1024.0 * 1024;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        mul = 1024.0 * 1024 * 1024;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        mul = 1024.0 * 1024 * 1024 * 1024;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (*end == 'i' || *end == 'I') end++;
-    if (*end == 'b' || *end == 'B') end++;
-    return *end ? 0 : (uint64_t)(v * mul);
-}
-
 static error_t parse_opt(int key, char *arg, struct argp_state *state) {
     struct args *a = state->input;
     switch (key) {
@@ -90,7 +55,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state) {
         a->cache_dir = arg;
         break;
     case 'M':
-        if (!(a->mem = parse_bytes(arg)))
+        if (bt_parse_bytes("--mem", arg, &a->mem, NULL))
             argp_error(state, "--mem %s: expected bytes like 512M or 8G", arg);
         break;
     case 't':
