@@ -8,6 +8,7 @@
  * Signals only call coord_stop (a self-pipe write and a transport wakeup). */
 #include "common/log.h"
 #include "common/parse.h"
+#include "common/signals.h"
 #include "coordinator/coord.h"
 #include "coordinator/registry.h"
 #include "proto/wire.h"
@@ -164,13 +165,7 @@ int main(int argc, char **argv) {
     argp_parse(&ap, argc, argv, 0, NULL, &a);
     bt_log_set_name("coordinator");
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    bt_signals_install(on_signal);
 
     coord_t *c = NULL;
     bt_err e = {0};

@@ -16,6 +16,7 @@
  * message naming the rank when it does not come back to say BYE. */
 #include "common/log.h"
 #include "common/parse.h"
+#include "common/signals.h"
 #include "coordinator/coord.h"
 #include "coordinator/registry.h"
 #include "mpi/transport_mpi.h"
@@ -268,13 +269,7 @@ int main(int argc, char **argv) {
     argp_parse(&ap, argc, argv, 0, NULL, &a);
     bt_log_set_name("baton-mpi");
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    bt_signals_install(on_signal);
 
     struct mpicomm_opts mo = {.heartbeat_ms = 1000,
                               .liveness_ms = a.rank_liveness_ms,

@@ -3,6 +3,7 @@
  * write), so the loop exits at its next wakeup and everything is closed on one path. */
 #include "common/log.h"
 #include "common/parse.h"
+#include "common/signals.h"
 #include "ops/ops.h"
 #include "worker/caps.h"
 #include "worker/worker.h"
@@ -152,13 +153,7 @@ int main(int argc, char **argv) {
         BT_LOG(ERROR, "worker", "%s", bt_errmsg(&e, rc));
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    bt_signals_install(on_signal);
     rc = worker_run(g_worker, &e);
     if (rc) BT_LOG(ERROR, "worker", "%s", bt_errmsg(&e, rc));
     worker_t *w = g_worker;
