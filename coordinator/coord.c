@@ -669,7 +669,14 @@ int coord_run(coord_t *c) {
            transport_endpoint(c->t), c->m->name, c->m->hp.n_layer, c->o.min_workers,
            wire_dtype_name(c->o.wire));
     while (!c->stop) {
-        if (c->phase == PH_SERVING) exec_pipeline_flush(c->ex, c->t, &e);
+        if (c->phase == PH_SERVING && exec_pipeline_flush(c->ex, c->t, &e) == BT_EPEERLOST &&
+            c->stages[0]) {
+            /* Stage 0 vanished between pings: recover now rather than fail the batch. */
+            char id[TX_PEER_MAX + 1];
+            snprintf(id, sizeof id, "%s", c->stages[0]->id);
+            BT_LOG(WARN, "coord", "stage 0 (%s) is not connected: %s", id, e.msg);
+            on_peer_lost(c, id, 1);
+        }
         if (c->phase == PH_LOADING &&
             bt_now_ns() - c->load_t0 > (int64_t)c->o.load_timeout_s * 1000000000) {
             BT_LOG(ERROR, "coord", "loading took more than %d s: giving up", c->o.load_timeout_s);

@@ -253,6 +253,12 @@ int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e) {
         b->state = B_SENT;
         b->sent_ns = bt_now_ns();
         rc = transport_send(t, x->ids[0], &f, 1, e);
+        if (rc == BT_EPEERLOST) {
+            /* Stage 0 went away before liveness noticed: the caller starts a recovery, which
+             * resends this batch (still queued, its bytes kept) on the new pipeline. */
+            b->state = B_QUEUED;
+            break;
+        }
         if (rc) {
             char m[160];
             snprintf(m, sizeof m, "send to stage 0 (%.50s): %.80s", x->ids[0], bt_errmsg(e, rc));

@@ -44,8 +44,9 @@ struct exec_pipeline_opts {
 
 int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err *e);
 
-/* Event loop thread: sends the queued Forwards to stage 0 on t. A failed send fails the
- * pipeline (see above) and returns its code. */
+/* Event loop thread: sends the queued Forwards to stage 0 on t. BT_EPEERLOST when stage 0 is
+ * not connected: the batches stay queued and the caller starts a recovery. Another failed
+ * send fails the pipeline (see above) and returns its code. */
 int exec_pipeline_flush(exec_t *ex, transport_t *t, bt_err *e);
 
 /* Event loop thread: a Result or Error envelope from peer (frames for the payload check).
