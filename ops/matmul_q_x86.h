@@ -171,13 +171,24 @@ static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i 
 #endif
 }
 
+/* d and the 16-value sums of a Q8_K activation block, read through bytes: activation rows
+ * may sit at any stride (ops.h ldxq), so the block need not be 4-byte aligned. */
+static inline QATTR float QN(q8k_d)(const struct block_q8_k *y) {
+    float d;
+    memcpy(&d, (const uint8_t *)y + offsetof(struct block_q8_k, d), sizeof d);
+    return d;
+}
+static inline QATTR __m256i QN(q8k_bsums)(const struct block_q8_k *y) {
+    return QN(load256)((const uint8_t *)y + offsetof(struct block_q8_k, bsums));
+}
+
 /* acc += isum * d*yd - msum * dmin*yd (Q4_K/Q5_K: msum = sum_g min_g * bsum_g) */
 static inline QATTR __m256 QN(kfin_k45)(__m256 acc, __m256i isum, const struct block_q8_k *y,
                                         __m256i mn16, float d, float dmin) {
-    __m256i msum = _mm256_madd_epi16(QN(load256)(y->bsums), mn16);
-    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * y->d));
-    return _mm256_add_ps(acc,
-                         _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * y->d), m));
+    __m256i msum = _mm256_madd_epi16(QN(q8k_bsums)(y), mn16);
+    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * QN(q8k_d)(y)));
+    return _mm256_add_ps(
+        acc, _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * QN(q8k_d)(y)), m));
 }
 
 /* Q4_K (Q5 = 0) and Q5_K (Q5 = 1): piece j of 64 values is 32 bytes of nibbles, low nibbles
@@ -303,9 +314,10 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
             const struct block_q8_k *yb =
                 (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
                                                           (size_t)i * sizeof(struct block_q8_k));
-            __m256i off = _mm256_madd_epi16(QN(load256)(yb->bsums), sc16);
+            __m256i off = _mm256_madd_epi16(QN(q8k_bsums)(yb), sc16);
             __m256i isum = _mm256_sub_epi32(QN(kacc_sum)(&k[t]), _mm256_slli_epi32(off, 5));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * yb->d), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * QN(q8k_d)(yb)),
+                                     acc[t]);
         }
     }
     QUNROLL
@@ -463,9 +475,10 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
             const struct block_q8_k *yb =
                 (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
                                                           (size_t)i * sizeof(struct block_q8_k));
-            __m256i off = _mm256_madd_epi16(QN(load256)(yb->bsums), sc16);
+            __m256i off = _mm256_madd_epi16(QN(q8k_bsums)(yb), sc16);
             __m256i isum = _mm256_sub_epi32(QN(zfold)(ka[t], kb[t]), _mm256_slli_epi32(off, 5));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * yb->d), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * QN(q8k_d)(yb)),
+                                     acc[t]);
         }
     }
     QUNROLL
