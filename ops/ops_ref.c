@@ -77,7 +77,8 @@ static float vdot_q4_0_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
     for (int64_t i = 0; i < nb; i++) {
         int isum = 0;
         for (int j = 0; j < 16; j++)
-            isum += ((a[i].qs[j] & 15) - 8) * b[i].qs[j] + ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + 16];
+            isum +=
+                ((a[i].qs[j] & 15) - 8) * b[i].qs[j] + ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + 16];
         sum += (float)isum * (fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
     }
     return sum;
@@ -104,11 +105,12 @@ static float vdot_q5_0_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
 /* Q4_K / Q5_K: codes q in [0, 2^bits) per sub-block s of 32 with (scale, min) pairs:
  * x = d*sc*q - dmin*mn, so the dot is d*sum_s sc_s*(q.y)_s - dmin*sum_s mn_s*bsum_s. */
 static float vdot_k45_ref(const uint8_t *w, const uint8_t *x, int64_t nb, int five) {
-    const struct block_q8_k *b = (const struct block_q8_k *)(const void *)x;
     size_t bb = five ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *blk = w + (size_t)i * bb;
+        const uint8_t *y = x + (size_t)i * sizeof(struct block_q8_k); /* any alignment */
+        const int8_t *yq = q8k_qs(y);
         const struct block_q4_k *k4 = (const struct block_q4_k *)(const void *)blk;
         const struct block_q5_k *k5 = (const struct block_q5_k *)(const void *)blk;
         const uint8_t *scales = five ? k5->scales : k4->scales, *qs = five ? k5->qs : k4->qs;
@@ -121,12 +123,12 @@ static float vdot_k45_ref(const uint8_t *w, const uint8_t *x, int64_t nb, int fi
             for (int l = 0; l < 32; l++) {
                 int q = s & 1 ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 15;
                 if (five) q |= ((k5->qh[l] >> s) & 1) << 4;
-                sub += q * b[i].qs[32 * s + l];
+                sub += q * yq[32 * s + l];
             }
             isum += sc * sub;
-            msum += mn * (b[i].bsums[2 * s] + b[i].bsums[2 * s + 1]);
+            msum += mn * (q8k_bsum(y, 2 * s) + q8k_bsum(y, 2 * s + 1));
         }
-        sum += b[i].d * (fp16_to_f32(dh) * (float)isum - fp16_to_f32(mh) * (float)msum);
+        sum += q8k_d(y) * (fp16_to_f32(dh) * (float)isum - fp16_to_f32(mh) * (float)msum);
     }
     return sum;
 }
@@ -141,9 +143,10 @@ static float vdot_q5_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
 /* Q6_K: x = d * sc_g * (q - 32) with a signed scale per 16 values. */
 static float vdot_q6_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
     const struct block_q6_k *a = (const struct block_q6_k *)(const void *)w;
-    const struct block_q8_k *b = (const struct block_q8_k *)(const void *)x;
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *y = x + (size_t)i * sizeof(struct block_q8_k); /* any alignment */
+        const int8_t *yq = q8k_qs(y);
         int q[QK_K];
         for (int h = 0; h < 2; h++) /* spec §12.2: halves of 128, quarters of 32 */
             for (int l = 0; l < 32; l++) {
@@ -158,10 +161,10 @@ static float vdot_q6_k_ref(const uint8_t *w, const uint8_t *x, int64_t nb) {
         for (int g = 0; g < 16; g++) {
             int sub = 0;
             for (int j = 0; j < 16; j++)
-                sub += q[16 * g + j] * b[i].qs[16 * g + j];
+                sub += q[16 * g + j] * yq[16 * g + j];
             isum += a[i].scales[g] * sub;
         }
-        sum += b[i].d * fp16_to_f32(a[i].d) * (float)isum;
+        sum += q8k_d(y) * fp16_to_f32(a[i].d) * (float)isum;
     }
     return sum;
 }
@@ -180,9 +183,9 @@ static void matmul_q_ref_with(vdot_fn vdot, const struct mat *w, const void *res
 }
 
 #define DEF_MATMUL_Q_REF(T)                                                                        \
-    static void matmul_q_##T##_ref(const struct mat *w, const void *restrict xq, size_t ldxq,     \
-                                   int64_t n, float *restrict y, int64_t ldy, int64_t r0,         \
-                                   int64_t r1) {                                                  \
+    static void matmul_q_##T##_ref(const struct mat *w, const void *restrict xq, size_t ldxq,      \
+                                   int64_t n, float *restrict y, int64_t ldy, int64_t r0,          \
+                                   int64_t r1) {                                                   \
         matmul_q_ref_with(vdot_##T##_ref, w, xq, ldxq, n, y, ldy, r0, r1);                         \
     }
 DEF_MATMUL_Q_REF(q8_0)

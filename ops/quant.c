@@ -3,6 +3,7 @@
 #include "ops/quant.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 /* round(v) clamped to [lo, hi]; NaN maps to lo so garbage input cannot produce UB. */
@@ -378,9 +379,12 @@ void quantize_row_q6_k(const float *restrict src, void *restrict dst, int64_t n)
     }
 }
 
+/* Activation rows live at any byte stride, so Q8_K blocks may be misaligned for their float and
+ * int16 fields: each block is built in an aligned local and copied out as bytes. */
 void quantize_row_q8_k(const float *restrict src, void *restrict dst, int64_t n) {
-    struct block_q8_k *b = dst;
-    for (int64_t i = 0; i < n / QK_K; i++, b++, src += QK_K) {
+    unsigned char *out = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(struct block_q8_k), src += QK_K) {
+        struct block_q8_k blk, *b = &blk;
         float amax = fabsf(signed_absmax(src, QK_K));
         b->d = amax / 127.0f;
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -392,14 +396,19 @@ void quantize_row_q8_k(const float *restrict src, void *restrict dst, int64_t n)
                 s += b->qs[16 * g + j];
             b->bsums[g] = (int16_t)s;
         }
+        memcpy(out, b, sizeof blk);
     }
 }
 
 void dequantize_row_q8_k(const void *restrict src, float *restrict dst, int64_t n) {
-    const struct block_q8_k *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++, b++, dst += QK_K)
+    const unsigned char *in = src;
+    for (int64_t i = 0; i < n / QK_K; i++, in += sizeof(struct block_q8_k), dst += QK_K) {
+        float d;
+        memcpy(&d, in + offsetof(struct block_q8_k, d), sizeof d); /* may be misaligned */
+        const int8_t *qs = (const int8_t *)(in + offsetof(struct block_q8_k, qs));
         for (int j = 0; j < QK_K; j++)
-            dst[j] = b->d * (float)b->qs[j];
+            dst[j] = d * (float)qs[j];
+    }
 }
 
 /* Activations, not weights: the codes are taken against the unrounded scale (as llama.cpp's

@@ -10,6 +10,7 @@
 #ifndef BT_OPS_QUANT_H
 #define BT_OPS_QUANT_H
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -59,9 +60,9 @@ struct block_q6_k {
 
 /* Activations for the K-quant dot products (spec §12.3): never stored in files. */
 struct block_q8_k {
-    float d;            /* x = d * qs[j] */
-    int8_t qs[256];     /* d = max|x| / 127 (sign kept so the largest maps to -127 or 127) */
-    int16_t bsums[16];  /* sum of qs over each 16 values: the K-quant min terms use them */
+    float d;           /* x = d * qs[j] */
+    int8_t qs[256];    /* d = max|x| / 127 (sign kept so the largest maps to -127 or 127) */
+    int16_t bsums[16]; /* sum of qs over each 16 values: the K-quant min terms use them */
 };
 
 _Static_assert(sizeof(struct block_q4_0) == 18, "q4_0");
@@ -73,6 +74,22 @@ _Static_assert(sizeof(struct block_q4_k) == 144, "q4_k");
 _Static_assert(sizeof(struct block_q5_k) == 176, "q5_k");
 _Static_assert(sizeof(struct block_q6_k) == 210, "q6_k");
 _Static_assert(sizeof(struct block_q8_k) == 292, "q8_k");
+/* Fields of a Q8_K block read through bytes: activation rows have any byte stride, so a block
+ * need not be aligned for its float and int16 members (nor may it be accessed as a struct). */
+static inline float q8k_d(const void *blk) {
+    float d;
+    memcpy(&d, (const unsigned char *)blk + offsetof(struct block_q8_k, d), sizeof d);
+    return d;
+}
+static inline const int8_t *q8k_qs(const void *blk) {
+    return (const int8_t *)((const unsigned char *)blk + offsetof(struct block_q8_k, qs));
+}
+static inline int q8k_bsum(const void *blk, int g) {
+    int16_t v;
+    memcpy(&v, (const unsigned char *)blk + offsetof(struct block_q8_k, bsums) + 2 * (size_t)g,
+           sizeof v);
+    return v;
+}
 
 static inline uint32_t quant_f32_bits(float f) {
     uint32_t u;
