@@ -24,6 +24,8 @@ PROTO_GEN  := $(PROTO_SRCS:proto/%.proto=$(BUILD)/proto/%.pb-c.c)
 LIB_SRCS   := $(wildcard common/*.c engine/*.c ops/*.c proto/*.c)
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_GEN:.c=.o)
 CLI_SRCS   := $(wildcard client/*.c)
+# CLI modules other than main.c go into libclient.a, linked into tests (test_client).
+CLIENT_LIB_OBJS := $(filter-out $(BUILD)/client/main.o,$(CLI_SRCS:%.c=$(BUILD)/%.o))
 COORD_SRCS := $(wildcard coordinator/*.c)
 # Coordinator modules other than main.c also go into libcoord.a, which tests link (a suite
 # for sched or http needs them without the daemon's main).
@@ -85,7 +87,7 @@ $(BUILD)/proto/%.pb-c.c: proto/%.proto
 $(BUILD)/ops/%_avx2.o:   CFLAGS += $(AVX2_FLAGS)
 $(BUILD)/ops/%_avx512.o: CFLAGS += $(AVX512_FLAGS)
 
-$(BUILD)/baton: $(CLI_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
+$(BUILD)/baton: $(BUILD)/client/main.o $(BUILD)/libclient.a $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 $(BUILD)/baton-coordinator: $(COORD_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
@@ -104,12 +106,18 @@ $(BUILD)/libcoord.a: $(COORD_LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $^
 
+$(BUILD)/libclient.a: $(CLIENT_LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
 $(BUILD)/libworker.a: $(WORKER_LIB_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libworker.a $(BUILD)/libcoord.a $(BUILD)/libbaton.a
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libclient.a $(BUILD)/libworker.a $(BUILD)/libcoord.a \
+                  $(BUILD)/libbaton.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
 	@mkdir -p $(@D)

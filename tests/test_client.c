@@ -2,12 +2,19 @@
  * client/load_stats): URL parsing, chunked transfer decoding and SSE parsing with input split
  * at every position, percentile and length-distribution math; then client/oai_client against
  * a canned server on a loopback socket (chunked SSE in small pieces, a silent server, a closed
- * port). The client objects are not in libbaton.a, so their sources are compiled in here. */
-#include "client/http_client.c"
-#include "client/load_stats.c"
-#include "client/oai_client.c"
+ * port). The client modules come from libclient.a. */
+#include "client/http_client.h"
+#include "client/load_stats.h"
+#include "client/oai_client.h"
+
+#include "common/clock.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
