@@ -6,19 +6,18 @@
 #include "client/http_client.h"
 #include "client/load_stats.h"
 #include "client/oai_client.h"
-
 #include "common/clock.h"
 
 #include <arpa/inet.h>
+#include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <criterion/criterion.h>
-#include <math.h>
-#include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ URLs */
 
