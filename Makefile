@@ -66,7 +66,7 @@ endif
 
 .SECONDARY:
 .PHONY: all test asan tsan bench fuzz demo deps lint format clean tests benches deploy \
-        deploy-rolling deploy-check test-deploy
+        deploy-rolling deploy-check test-deploy test-cross
 all: $(BINS)
 
 $(BUILD)/libbaton.a: $(LIB_OBJS)
@@ -187,6 +187,22 @@ deploy-check:
 # `make test`, which runs the static checks as tests/e2e/test_ansible.sh).
 test-deploy: all
 	BUILD=$(BUILD) bash tests/e2e/slow_ansible.sh
+
+# The AArch64 kernels (ops/ops_neon.c) cross-compiled and run under qemu-user: the ops modules
+# only (the engine needs arm64 builds of liburing, pcre2, ...), with the plain-C driver
+# tests/cross/test_ops_cross.c. Once on a CPU with dot products (qemu -cpu max: "neon-dotprod"
+# is chosen) and once without (cortex-a53: "neon"). tests/run.sh runs it when the tools exist.
+CROSS_CC    ?= aarch64-linux-gnu-gcc
+CROSS_QEMU  ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
+CROSS_SRCS   = common/err.c common/log.c engine/dtype.c ops/ops.c ops/ops_ref.c ops/quant.c \
+               ops/ops_neon.c ops/threadpool.c tests/cross/test_ops_cross.c
+$(BUILD)/cross/test_ops_cross: $(CROSS_SRCS) $(wildcard common/*.h engine/dtype.h ops/*.h)
+	@mkdir -p $(@D)
+	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -O2 -march=armv8-a $(WARN) -I. $(CROSS_SRCS) -o $@ \
+	    -lpthread -lm
+test-cross: $(BUILD)/cross/test_ops_cross
+	$(CROSS_QEMU) -cpu max $< --expect neon-dotprod
+	$(CROSS_QEMU) -cpu cortex-a53 $< --expect neon
 
 deps:
 	bash .ci/deps.sh

@@ -5,7 +5,8 @@ pkgs=(build-essential pkg-config git ca-certificates clang libclang-rt-14-dev cl
       libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler liburing-dev
       libmicrohttpd-dev libcjson-dev libcriterion-dev libxxhash-dev libpcre2-dev
       libopenmpi-dev openmpi-bin iproute2 curl python3
-      ansible ansible-lint python3-apt openssh-server openssh-client systemd)
+      ansible ansible-lint python3-apt openssh-server openssh-client systemd
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 # Node.js (for the official openai client in tests) may come from another repository: only add
 # Debian's when none is installed.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -1,22 +1,32 @@
 /* ops/ops.c: ISA detection and table choice (see ops.h). The SIMD tables are strong references
- * on purpose: a weak one would not pull ops_avx2.o / ops_avx512.o out of libbaton.a, and the
- * build would silently fall back to the scalar kernels. */
+ * on purpose: a weak one would not pull ops_avx2.o / ops_avx512.o (ops_neon.o on AArch64) out of
+ * libbaton.a, and the build would silently fall back to the scalar kernels. */
 #include "ops/ops.h"
 
 #include "common/log.h"
 
-#include <cpuid.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+
+extern const struct ops_table ops_neon;
+extern const matmul_q_fn ops_neon_dotprod_matmul_q[DT_COUNT];
+
+enum { ISA_NEON_DOTPROD, ISA_NEON, ISA_REF, ISA_COUNT };
+#else
+#include <cpuid.h>
 
 extern const struct ops_table ops_avx2;
 extern const struct ops_table ops_avx512;
 extern const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT];
 
-const struct ops_table *ops;
-
 enum { ISA_AVX512VNNI, ISA_AVX512, ISA_AVX2, ISA_REF, ISA_COUNT };
+#endif
+
+const struct ops_table *ops;
 
 static struct ops_table filled[ISA_COUNT]; /* each ISA's table with NULL slots from ref */
 static const char *avail[ISA_COUNT + 1];   /* NULL-terminated, best first */
@@ -54,6 +64,30 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
 #undef FILL
 }
 
+#if defined(__aarch64__)
+/* AArch64: Advanced SIMD is in every armv8-a Linux CPU, but the kernel says so (HWCAP_ASIMD);
+ * sdot (armv8.2 dot product, optional before armv8.4) is HWCAP_ASIMDDP. */
+static void setup(void) {
+    unsigned long hw = getauxval(AT_HWCAP);
+    supported[ISA_NEON] = (hw & HWCAP_ASIMD) != 0;
+    supported[ISA_NEON_DOTPROD] = supported[ISA_NEON] && (hw & HWCAP_ASIMDDP) != 0;
+    supported[ISA_REF] = 1;
+    const struct ops_table *src[ISA_COUNT] = {&ops_neon, &ops_neon, &ops_ref};
+    int n = 0;
+    for (int i = 0; i < ISA_COUNT; i++) {
+        if (!supported[i]) continue;
+        fill(&filled[i], src[i]);
+        if (i == ISA_NEON_DOTPROD) { /* the NEON table with the sdot integer dot products */
+            filled[i].isa = "neon-dotprod";
+            for (int t = 0; t < DT_COUNT; t++)
+                if (ops_neon_dotprod_matmul_q[t])
+                    filled[i].matmul_q[t] = ops_neon_dotprod_matmul_q[t];
+        }
+        avail[n++] = filled[i].isa;
+    }
+    avail[n] = NULL;
+}
+#else
 static void setup(void) {
     __builtin_cpu_init();
     /* clang 14 has no "f16c" for __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29. The
@@ -83,6 +117,7 @@ static void setup(void) {
     }
     avail[n] = NULL;
 }
+#endif
 
 const char *const *ops_available_isas(void) {
     pthread_once(&once, setup);

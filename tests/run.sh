@@ -26,6 +26,23 @@ for t in "$BUILD"/tests/test_*; do
     fi
     echo "run: $(basename "$t"): $a tested, $b passing"
 done
+# The AArch64 kernels (ops/ops_neon.c), cross-compiled and run under qemu-user against ops_ref
+# (Makefile test-cross), when the cross compiler and qemu exist (.ci/deps.sh installs both).
+if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
+    tested=$((tested + 1))
+    log=$(mktemp)
+    if make --no-print-directory BUILD="$BUILD" test-cross >"$log" 2>&1; then
+        passing=$((passing + 1))
+        echo "run: test-cross (aarch64 neon under qemu-user): ok, $(grep -c '^ok ' "$log") checks"
+    else
+        failing=$((failing + 1)); failed_names+=("test-cross")
+        grep -E 'FAIL|error' "$log" | head -20 | sed 's/^/run:   /'
+        tail -20 "$log"; echo "run: test-cross (aarch64 neon under qemu-user): FAILED"
+    fi
+    rm -f "$log"
+else
+    echo "run: test-cross: skipped (aarch64-linux-gnu-gcc or qemu-aarch64 not installed)"
+fi
 for s in tests/e2e/test_*.sh; do
     [ -f "$s" ] || continue
     tested=$((tested + 1))

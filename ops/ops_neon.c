@@ -1,0 +1,395 @@
+/* ops/ops_neon.c: AArch64 Advanced SIMD kernels (armv8-a baseline, no compiler flags needed),
+ * the table "neon", plus the matmul_q slots of "neon-dotprod" (the same kernels with sdot, built
+ * with a per-function target attribute; ops.c overlays them when the CPU reports ASIMDDP).
+ * On any other architecture this file compiles to nothing. Slots left NULL come from ops_ref.
+ *
+ * Float kernels keep four-lane accumulators in a fixed order per token, so a token's result does
+ * not depend on n, its token group, or the row split. Activation quantizers are bit-exact with
+ * ops_ref's (same rounding, same clamping, NaN codes -127 as ref's qround gives). */
+#if defined(__aarch64__)
+#include "ops/ops.h"
+#include "ops/quant.h"
+
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+#define QSFX neon
+#define QATTR
+#define QDOT 0
+#include "ops/matmul_q_neon.h"
+#undef QSFX
+#undef QATTR
+#undef QDOT
+
+#define QSFX  neon_dotprod
+#define QATTR __attribute__((target("arch=armv8.2-a+dotprod")))
+#define QDOT  1
+#include "ops/matmul_q_neon.h"
+#undef QSFX
+#undef QATTR
+#undef QDOT
+
+/* ---- float matmul (f32 / f16 / bf16 weights, f32 activations) ------------------------------ */
+
+#define G 4 /* tokens per pass over a weight row */
+
+static inline void ld8_f32(const uint8_t *row, int64_t c, float32x4_t *a, float32x4_t *b) {
+    const float *f = (const float *)(const void *)row + c;
+    *a = vld1q_f32(f);
+    *b = vld1q_f32(f + 4);
+}
+static inline void ld8_f16(const uint8_t *row, int64_t c, float32x4_t *a, float32x4_t *b) {
+    float16x8_t h = vreinterpretq_f16_u8(vld1q_u8(row + 2 * c));
+    *a = vcvt_f32_f16(vget_low_f16(h));
+    *b = vcvt_high_f32_f16(h);
+}
+static inline void ld8_bf16(const uint8_t *row, int64_t c, float32x4_t *a, float32x4_t *b) {
+    uint16x8_t h = vreinterpretq_u16_u8(vld1q_u8(row + 2 * c));
+    *a = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+    *b = vreinterpretq_f32_u32(vshll_high_n_u16(h, 16));
+}
+static inline float tail_f32(const uint8_t *row, int64_t c) {
+    float f;
+    memcpy(&f, row + 4 * c, 4);
+    return f;
+}
+static inline float tail_f16(const uint8_t *row, int64_t c) {
+    uint16_t h;
+    memcpy(&h, row + 2 * c, 2);
+    return fp16_to_f32(h);
+}
+static inline float tail_bf16(const uint8_t *row, int64_t c) {
+    uint16_t h;
+    memcpy(&h, row + 2 * c, 2);
+    return bf16_to_f32(h);
+}
+
+// clang-format off
+#define DEF_MATMUL_F(NAME, LD8, TAILF)                                                             \
+    static inline __attribute__((always_inline)) void NAME##_row(                                 \
+        const uint8_t *row, int64_t cols, const float *restrict x, int64_t ldx, float *restrict y, \
+        int64_t ldy, const int g) {                                                                \
+        float32x4_t a[G], b[G];                                                                    \
+        for (int t = 0; t < g; t++) a[t] = b[t] = vdupq_n_f32(0.0f);                               \
+        int64_t c = 0;                                                                             \
+        for (; c + 8 <= cols; c += 8) {                                                            \
+            float32x4_t w0, w1;                                                                    \
+            LD8(row, c, &w0, &w1);                                                                 \
+            for (int t = 0; t < g; t++) {                                                          \
+                a[t] = vfmaq_f32(a[t], w0, vld1q_f32(x + t * ldx + c));                            \
+                b[t] = vfmaq_f32(b[t], w1, vld1q_f32(x + t * ldx + c + 4));                        \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < g; t++) {                                                              \
+            float sum = vaddvq_f32(vaddq_f32(a[t], b[t]));                                         \
+            for (int64_t k = c; k < cols; k++) sum += TAILF(row, k) * x[t * ldx + k];              \
+            y[t * ldy] = sum;                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void NAME(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,         \
+                     float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {                     \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
+            for (int64_t t0 = 0; t0 < n; t0 += G) {                                                \
+                const float *xt = x + t0 * ldx;                                                    \
+                float *yt = y + t0 * ldy + r;                                                      \
+                switch (n - t0 < G ? (int)(n - t0) : G) {                                          \
+                case 1: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 1); break;                      \
+                case 2: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 2); break;                      \
+                case 3: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 3); break;                      \
+                default: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 4); break;                     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+// clang-format on
+
+DEF_MATMUL_F(matmul_f32_neon, ld8_f32, tail_f32)
+DEF_MATMUL_F(matmul_f16_neon, ld8_f16, tail_f16)
+DEF_MATMUL_F(matmul_bf16_neon, ld8_bf16, tail_bf16)
+
+/* ---- activation quantizers (bit-exact with quant.c) ---------------------------------------- */
+
+/* max |x| over 4k values, NaN ignored (as signed_absmax's comparison ignores it) */
+static inline float absmax(const float *x, int k) {
+    float32x4_t m = vdupq_n_f32(0.0f);
+    for (int j = 0; j < k; j++)
+        m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + 4 * j)));
+    return vmaxnmvq_f32(m);
+}
+
+/* 16 codes from 16 floats times id: ties away from zero (Q8_0: roundf) or to even (Q8_K:
+ * lrintf), clamped to [-127, 127], NaN -> -127 like quant.c's qround. */
+static inline int8x16_t codes16(const float *x, float id, const int even) {
+    int32x4_t c[4];
+    for (int j = 0; j < 4; j++) {
+        float32x4_t v = vmulq_n_f32(vld1q_f32(x + 4 * j), id);
+        int32x4_t q = even ? vcvtnq_s32_f32(v) : vcvtaq_s32_f32(v);
+        q = vminq_s32(vmaxq_s32(q, vdupq_n_s32(-127)), vdupq_n_s32(127));
+        c[j] = vbslq_s32(vceqq_f32(v, v), q, vdupq_n_s32(-127));
+    }
+    int16x8_t lo = vcombine_s16(vmovn_s32(c[0]), vmovn_s32(c[1]));
+    int16x8_t hi = vcombine_s16(vmovn_s32(c[2]), vmovn_s32(c[3]));
+    return vcombine_s8(vmovn_s16(lo), vmovn_s16(hi));
+}
+
+static void quantize_act_q8_0_neon(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / 32; i++, out += sizeof(struct block_q8_0), src += 32) {
+        float amax = absmax(src, 8);
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = f32_to_fp16(d);
+        memcpy(out, &dh, 2);
+        vst1q_s8((int8_t *)(out + 2), codes16(src, id, 0));
+        vst1q_s8((int8_t *)(out + 18), codes16(src + 16, id, 0));
+    }
+}
+
+static void quantize_act_q8_k_neon(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(struct block_q8_k), src += QK_K) {
+        float amax = absmax(src, QK_K / 4);
+        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        memcpy(out + offsetof(struct block_q8_k, d), &d, sizeof d);
+        int16_t bs[16];
+        for (int g = 0; g < 16; g++) {
+            int8x16_t q = codes16(src + 16 * g, id, 1);
+            vst1q_s8((int8_t *)(out + offsetof(struct block_q8_k, qs) + 16 * g), q);
+            bs[g] = vaddlvq_s8(q);
+        }
+        memcpy(out + offsetof(struct block_q8_k, bsums), bs, sizeof bs);
+    }
+}
+
+/* ---- vector math ----------------------------------------------------------------------- */
+
+/* exp(x) to within ~2 ulp: 2^k * p(r), k = round(x / ln 2), r = x - k ln 2 in two parts,
+ * p the degree-7 Taylor polynomial of e^r on |r| <= ln2/2 (error < 1e-8 relative). Inputs
+ * are clamped to [-87.3, 88.7]: the ends give ~1e-38 (not 0) and ~3e38 (not inf), which is
+ * what the callers (silu, softmax) need to stay finite. */
+static inline float32x4_t vexp(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.7f));
+    float32x4_t k = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_f32(x, k, vdupq_n_f32(0.693145751953125f));
+    r = vfmsq_f32(r, k, vdupq_n_f32(1.428606765330187045e-06f));
+    float32x4_t p = vdupq_n_f32(1.0f / 5040.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 720.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    /* 2^k by the exponent field; k in [-126, 128] after the clamp: split as 2^(k/2) twice so
+     * k = 128 does not overflow the field */
+    int32x4_t ki = vcvtq_s32_f32(k);
+    int32x4_t k1 = vshrq_n_s32(ki, 1), k2 = vsubq_s32(ki, k1);
+    float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(k1, vdupq_n_s32(127)), 23));
+    float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(k2, vdupq_n_s32(127)), 23));
+    return vmulq_f32(vmulq_f32(p, s1), s2);
+}
+
+static inline float32x4_t vsilu(float32x4_t x) {
+    return vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0f), vexp(vnegq_f32(x))));
+}
+
+static float silu1(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static void rmsnorm_neon(float *y, const float *x, const float *w, int64_t n, float eps) {
+    float inv = 1.0f / sqrtf(dot(x, x, n) / (float)n + eps);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vmulq_n_f32(vld1q_f32(x + i), inv);
+        if (w) v = vmulq_f32(v, vld1q_f32(w + i));
+        vst1q_f32(y + i, v);
+    }
+    for (; i < n; i++)
+        y[i] = x[i] * inv * (w ? w[i] : 1.0f);
+}
+
+static void gated_rmsnorm_neon(float *y, const float *x, const float *z, const float *w, int64_t n,
+                               float eps) {
+    float inv = 1.0f / sqrtf(dot(x, x, n) / (float)n + eps);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vmulq_n_f32(vld1q_f32(x + i), inv);
+        if (w) v = vmulq_f32(v, vld1q_f32(w + i));
+        vst1q_f32(y + i, vmulq_f32(v, vsilu(vld1q_f32(z + i))));
+    }
+    for (; i < n; i++)
+        y[i] = x[i] * inv * (w ? w[i] : 1.0f) * silu1(z[i]);
+}
+
+static void l2norm_scale_neon(float *x, int64_t n, float eps, float scale) {
+    float inv = scale / sqrtf(dot(x, x, n) + eps);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= inv;
+}
+
+static void silu_mul_neon(float *out, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(out + i, vmulq_f32(vsilu(vld1q_f32(g + i)), vld1q_f32(u + i)));
+    for (; i < n; i++)
+        out[i] = silu1(g[i]) * u[i];
+}
+
+static void add_neon(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vaddq_f32(vld1q_f32(y + i), vld1q_f32(x + i)));
+    for (; i < n; i++)
+        y[i] += x[i];
+}
+
+/* x[i] = exp(x[i] - mx) for i < n; returns their sum */
+static float exp_sub_sum(float *x, int64_t n, float mx) {
+    float32x4_t s = vdupq_n_f32(0.0f), vm = vdupq_n_f32(mx);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t e = vexp(vsubq_f32(vld1q_f32(x + i), vm));
+        vst1q_f32(x + i, e);
+        s = vaddq_f32(s, e);
+    }
+    float sum = vaddvq_f32(s);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    return sum;
+}
+
+static float vmax_of(const float *x, int64_t n) {
+    float mx = x[0];
+    int64_t i = 0;
+    if (n >= 4) {
+        float32x4_t m = vld1q_f32(x);
+        for (i = 4; i + 4 <= n; i += 4)
+            m = vmaxq_f32(m, vld1q_f32(x + i));
+        mx = vmaxvq_f32(m);
+    }
+    for (; i < n; i++)
+        mx = fmaxf(mx, x[i]);
+    return mx;
+}
+
+static void softmax_neon(float *x, int64_t n) {
+    if (n <= 0) return;
+    float inv = 1.0f / exp_sub_sum(x, n, vmax_of(x, n));
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= inv;
+}
+
+static void attention_neon(float *o, const float *q, const float *k_cache, const float *v_cache,
+                           int64_t kv_stride, int64_t n_ctx, int64_t head_dim, float scale,
+                           float *scratch) {
+    for (int64_t t = 0; t < n_ctx; t++)
+        scratch[t] = dot(q, k_cache + t * kv_stride, head_dim) * scale;
+    float inv = 1.0f / exp_sub_sum(scratch, n_ctx, vmax_of(scratch, n_ctx));
+    for (int64_t i = 0; i < head_dim; i++)
+        o[i] = 0.0f;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const float *vt = v_cache + t * kv_stride;
+        float a = scratch[t] * inv;
+        int64_t i = 0;
+        for (; i + 4 <= head_dim; i += 4)
+            vst1q_f32(o + i, vfmaq_n_f32(vld1q_f32(o + i), vld1q_f32(vt + i), a));
+        for (; i < head_dim; i++)
+            o[i] += a * vt[i];
+    }
+}
+
+static void delta_rule_step_neon(float *S, const float *q, const float *k, const float *v,
+                                 float decay, float beta, float *o, int64_t dk, int64_t dv) {
+    for (int64_t c = 0; c < dv; c++) {
+        float *Sc = S + c * dk;
+        float32x4_t u = vdupq_n_f32(0.0f);
+        int64_t i = 0;
+        for (; i + 4 <= dk; i += 4) {
+            float32x4_t s = vmulq_n_f32(vld1q_f32(Sc + i), decay);
+            vst1q_f32(Sc + i, s);
+            u = vfmaq_f32(u, s, vld1q_f32(k + i));
+        }
+        float us = vaddvq_f32(u);
+        for (; i < dk; i++) {
+            Sc[i] *= decay;
+            us += Sc[i] * k[i];
+        }
+        float delta = beta * (v[c] - us);
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        for (i = 0; i + 4 <= dk; i += 4) {
+            float32x4_t s = vfmaq_n_f32(vld1q_f32(Sc + i), vld1q_f32(k + i), delta);
+            vst1q_f32(Sc + i, s);
+            acc = vfmaq_f32(acc, s, vld1q_f32(q + i));
+        }
+        float os = vaddvq_f32(acc);
+        for (; i < dk; i++) {
+            Sc[i] += k[i] * delta;
+            os += Sc[i] * q[i];
+        }
+        o[c] = os;
+    }
+}
+
+/* As on x86: on a CPU the chunked form costs the same flops as n steps, and the vector step
+ * streams each state row from cache once per token, so the SIMD table runs the steps. */
+static void delta_rule_chunk_neon(float *S, const float *q, int64_t ldq, const float *k,
+                                  int64_t ldk, const float *v, int64_t ldv, const float *g,
+                                  const float *beta, float *o, int64_t ldo, int64_t n, int64_t dk,
+                                  int64_t dv, float *scratch) {
+    (void)scratch;
+    for (int64_t t = 0; t < n; t++)
+        delta_rule_step_neon(S, q + t * ldq, k + t * ldk, v + t * ldv, expf(g[t]), beta[t],
+                             o + t * ldo, dk, dv);
+}
+
+const struct ops_table ops_neon = {
+    .isa = "neon",
+    .matmul_q = {QSLOTS(neon)},
+    .matmul =
+        {
+            [DT_F32] = matmul_f32_neon,
+            [DT_F16] = matmul_f16_neon,
+            [DT_BF16] = matmul_bf16_neon,
+        },
+    .quantize_act = {[DT_Q8_0] = quantize_act_q8_0_neon, [DT_Q8_K] = quantize_act_q8_k_neon},
+    .rmsnorm = rmsnorm_neon,
+    .gated_rmsnorm = gated_rmsnorm_neon,
+    .l2norm_scale = l2norm_scale_neon,
+    .delta_rule_step = delta_rule_step_neon,
+    .delta_rule_chunk = delta_rule_chunk_neon,
+    .attention = attention_neon,
+    .silu_mul = silu_mul_neon,
+    .add = add_neon,
+    .softmax = softmax_neon,
+};
+
+/* "neon-dotprod" = ops_neon with these matmul_q slots (ops.c, when HWCAP_ASIMDDP is set). */
+const matmul_q_fn ops_neon_dotprod_matmul_q[DT_COUNT] = {QSLOTS(neon_dotprod)};
+
+#else
+/* Not AArch64: nothing to build (ISO C wants a declaration in every translation unit). */
+typedef int ops_neon_not_built;
+#endif
