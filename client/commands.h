@@ -22,5 +22,6 @@ int cmd_inspect(int argc, char **argv);          /* client/cmd_inspect.c */
 int cmd_chat(int argc, char **argv);             /* client/cmd_chat.c */
 int cmd_complete(int argc, char **argv);         /* client/cmd_complete.c */
 int cmd_load(int argc, char **argv);             /* client/cmd_load.c */
+int cmd_admin(int argc, char **argv);            /* client/cmd_admin.c */
 
 #endif

@@ -17,6 +17,7 @@ const struct command commands[] = {
     {"chat",       cmd_chat,       "chat with a server, streaming (--url URL)"},
     {"complete",   cmd_complete,   "one completion or chat request to a server (--url URL -p TEXT)"},
     {"load",       cmd_load,       "load-test a server: concurrency, latency percentiles, tok/s"},
+    {"admin",      cmd_admin,      "operator commands of a coordinator: workers, drain ID, replan"},
     {NULL, NULL, NULL},
 };
 // clang-format on

@@ -541,6 +541,10 @@ void api_handle(void *ctx, const struct http_req *rq, struct http_resp *rs) {
         generate(a, is_chat ? API_CHAT : API_COMPLETION, rq, rs);
         return;
     }
+    if (a->o.admin && admin_is_route(rq->path)) {
+        admin_handle(a->o.admin, rq, rs);
+        return;
+    }
     int is_models = !strcmp(p, "/models"), is_health = !strcmp(rq->path, "/health"),
         is_metrics = !strcmp(rq->path, "/metrics");
     if ((is_models || is_health || is_metrics) && !get) {

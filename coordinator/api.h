@@ -1,6 +1,7 @@
 /* coordinator/api.h: the OpenAI-compatible endpoints, served through coordinator/http:
  *   POST /v1/chat/completions   POST /v1/completions   (streaming SSE or one JSON body)
  *   GET  /v1/models   GET /health   GET /metrics (Prometheus text)
+ *   /admin/... (operator commands) handed to coordinator/admin when configured
  * api_handle() is the http_handler_fn: it parses (coordinator/api_json), renders chat with
  * engine/chat, tokenizes, submits to coordinator/sched and turns its events into the response.
  * A handler waiting for tokens checks its client every poll_ms; a client that went away
@@ -11,6 +12,7 @@
 #ifndef BT_COORDINATOR_API_H
 #define BT_COORDINATOR_API_H
 #include "common/err.h"
+#include "coordinator/admin.h"
 #include "coordinator/api_json.h"
 #include "coordinator/http.h"
 #include "coordinator/metrics.h"
@@ -25,6 +27,7 @@ struct api_opts {
     struct api_limits limits; /* .model is taken from model; .n_vocab from tok if 0 */
     int default_max_tokens;   /* when a request gives none; 0 = until the context ends */
     int poll_ms;              /* 0 = 50 */
+    admin_t *admin;           /* /admin/ routes (coordinator/admin.h); NULL = 404 */
 };
 
 typedef struct api api_t;

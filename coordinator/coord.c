@@ -4,6 +4,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/admin.h"
 #include "coordinator/api.h"
 #include "coordinator/exec_local.h"
 #include "coordinator/exec_pipeline.h"
@@ -40,6 +41,7 @@ struct coord {
     tok_t *tok;
     metrics_t *metrics;
     api_t *api;
+    admin_t *admin;
     http_t *http;
     sched_t *sched;
     exec_t *ex;
@@ -114,14 +116,16 @@ static void fill_model_id(struct coord *c, Baton__ModelId *id) {
     id->header_xxh3 = mi->header_xxh3;
 }
 
-/* Plans over the joined workers, prints the plan, sends Plan + LoadLayers. */
-static int start_plan(struct coord *c) {
-    struct plan_worker pw[PLAN_MAX_WORKERS];
-    struct reg_worker *rw[PLAN_MAX_WORKERS];
+/* The workers a plan may use: joined ones, and with active also those idle or in the current
+ * plan; never a drained one. */
+static int plan_candidates(struct coord *c, int active, struct reg_worker **rw,
+                           struct plan_worker *pw) {
     int n = 0;
     for (int i = 0; i < registry_n(c->reg) && n < PLAN_MAX_WORKERS; i++) {
         struct reg_worker *w = registry_at(c->reg, i);
-        if (w->state != REG_JOINED) continue;
+        int ok =
+            w->state == REG_JOINED || (active && (w->state == REG_IDLE || w->state == REG_SERVING));
+        if (!ok || w->draining) continue;
         rw[n] = w;
         memset(&pw[n], 0, sizeof pw[n]);
         snprintf(pw[n].id, sizeof pw[n].id, "%s", w->id);
@@ -134,6 +138,14 @@ static int start_plan(struct coord *c) {
         }
         n++;
     }
+    return n;
+}
+
+/* Plans over the joined workers, prints the plan, sends Plan + LoadLayers. */
+static int start_plan(struct coord *c) {
+    struct plan_worker pw[PLAN_MAX_WORKERS];
+    struct reg_worker *rw[PLAN_MAX_WORKERS];
+    int n = plan_candidates(c, 0, rw, pw);
     bt_err e = {0};
     int rc = planner_model_from_desc(&c->pm, c->m, c->o.max_seqs, c->o.max_ctx, c->o.max_batch, &e);
     struct plan_opts po = {.min_gain = c->o.min_gain};
@@ -286,7 +298,9 @@ static void resume_serving(struct coord *c) {
 /* Plans when enough workers are present: min_workers at start; during a recovery any number
  * the model fits on (start_plan logs and waits when it does not). */
 static void try_plan(struct coord *c) {
-    int joined = registry_count(c->reg, REG_JOINED);
+    struct plan_worker pw[PLAN_MAX_WORKERS];
+    struct reg_worker *rw[PLAN_MAX_WORKERS];
+    int joined = plan_candidates(c, 0, rw, pw);
     BT_LOG(INFO, "coord", "workers joined=%d of min=%d%s", joined, c->o.min_workers,
            c->recovering ? " (recovering)" : "");
     if (joined < (c->recovering ? 1 : c->o.min_workers)) return;
@@ -297,20 +311,18 @@ static void try_plan(struct coord *c) {
     }
 }
 
-/* A stage of the current (serving or loading) plan is gone: stop sending, keep the requests,
- * put every surviving worker back in the pool and plan again. */
-static void begin_recovery(struct coord *c, const struct reg_worker *lost) {
-    char m[160];
-    snprintf(m, sizeof m, "stage %d (worker %.60s, layers %d..%d) lost", lost->stage, lost->id,
-             lost->lo, lost->hi - 1);
+/* The current (serving or loading) pipeline must be replaced (why: a stage was lost, or an
+ * operator drained a worker or asked for a new plan): stop sending, keep the requests, put
+ * every surviving worker back in the pool and plan again. status is what /health says. */
+static void begin_replan(struct coord *c, const char *why, const char *status) {
     if (!c->recovering) {
         c->recovering = 1;
         c->recover_failed = 0;
         c->recover_t0 = bt_now_ns();
     }
     if (c->ex) {
-        exec_pipeline_suspend(c->ex, m);
-        if (c->api) api_set_status(c->api, "recovering");
+        exec_pipeline_suspend(c->ex, why);
+        if (c->api) api_set_status(c->api, status);
     }
     for (int i = 0; i < registry_n(c->reg); i++) {
         struct reg_worker *w = registry_at(c->reg, i);
@@ -322,9 +334,17 @@ static void begin_recovery(struct coord *c, const struct reg_worker *lost) {
     memset(c->stages, 0, sizeof c->stages);
     c->plan.n_stages = 0;
     c->phase = PH_WAIT;
-    BT_LOG(ERROR, "coord", "%s: re-planning over the workers present; requests wait up to %d s", m,
+    BT_LOG(INFO, "coord", "%s: re-planning over the workers present; requests wait up to %d s", why,
            c->o.recover_timeout_s);
     try_plan(c);
+}
+
+static void begin_recovery(struct coord *c, const struct reg_worker *lost) {
+    char m[160];
+    snprintf(m, sizeof m, "stage %d (worker %.60s, layers %d..%d) lost", lost->stage, lost->id,
+             lost->lo, lost->hi - 1);
+    BT_LOG(ERROR, "coord", "%s", m);
+    begin_replan(c, m, "recovering");
 }
 
 /* force: the worker is certainly gone (it said Hello again), even if it was loading. */
@@ -512,6 +532,107 @@ static void on_message(struct coord *c, const struct tx_msg *m) {
     msg_free(env, NULL);
 }
 
+/* ---- operator commands (coordinator/admin.h), run on the loop thread ---- */
+
+static const char *status_word(const struct coord *c) {
+    if (c->phase == PH_SERVING) return "serving";
+    if (c->phase == PH_LOADING) return c->recovering ? "replanning" : "loading";
+    return "waiting for workers";
+}
+
+static void admin_view_cb(void *ctx, struct admin_view *v) {
+    struct coord *c = ctx;
+    v->status = status_word(c);
+    v->n_stages = c->plan.n_stages;
+    v->plan_id = c->plan.n_stages ? c->plan_id : 0;
+    v->n_workers = 0;
+    for (int i = 0; i < registry_n(c->reg) && v->n_workers < ADMIN_MAX_WORKERS; i++) {
+        const struct reg_worker *w = registry_at(c->reg, i);
+        struct admin_worker *a = &v->w[v->n_workers++];
+        snprintf(a->id, sizeof a->id, "%s", w->id);
+        snprintf(a->host, sizeof a->host, "%s", w->hostname);
+        a->stage = w->state == REG_LOST ? -1 : w->stage;
+        a->lo = w->lo;
+        a->hi = w->hi;
+        a->mem_budget = w->mem_budget;
+        a->has_model = w->has_model;
+        if (w->draining && w->state != REG_LOST)
+            a->state = a->stage >= 0 ? "draining" : "drained";
+        else
+            a->state = registry_state_name(w->state);
+    }
+}
+
+static int admin_drain_cb(void *ctx, const char *id, char *msg, size_t cap) {
+    struct coord *c = ctx;
+    struct reg_worker *w = registry_find(c->reg, id);
+    if (!w) {
+        snprintf(msg, cap, "no worker with id %s", id);
+        return 404;
+    }
+    if (w->state == REG_LOST) {
+        snprintf(msg, cap, "worker %s is already gone", id);
+        return 409;
+    }
+    if (w->draining) {
+        snprintf(msg, cap, "already drained; it may stop");
+        return 200;
+    }
+    w->draining = 1;
+    if (w->stage < 0) {
+        BT_LOG(INFO, "coord", "worker %s drained by the operator (it held no layers)", id);
+        snprintf(msg, cap, "drained (it held no layers); it may stop");
+        return 200;
+    }
+    char why[200];
+    snprintf(why, sizeof why, "worker %.60s (stage %d, layers %d..%d) drained by the operator", id,
+             w->stage, w->lo, w->hi - 1);
+    begin_replan(c, why, "replanning");
+    if (c->plan.n_stages)
+        snprintf(msg, cap, "drained; loading a %d-stage plan without it; it may stop",
+                 c->plan.n_stages);
+    else
+        snprintf(msg, cap,
+                 "drained; the workers left cannot hold the model, so requests wait (up to %d s) "
+                 "for a worker to join; it may stop",
+                 c->o.recover_timeout_s);
+    return 202;
+}
+
+static int admin_replan_cb(void *ctx, char *msg, size_t cap) {
+    struct coord *c = ctx;
+    if (c->phase != PH_SERVING) {
+        snprintf(msg, cap, "not serving (%s): wait until the current plan is up", status_word(c));
+        return 409;
+    }
+    struct plan_worker pw[PLAN_MAX_WORKERS];
+    struct reg_worker *rw[PLAN_MAX_WORKERS];
+    int n = plan_candidates(c, 1, rw, pw);
+    struct plan cand;
+    struct plan_opts po = {.min_gain = c->o.min_gain};
+    bt_err e = {0};
+    if (planner_plan(&c->pm, pw, n, &po, &cand, &e)) {
+        snprintf(msg, cap, "no plan over the %d workers present: %s", n, e.msg);
+        return 409;
+    }
+    int same = cand.n_stages == c->plan.n_stages;
+    for (int s = 0; same && s < cand.n_stages; s++)
+        same = rw[cand.stage[s].worker] == c->stages[s] && cand.stage[s].lo == c->stages[s]->lo &&
+               cand.stage[s].hi == c->stages[s]->hi;
+    if (same) {
+        snprintf(msg, cap, "the plan over the %d workers present is the current one", n);
+        return 200;
+    }
+    begin_replan(c, "new plan asked by the operator", "replanning");
+    snprintf(msg, cap, "loading a %d-stage plan over %d workers", cand.n_stages, n);
+    return 202;
+}
+
+static void wake_admin(void *ctx) {
+    struct coord *c = ctx;
+    if (c->t) transport_wakeup(c->t);
+}
+
 static int split_hostport(const char *s, char *host, size_t cap, int *port) {
     const char *colon = strrchr(s, ':');
     if (!colon || (size_t)(colon - s) >= cap) return -1;
@@ -541,8 +662,19 @@ static int open_http(struct coord *c, bt_err *e) {
                           .metrics = c->metrics,
                           .model = c->o.model_name,
                           .limits = {.max_tokens = c->o.max_ctx}};
-    int rc = api_open(&c->api, &ao, e);
-    if (rc) return rc;
+    int rc;
+    if (!c->o.local) {
+        struct admin_opts ad = {.ops = {.view = admin_view_cb,
+                                        .drain = admin_drain_cb,
+                                        .replan = admin_replan_cb,
+                                        .ctx = c},
+                                .wake = wake_admin,
+                                .wake_ctx = c,
+                                .allow_remote = c->o.admin_remote};
+        if ((rc = admin_open(&c->admin, &ad, e))) return rc;
+        ao.admin = c->admin;
+    }
+    if ((rc = api_open(&c->api, &ao, e))) return rc;
     struct http_opts ho = {
         .host = host, .port = port, .handler = api_handle, .ctx = c->api, .metrics = c->metrics};
     if ((rc = http_open(&c->http, &ho, e))) return rc;
@@ -695,6 +827,7 @@ int coord_run(coord_t *c) {
             exec_pipeline_fail(c->ex, BT_EPEERLOST, m);
             c->recover_failed = 1;
         }
+        admin_serve(c->admin);
         struct tx_msg m;
         rc = transport_recv(c->t, 200, &m, &e);
         if (rc == 0)
@@ -711,6 +844,7 @@ int coord_run(coord_t *c) {
         }
     }
     BT_LOG(INFO, "coord", "stopping (exit %d)", c->exit_code);
+    admin_stop(c->admin);
     if (c->reg && !c->shutdown_sent) {
         send_shutdown(c, "coordinator stopping");
         c->shutdown_sent = 1;
@@ -726,6 +860,7 @@ void coord_close(coord_t *c) {
         exec_pipeline_fail(c->ex, BT_ECANCELED, "the coordinator is stopping");
     sched_close(c->sched);
     api_close(c->api);
+    admin_close(c->admin);
     exec_close(c->ex);
     transport_close(c->t);
     model_server_close(c->ms);

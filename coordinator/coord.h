@@ -41,6 +41,7 @@ struct coord_opts {
                                  0 = 60 */
     int uniform;              /* plan as if all workers were equally fast */
     double min_gain;          /* planner option; 0 = its default */
+    int admin_remote;         /* serve /admin/ (coordinator/admin.h) to non-loopback clients */
 };
 
 /* Opens the model, tokenizer, HTTP API and control transport (binds). Errors name the

@@ -51,6 +51,8 @@ static const struct argp_option options[] = {
      0},
     {"min-gain", 'g', "FRACTION", 0, "planner: a further worker must cut the bottleneck this much",
      0},
+    {"admin-remote", 'A', NULL, 0,
+     "answer /admin/ requests (drain, replan, workers) from any address, not only loopback", 0},
     {0}};
 
 static error_t parse_opt(int key, char *arg, struct argp_state *st) {
@@ -76,6 +78,9 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
         break;
     case 'U':
         a->uniform = 1;
+        break;
+    case 'A':
+        a->admin_remote = 1;
         break;
     case 'n':
         if (bt_parse_int("--min-workers", arg, 1, REG_MAX_WORKERS, &a->min_workers, NULL))

@@ -30,6 +30,7 @@ struct reg_worker {
     int lo, hi;        /* its layers when stage >= 0 */
     uint64_t load_req; /* request id of its LoadLayers */
     int loaded;        /* LoadDone received */
+    int draining;      /* an operator drained it: no plan takes it until it joins again */
     uint64_t weight_bytes, state_bytes;
     float load_secs;
     int64_t joined_ns, last_seen_ns;
