@@ -105,13 +105,6 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
     u->d = _cvtsh_ss(b->d);
 }
 
-static inline QATTR __m256 QN(bdot_q8)(const struct QN(u32) * u, const uint8_t *xb, __m256 acc) {
-    const struct block_q8_0 *y = (const struct block_q8_0 *)(const void *)xb;
-    __m256i s = _mm256_sign_epi8(QN(load256)(y->qs), u->w);
-    __m256i p = QN(dot_u8s8)(_mm256_setzero_si256(), u->a, s);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(u->d * _cvtsh_ss(y->d)), acc);
-}
-
 /* ---- Q8_K-activation types: blocks of 256, walked in pieces of 32 values --------------- */
 
 /* A K-quant block is never unpacked whole (8 code vectors + 8 scale vectors spill on AVX2):
@@ -492,21 +485,128 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
 #define QK6_ROWS  QN(q6k_rows)
 #endif
 
+/* ---- Q8_0-activation types: tiles of (row, token) pairs -------------------------------- *
+ * A 32-value block's integer dot is one or two instructions, so a per-pair float step
+ * (convert, f16 scale of the token, scale product, broadcast, FMA) would cost several times
+ * the integer work, and it did for prefill. Here 8 (row, token) pairs form one tile: each
+ * pair's 32 products land in 8 int32 lanes, the 8 vectors are reduced to one vector of the 8
+ * exact block sums (lane k = pair k), and one convert + one FMA with the 8 scales d_w * d_x
+ * (f16 read by gathers) do the float step of all 8. Every pair, in any tile shape or in the
+ * one-pair path, computes acc = fma((float)isum, d_w * d_x, acc) block by block, single
+ * rounded, so its result has the same bits whatever n, the tile or the row split. */
+
+/* lane k = exact total of v[k] (hadd pairs within 128-bit halves, then across halves) */
+static inline QATTR __m256i QN(rsum8)(const __m256i *v) {
+    __m256i h0 = _mm256_hadd_epi32(v[0], v[1]), h1 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i h2 = _mm256_hadd_epi32(v[4], v[5]), h3 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i q0 = _mm256_hadd_epi32(h0, h1), q1 = _mm256_hadd_epi32(h2, h3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20),
+                            _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+static inline QATTR uint64_t QN(ld16)(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+/* The f16 at p + k * stride for k < m, widened to 8 floats in tile-lane order: m = 8 (rows
+ * of an 8x1 tile), m = 4 (tokens of a 2x4 tile: k = lane % 4), m = 2 (rows of a 2x4 tile:
+ * k = lane / 4), m = 1 (broadcast). Scalar loads packed into one f16 vector: cheaper than a
+ * gather on the CPUs measured. */
+static inline QATTR __m256 QN(f16s)(const uint8_t *p, size_t stride, const int m) {
+    uint64_t lo, hi;
+    if (m == 8 || m == 4) {
+        lo = QN(ld16)(p) | QN(ld16)(p + stride) << 16 | QN(ld16)(p + 2 * stride) << 32 |
+             QN(ld16)(p + 3 * stride) << 48;
+        hi = m == 4 ? lo
+                    : QN(ld16)(p + 4 * stride) | QN(ld16)(p + 5 * stride) << 16 |
+                          QN(ld16)(p + 6 * stride) << 32 | QN(ld16)(p + 7 * stride) << 48;
+    } else if (m == 2) {
+        lo = QN(ld16)(p) * 0x0001000100010001u;
+        hi = QN(ld16)(p + stride) * 0x0001000100010001u;
+    } else {
+        lo = hi = QN(ld16)(p) * 0x0001000100010001u;
+    }
+    return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
+}
+
+static inline QATTR int QN(hsum_i32)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* exact dot of a weight block with one activation block's codes, in 8 int32 lanes */
+static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *xb) {
+    __m256i s = _mm256_sign_epi8(QN(load256)(xb + 2), u->w);
+    return QN(dot_u8s8)(_mm256_setzero_si256(), u->a, s);
+}
+
 // clang-format off
-/* Q8_0-activation types: a block is unpacked once and used for every token of the group. */
 #define QDEF32(T, BB, UNPACK)                                                                      \
-    static inline QATTR __attribute__((always_inline)) void QN(T##_rows)(                          \
-        const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,     \
-        const int g) {                                                                             \
-        __m256 acc[QG];                                                                            \
-        for (int t = 0; t < g; t++) acc[t] = _mm256_setzero_ps();                                  \
+    /* one (row, token) pair */                                                                    \
+    static inline QATTR float QN(T##_one)(const uint8_t *row, int64_t nb, const uint8_t *x) {      \
+        __m128 acc = _mm_setzero_ps();                                                             \
         for (int64_t i = 0; i < nb; i++) {                                                         \
             struct QN(u32) u;                                                                      \
             UNPACK(row + (size_t)i * (BB), &u);                                                    \
-            for (int t = 0; t < g; t++)                                                            \
-                acc[t] = QN(bdot_q8)(&u, xq + (size_t)t * ldxq + (size_t)i * 34, acc[t]);          \
+            const uint8_t *xb = x + (size_t)i * 34;                                                \
+            uint16_t xd;                                                                           \
+            memcpy(&xd, xb, 2);                                                                    \
+            float isum = (float)QN(hsum_i32)(QN(bdot32)(&u, xb));                                 \
+            acc = _mm_fmadd_ss(_mm_set_ss(isum), _mm_set_ss(u.d * _cvtsh_ss(xd)), acc);            \
         }                                                                                          \
-        for (int t = 0; t < g; t++) y[t * ldy] = QN(hsum)(acc[t]);                                 \
+        return _mm_cvtss_f32(acc);                                                                 \
+    }                                                                                              \
+    /* R rows x TT tokens, R * TT = 8: lane k is row k / TT, token k % TT */                       \
+    static inline QATTR __attribute__((always_inline)) void QN(T##_tile)(                          \
+        const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,   \
+        int64_t ldy, const int R, const int TT) {                                                  \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            const uint8_t *wb = row + (size_t)i * (BB), *xb = xq + (size_t)i * 34;                 \
+            __m256 sc = _mm256_mul_ps(QN(f16s)(wb, rbytes, R), QN(f16s)(xb, ldxq, TT));            \
+            __m256i v[8];                                                                          \
+            struct QN(u32) u[8];                                                                   \
+            QUNROLL for (int r = 0; r < R; r++)                                                    \
+                UNPACK(wb + (size_t)r * rbytes, &u[r]);                                            \
+            QUNROLL for (int t = 0; t < TT; t++)                                                   \
+                QUNROLL for (int r = 0; r < R; r++)                                                \
+                    v[r * TT + t] = QN(bdot32)(&u[r], xb + (size_t)t * ldxq);                      \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QN(rsum8)(v)), sc, acc);                      \
+        }                                                                                          \
+        float out[8];                                                                              \
+        _mm256_storeu_ps(out, acc);                                                                \
+        for (int k = 0; k < 8; k++)                                                                \
+            y[(k % TT) * ldy + k / TT] = out[k];                                                   \
+    }                                                                                              \
+    /* tokens in fours over row pairs (tiles of QTILE tokens stay in L2), the remaining     */     \
+    /* tokens one by one over rows in eights, the remaining rows pair by pair               */     \
+    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xqv, size_t ldxq, \
+                                       int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
+                                       int64_t r1) {                                               \
+        const uint8_t *xq = xqv, *W = w->data;                                                     \
+        int64_t nb = w->cols / 32, n4 = n / 4 * 4;                                                 \
+        size_t rb = w->row_bytes;                                                                  \
+        for (int64_t t0 = 0; t0 < n4; t0 += QTILE) {                                               \
+            int64_t te = n4 - t0 < QTILE ? n4 : t0 + QTILE, r = r0;                                \
+            for (; r + 2 <= r1; r += 2)                                                            \
+                for (int64_t t = t0; t < te; t += 4)                                               \
+                    QN(T##_tile)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,          \
+                                 y + t * ldy + r, ldy, 2, 4);                                      \
+            for (; r < r1; r++)                                                                    \
+                for (int64_t t = t0; t < te; t++)                                                  \
+                    y[t * ldy + r] = QN(T##_one)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq);   \
+        }                                                                                          \
+        for (int64_t t = n4; t < n; t++) {                                                         \
+            int64_t r = r0;                                                                        \
+            for (; r + 8 <= r1; r += 8)                                                            \
+                QN(T##_tile)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,              \
+                             y + t * ldy + r, ldy, 8, 1);                                          \
+            for (; r < r1; r++)                                                                    \
+                y[t * ldy + r] = QN(T##_one)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq);       \
+        }                                                                                          \
     }
 QDEF32(q8_0, 34, QN(unpack_q8_0))
 QDEF32(q4_0, 18, QN(unpack_q4_0))
@@ -561,9 +661,6 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
         }                                                                                          \
     }
 
-QDEF(q8_0)
-QDEF(q4_0)
-QDEF(q5_0)
 QDEF(q4_k)
 QDEF(q5_k)
 QDEF(q6_k)

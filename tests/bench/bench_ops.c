@@ -6,7 +6,10 @@
  * reference is timed with one call (it only gives the baseline). A last line per dtype runs
  * the best ISA at n=1 through pool_matmul on every CPU (threads=N). Types with a
  * quantized-activation kernel (ops.h matmul_q) get `act=q` lines too: the same matrix times
- * activations quantized beforehand (the decode hot path), single-threaded. */
+ * activations quantized beforehand, single-threaded, at n=1 (decode), n=8 and n=64 (the
+ * batched prefill path: each weight block reused across tokens).
+ * BENCH_DTYPES=q8_0,q4_k and BENCH_ISAS=avx2,avx512vnni restrict the run (comma lists);
+ * BENCH_QONLY=1 skips the f32-activation lines. */
 #include "common/clock.h"
 #include "ops/ops.h"
 #include "ops/threadpool.h"
@@ -17,6 +20,21 @@
 
 #define ROWS 4096
 #define COLS 4096
+#define NMAX 64 /* largest batch timed */
+
+/* name is in the comma-separated list (NULL or empty list: everything) */
+static int listed(const char *list, const char *name) {
+    if (!list || !*list) return 1;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
 
 static double time_matmul(const struct ops_table *T, const struct mat *w, const float *x, int64_t n,
                           float *y, double budget) {
@@ -48,13 +66,15 @@ static double time_matmul_q(const struct ops_table *T, const struct mat *w, cons
 int main(void) {
     const char *env = getenv("BENCH_SECS");
     double budget = env ? atof(env) : 0.15;
+    const char *only_dt = getenv("BENCH_DTYPES"), *only_isa = getenv("BENCH_ISAS");
+    int qonly = getenv("BENCH_QONLY") && atoi(getenv("BENCH_QONLY"));
     const enum dtype types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0,
                                 DT_Q6_K, DT_Q5_0, DT_Q4_K, DT_Q4_0};
     float *wf = malloc(sizeof(float) * ROWS * COLS);
     uint8_t *wq = malloc(sizeof(float) * ROWS * COLS);
-    float *x = malloc(sizeof(float) * 8 * COLS), *y = malloc(sizeof(float) * 8 * ROWS);
+    float *x = malloc(sizeof(float) * NMAX * COLS), *y = malloc(sizeof(float) * NMAX * ROWS);
     uint8_t *xq =
-        malloc(8 * ops_act_row_bytes(DT_Q8_0, COLS) + 8 * ops_act_row_bytes(DT_Q4_K, COLS));
+        malloc(NMAX * ops_act_row_bytes(DT_Q8_0, COLS) + NMAX * ops_act_row_bytes(DT_Q4_K, COLS));
     if (!wf || !wq || !x || !y || !xq) {
         fprintf(stderr, "bench_ops: out of memory\n");
         return 1;
@@ -64,7 +84,7 @@ int main(void) {
         s = s * 1664525u + 1013904223u;
         wf[i] = (float)(s >> 8) / 8388608.0f - 1.0f;
     }
-    for (int i = 0; i < 8 * COLS; i++)
+    for (int i = 0; i < NMAX * COLS; i++)
         x[i] = wf[i] * 0.5f;
     const char *const *isas = ops_available_isas();
     pool_t *pool = NULL;
@@ -74,11 +94,12 @@ int main(void) {
     }
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         enum dtype dt = types[k];
+        if (!listed(only_dt, dtype_name(dt))) continue;
         size_t rb = dtype_row_bytes(dt, COLS);
         for (int r = 0; r < ROWS; r++)
             ops_ref.quantize_row[dt](wf + (size_t)r * COLS, wq + (size_t)r * rb, COLS);
         struct mat w = {dt, wq, ROWS, COLS, rb};
-        if (pool) {
+        if (pool && !qonly) {
             ops_init(NULL, NULL);
             pool_matmul(pool, &w, x, COLS, 1, y, ROWS);
             int reps = 0;
@@ -96,7 +117,8 @@ int main(void) {
         for (int i = 0; isas[i]; i++) {
             const struct ops_table *T = ops_table_for(isas[i]);
             int is_ref = !strcmp(T->isa, "ref");
-            for (int64_t n = 1; n <= 8; n += 7) {
+            if (!listed(only_isa, T->isa)) continue;
+            for (int64_t n = 1; n <= 8 && !qonly; n += 7) {
                 double sec = time_matmul(T, &w, x, n, y, is_ref ? 0.0 : budget);
                 double gbps = (double)rb * ROWS / sec * 1e-9;
                 double gflops = 2.0 * ROWS * COLS * (double)n / sec * 1e-9;
@@ -108,9 +130,9 @@ int main(void) {
             enum dtype a = ops_act_dtype(dt);
             if (a == DT_F32 || !T->matmul_q[dt]) continue;
             size_t ldq = ops_act_row_bytes(dt, COLS);
-            for (int64_t t = 0; t < 8; t++)
+            for (int64_t t = 0; t < NMAX; t++)
                 T->quantize_act[a](x + t * COLS, xq + t * ldq, COLS);
-            for (int64_t n = 1; n <= 8; n += 7) {
+            for (int64_t n = 1; n <= NMAX && !(is_ref && n > 8); n *= 8) {
                 double sec = time_matmul_q(T, &w, xq, ldq, n, y, is_ref ? 0.0 : budget);
                 printf("bench_ops: isa=%s dtype=%s act=q rows=%d cols=%d n=%ld ms=%.3f gbps=%.2f "
                        "gflops=%.2f\n",
