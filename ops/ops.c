@@ -70,7 +70,9 @@ static void fill(struct ops_table *dst, const struct ops_table *src) {
 static void setup(void) {
     unsigned long hw = getauxval(AT_HWCAP);
     supported[ISA_NEON] = (hw & HWCAP_ASIMD) != 0;
-    supported[ISA_NEON_DOTPROD] = supported[ISA_NEON] && (hw & HWCAP_ASIMDDP) != 0;
+    /* the sdot kernels exist unless the compiler could not build them (ops_neon.c) */
+    supported[ISA_NEON_DOTPROD] =
+        supported[ISA_NEON] && (hw & HWCAP_ASIMDDP) != 0 && ops_neon_dotprod_matmul_q[DT_Q8_0];
     supported[ISA_REF] = 1;
     const struct ops_table *src[ISA_COUNT] = {&ops_neon, &ops_neon, &ops_ref};
     int n = 0;

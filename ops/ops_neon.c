@@ -22,13 +22,25 @@
 #undef QATTR
 #undef QDOT
 
-#define QSFX  neon_dotprod
+/* The sdot variant. GCC enables the extension per function; clang 14's arm_neon.h declares
+ * vdotq_s32 only when the whole file targets it (-march=...+dotprod), so a clang build without
+ * that has no "neon-dotprod" (its slots stay NULL and ops.c does not offer it). */
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+#define NEON_DOTPROD 0
+#else
+#define NEON_DOTPROD 1
+#define QSFX         neon_dotprod
+#if defined(__clang__)
+#define QATTR
+#else
 #define QATTR __attribute__((target("arch=armv8.2-a+dotprod")))
-#define QDOT  1
+#endif
+#define QDOT 1
 #include "ops/matmul_q_neon.h"
 #undef QSFX
 #undef QATTR
 #undef QDOT
+#endif
 
 /* ---- float matmul (f32 / f16 / bf16 weights, f32 activations) ------------------------------ */
 
@@ -386,8 +398,13 @@ const struct ops_table ops_neon = {
     .softmax = softmax_neon,
 };
 
-/* "neon-dotprod" = ops_neon with these matmul_q slots (ops.c, when HWCAP_ASIMDDP is set). */
+/* "neon-dotprod" = ops_neon with these matmul_q slots (ops.c, when HWCAP_ASIMDDP is set and
+ * the variant was built). */
+#if NEON_DOTPROD
 const matmul_q_fn ops_neon_dotprod_matmul_q[DT_COUNT] = {QSLOTS(neon_dotprod)};
+#else
+const matmul_q_fn ops_neon_dotprod_matmul_q[DT_COUNT];
+#endif
 
 #else
 /* Not AArch64: nothing to build (ISO C wants a declaration in every translation unit). */

@@ -25,6 +25,9 @@ static int n_checks, n_failed;
 static int cur_failed; /* failures inside the current check */
 static char cur_name[160];
 
+static void check_begin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void check_begin(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
