@@ -327,10 +327,6 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
     }
-    /* TODO(speed): 2-worker pipeline lines (single stream, 16 streams) and llama.cpp with 2
-     * rpc-servers, once build/baton-coordinator and build/baton-worker exist. */
-    printf("bench_forward: pipeline: TODO 2-worker loopback pipeline vs llama.cpp + 2 "
-           "rpc-servers not measured yet\n");
     pool_close(pool);
     return failed;
 }
