@@ -365,6 +365,45 @@ static void delta_rule_step_neon(float *S, const float *q, const float *k, const
     }
 }
 
+/* The depthwise conv of one token. For the kernel size of Qwen3.5 (4) four channels at a time:
+ * the taps [c][4] and the state [c][3] are de-interleaved by vld4/vld3, so each register holds
+ * one tap (or one past input) of four channels; the state shift is an interleaving store.
+ * Other sizes, and the channels left over, take the scalar loop of ops_ref. */
+static void conv1d_step_neon(float *out, float *state, const float *x, const float *w, int64_t k,
+                             int64_t c0, int64_t c1) {
+    int64_t c = c0;
+    if (k == 4)
+        for (; c + 4 <= c1; c += 4) {
+            float32x4x4_t wt = vld4q_f32(w + 4 * c);
+            float32x4x3_t st = vld3q_f32(state + 3 * c);
+            float32x4_t xv = vld1q_f32(x + c);
+            float32x4_t acc = vmulq_f32(wt.val[3], xv);
+            acc = vfmaq_f32(acc, wt.val[0], st.val[0]);
+            acc = vfmaq_f32(acc, wt.val[1], st.val[1]);
+            acc = vfmaq_f32(acc, wt.val[2], st.val[2]);
+            float32x4x3_t ns = {{st.val[1], st.val[2], xv}};
+            vst3q_f32(state + 3 * c, ns);
+            vst1q_f32(out + c, vsilu(acc));
+        }
+    for (; c < c1; c++) {
+        float *st = state + c * (k - 1);
+        const float *wc = w + c * k;
+        float acc = wc[k - 1] * x[c];
+        for (int64_t i = 0; i < k - 1; i++)
+            acc += wc[i] * st[i];
+        for (int64_t i = 0; i + 1 < k - 1; i++)
+            st[i] = st[i + 1];
+        if (k > 1) st[k - 2] = x[c];
+        out[c] = silu1(acc);
+    }
+}
+
+static void conv1d_seq_neon(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
+                            int64_t n, const float *w, int64_t k, int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < n; t++)
+        conv1d_step_neon(out + t * ldo, state, x + t * ldx, w, k, c0, c1);
+}
+
 /* As on x86: on a CPU the chunked form costs the same flops as n steps, and the vector step
  * streams each state row from cache once per token, so the SIMD table runs the steps. */
 static void delta_rule_chunk_neon(float *S, const float *q, int64_t ldq, const float *k,
@@ -390,6 +429,8 @@ const struct ops_table ops_neon = {
     .rmsnorm = rmsnorm_neon,
     .gated_rmsnorm = gated_rmsnorm_neon,
     .l2norm_scale = l2norm_scale_neon,
+    .conv1d_step = conv1d_step_neon,
+    .conv1d_seq = conv1d_seq_neon,
     .delta_rule_step = delta_rule_step_neon,
     .delta_rule_chunk = delta_rule_chunk_neon,
     .attention = attention_neon,
