@@ -121,6 +121,93 @@ DEF_MATMUL_F(matmul_f32_neon, ld8_f32, tail_f32)
 DEF_MATMUL_F(matmul_f16_neon, ld8_f16, tail_f16)
 DEF_MATMUL_F(matmul_bf16_neon, ld8_bf16, tail_bf16)
 
+/* ---- f32-activation matmul of the quantized types (exact mode, ops_set_exact) -------------
+ * A block is unpacked by the matmul_q code (its int8 codes), dequantized into a buffer with the
+ * arithmetic of quant.c ((d * scale) * q - dmin * min: the same floats as ops_ref's
+ * dequantize_row), and multiplied with up to G tokens. */
+
+/* dst[0..16) = q * s - m */
+static inline void deq16(int8x16_t q, float s, float m, float *dst) {
+    int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    int32x4_t v[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
+                      vmovl_high_s16(hi)};
+    for (int j = 0; j < 4; j++)
+        vst1q_f32(dst + 4 * j, vsubq_f32(vmulq_n_f32(vcvtq_f32_s32(v[j]), s), vdupq_n_f32(m)));
+}
+
+#define DEF_DEQ32(T)                                                                               \
+    static inline void deqb_##T(const uint8_t *p, float *buf) {                                    \
+        struct u32_neon u;                                                                         \
+        unpack_##T##_neon(p, &u);                                                                  \
+        deq16(u.w0, u.d, 0.0f, buf);                                                               \
+        deq16(u.w1, u.d, 0.0f, buf + 16);                                                          \
+    }
+DEF_DEQ32(q8_0)
+DEF_DEQ32(q4_0)
+DEF_DEQ32(q5_0)
+
+static inline void deqb_kblk(const struct kblk_neon *k, float *buf) {
+    int16_t mn[8];
+    vst1q_s16(mn, k->mn);
+    for (int g = 0; g < 16; g++)
+        deq16(k->q[g], k->d * (float)k->sc[g], k->dmin * (float)mn[g / 2], buf + 16 * g);
+}
+#define DEF_DEQK(T)                                                                                \
+    static inline void deqb_##T(const uint8_t *p, float *buf) {                                    \
+        struct kblk_neon k;                                                                        \
+        unpack_##T##_neon(p, &k);                                                                  \
+        deqb_kblk(&k, buf);                                                                        \
+    }
+DEF_DEQK(q4_k)
+DEF_DEQK(q5_k)
+DEF_DEQK(q6_k)
+
+// clang-format off
+#define DEF_MATMUL_DQ(NAME, QK, BB, DEQB)                                                          \
+    static inline __attribute__((always_inline)) void NAME##_row(                                 \
+        const uint8_t *row, int64_t cols, const float *restrict x, int64_t ldx, float *restrict y, \
+        int64_t ldy, const int g) {                                                                \
+        float32x4_t a[G], b[G];                                                                    \
+        for (int t = 0; t < g; t++) a[t] = b[t] = vdupq_n_f32(0.0f);                               \
+        float buf[QK];                                                                             \
+        for (int64_t i = 0; i < cols / (QK); i++) {                                                \
+            DEQB(row + (size_t)i * (BB), buf);                                                     \
+            const float *xs = x + i * (QK);                                                        \
+            for (int j = 0; j < (QK); j += 8) {                                                    \
+                float32x4_t w0 = vld1q_f32(buf + j), w1 = vld1q_f32(buf + j + 4);                  \
+                for (int t = 0; t < g; t++) {                                                      \
+                    a[t] = vfmaq_f32(a[t], w0, vld1q_f32(xs + t * ldx + j));                       \
+                    b[t] = vfmaq_f32(b[t], w1, vld1q_f32(xs + t * ldx + j + 4));                   \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < g; t++) y[t * ldy] = vaddvq_f32(vaddq_f32(a[t], b[t]));                \
+    }                                                                                              \
+    static void NAME(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,         \
+                     float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {                     \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
+            for (int64_t t0 = 0; t0 < n; t0 += G) {                                                \
+                const float *xt = x + t0 * ldx;                                                    \
+                float *yt = y + t0 * ldy + r;                                                      \
+                switch (n - t0 < G ? (int)(n - t0) : G) {                                          \
+                case 1: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 1); break;                      \
+                case 2: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 2); break;                      \
+                case 3: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 3); break;                      \
+                default: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 4); break;                     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+// clang-format on
+
+DEF_MATMUL_DQ(matmul_q8_0_neon, 32, 34, deqb_q8_0)
+DEF_MATMUL_DQ(matmul_q4_0_neon, 32, 18, deqb_q4_0)
+DEF_MATMUL_DQ(matmul_q5_0_neon, 32, 22, deqb_q5_0)
+DEF_MATMUL_DQ(matmul_q4_k_neon, 256, 144, deqb_q4_k)
+DEF_MATMUL_DQ(matmul_q5_k_neon, 256, 176, deqb_q5_k)
+DEF_MATMUL_DQ(matmul_q6_k_neon, 256, 210, deqb_q6_k)
+
 /* ---- activation quantizers (bit-exact with quant.c) ---------------------------------------- */
 
 /* max |x| over 4k values, NaN ignored (as signed_absmax's comparison ignores it) */
@@ -424,6 +511,12 @@ const struct ops_table ops_neon = {
             [DT_F32] = matmul_f32_neon,
             [DT_F16] = matmul_f16_neon,
             [DT_BF16] = matmul_bf16_neon,
+            [DT_Q8_0] = matmul_q8_0_neon,
+            [DT_Q4_0] = matmul_q4_0_neon,
+            [DT_Q5_0] = matmul_q5_0_neon,
+            [DT_Q4_K] = matmul_q4_k_neon,
+            [DT_Q5_K] = matmul_q5_k_neon,
+            [DT_Q6_K] = matmul_q6_k_neon,
         },
     .quantize_act = {[DT_Q8_0] = quantize_act_q8_0_neon, [DT_Q8_K] = quantize_act_q8_k_neon},
     .rmsnorm = rmsnorm_neon,

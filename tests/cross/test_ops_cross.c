@@ -115,13 +115,20 @@ static void check_matmul(const struct ops_table *T, enum dtype dt, int64_t rows,
 }
 
 static void test_matmul(const struct ops_table *T) {
-    const enum dtype fts[] = {DT_F32, DT_F16, DT_BF16};
-    const int64_t shapes[][3] = {{1, 32, 1},  {3, 32, 7},  {37, 77, 1},
-                                 {13, 77, 7}, {5, 512, 9}, {2, 5, 3}};
-    for (size_t k = 0; k < 3; k++) {
-        check_begin("%s matmul %s", T->isa, dtype_name(fts[k]));
+    const enum dtype ts[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0, DT_Q4_0,
+                             DT_Q5_0, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+        int64_t blk = dtype_traits[ts[k]].block;
+        int64_t big = blk == 1 ? 77 : blk * 3; /* float types: a tail of 77 % 8 values */
+        const int64_t shapes[][3] = {{1, blk == 1 ? 32 : blk, 1},
+                                     {3, blk == 1 ? 32 : blk, 7},
+                                     {37, big, 1},
+                                     {13, big, 7},
+                                     {5, blk == 1 ? 512 : blk * 2, 9},
+                                     {2, blk == 1 ? 5 : blk, 3}};
+        check_begin("%s matmul %s", T->isa, dtype_name(ts[k]));
         for (size_t s = 0; s < 6; s++)
-            check_matmul(T, fts[k], shapes[s][0], shapes[s][1], shapes[s][2]);
+            check_matmul(T, ts[k], shapes[s][0], shapes[s][1], shapes[s][2]);
         check_end();
     }
 }
