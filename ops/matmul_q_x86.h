@@ -543,6 +543,108 @@ static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *
     return QN(dot_u8s8)(_mm256_setzero_si256(), u->a, s);
 }
 
+#if QZ512
+/* 512-bit tiles of 4 rows x 4 tokens: a zmm holds one weight block twice and the blocks of
+ * two tokens side by side, so one integer instruction serves two pairs. vector 4*tp + r is
+ * row r with tokens 2tp (low half) and 2tp+1 (high half); qz_rsum16 leaves pair (r, t) in
+ * lane 4*t + r. With VNNI the activations are made unsigned (x ^ 0x80 = x + 128) and
+ * 128 * sum(w) is subtracted through the accumulator's start value; without, |w| times x
+ * negated where w < 0 (maddubs, no 512-bit vpsignb). */
+static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
+    __m512i t[4];
+    for (int j = 0; j < 4; j++)
+        t[j] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * j], v[2 * j + 1]),
+                                _mm512_unpackhi_epi32(v[2 * j], v[2 * j + 1]));
+    __m512i u0 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]),
+                                  _mm512_unpackhi_epi64(t[0], t[1]));
+    __m512i u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]),
+                                  _mm512_unpackhi_epi64(t[2], t[3]));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, 0x88), _mm512_shuffle_i32x4(u0, u1, 0xdd));
+}
+
+/* scales of a 4x4 tile: lane 4*t + r = d_w[r] * d_x[t] */
+static inline QATTR __m512 QN(qz_scales)(const uint8_t *wb, size_t rbytes, const uint8_t *xb,
+                                         size_t ldxq) {
+    uint64_t hw = QN(ld16)(wb) | QN(ld16)(wb + rbytes) << 16 | QN(ld16)(wb + 2 * rbytes) << 32 |
+                  QN(ld16)(wb + 3 * rbytes) << 48;
+    uint64_t hx = QN(ld16)(xb) | QN(ld16)(xb + ldxq) << 16 | QN(ld16)(xb + 2 * ldxq) << 32 |
+                  QN(ld16)(xb + 3 * ldxq) << 48;
+    __m512 dw = _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)hw)));
+    __m512 dx = _mm512_permutexvar_ps(
+        _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+        _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)hx))));
+    return _mm512_mul_ps(dw, dx);
+}
+
+/* a weight block in both halves, prepared for qz_dot */
+struct QN(qzw) {
+    __m512i w; /* VNNI: w as s8; else |w| as u8 */
+#if QVNNI
+    __m512i c0; /* -128 * (sums of 4 codes): the accumulator's start */
+#else
+    __mmask64 neg; /* w < 0 */
+#endif
+};
+static inline QATTR struct QN(qzw) QN(qz_prep)(const struct QN(u32) * u) {
+    struct QN(qzw) q;
+#if QVNNI
+    q.w = _mm512_broadcast_i64x4(u->w);
+    q.c0 = _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q.w));
+#else
+    q.w = _mm512_broadcast_i64x4(u->a);
+    q.neg = _mm512_movepi8_mask(_mm512_broadcast_i64x4(u->w));
+#endif
+    return q;
+}
+/* exact dots of the block with two tokens' blocks (X: VNNI x ^ 0x80, else x), 8 lanes each */
+static inline QATTR __m512i QN(qz_dot)(const struct QN(qzw) * q, __m512i X) {
+#if QVNNI
+    return _mm512_dpbusd_epi32(q->c0, X, q->w);
+#else
+    __m512i s = _mm512_mask_sub_epi8(X, q->neg, _mm512_setzero_si512(), X);
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(q->w, s), _mm512_set1_epi16(1));
+#endif
+}
+
+static inline QATTR __m512i QN(qz_pair)(const uint8_t *x0, const uint8_t *x1) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(QN(load256)(x0 + 2)), QN(load256)(x1 + 2), 1);
+}
+#endif
+
+#if QZ512
+#define QZTILE(T, BB, UNPACK)                                                                      \
+    static inline QATTR void QN(T##_tile4)(const uint8_t *row, size_t rbytes, int64_t nb,          \
+                                           const uint8_t *xq, size_t ldxq, float *y,               \
+                                           int64_t ldy) {                                          \
+        __m512 acc = _mm512_setzero_ps();                                                          \
+        for (int64_t i = 0; i < nb; i++) {                                                         \
+            const uint8_t *wb = row + (size_t)i * (BB), *xb = xq + (size_t)i * 34;                 \
+            __m512 sc = QN(qz_scales)(wb, rbytes, xb, ldxq);                                       \
+            __m512i X[2], v[8];                                                                    \
+            QUNROLL for (int tp = 0; tp < 2; tp++) {                                               \
+                X[tp] = QN(qz_pair)(xb + (size_t)(2 * tp) * ldxq, xb + (size_t)(2 * tp + 1) * ldxq); \
+                if (QVNNI) X[tp] = _mm512_xor_si512(X[tp], _mm512_set1_epi8((char)0x80));          \
+            }                                                                                      \
+            QUNROLL for (int r = 0; r < 4; r++) {                                                  \
+                struct QN(u32) u;                                                                  \
+                UNPACK(wb + (size_t)r * rbytes, &u);                                               \
+                struct QN(qzw) qw = QN(qz_prep)(&u);                                               \
+                QUNROLL for (int tp = 0; tp < 2; tp++) v[4 * tp + r] = QN(qz_dot)(&qw, X[tp]);    \
+            }                                                                                      \
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(QN(qz_rsum16)(v)), sc, acc);                  \
+        }                                                                                          \
+        _mm_storeu_ps(y, _mm512_castps512_ps128(acc));                                             \
+        _mm_storeu_ps(y + ldy, _mm512_extractf32x4_ps(acc, 1));                                    \
+        _mm_storeu_ps(y + 2 * ldy, _mm512_extractf32x4_ps(acc, 2));                                \
+        _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(acc, 3));                                \
+    }
+#define QZTILE_CALL(T, ...) QN(T##_tile4)(__VA_ARGS__)
+#else
+#define QZTILE(T, BB, UNPACK)
+#define QZTILE_CALL(T, ...) ((void)0)
+#endif
 // clang-format off
 #define QDEF32(T, BB, UNPACK)                                                                      \
     /* one (row, token) pair */                                                                    \
@@ -581,8 +683,9 @@ static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *
         for (int k = 0; k < 8; k++)                                                                \
             y[(k % TT) * ldy + k / TT] = out[k];                                                   \
     }                                                                                              \
-    /* tokens in fours over row pairs (tiles of QTILE tokens stay in L2), the remaining     */     \
-    /* tokens one by one over rows in eights, the remaining rows pair by pair               */     \
+    QZTILE(T, BB, UNPACK)                                                                          \
+    /* tokens in fours over row quads (512-bit) and pairs (tiles of QTILE tokens stay in    */     \
+    /* L2), the remaining tokens one by one over rows in eights, the last rows one by one   */     \
     static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xqv, size_t ldxq, \
                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
                                        int64_t r1) {                                               \
@@ -591,6 +694,10 @@ static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *
         size_t rb = w->row_bytes;                                                                  \
         for (int64_t t0 = 0; t0 < n4; t0 += QTILE) {                                               \
             int64_t te = n4 - t0 < QTILE ? n4 : t0 + QTILE, r = r0;                                \
+            for (; QZ512 && r + 4 <= r1; r += 4)                                                   \
+                for (int64_t t = t0; t < te; t += 4)                                               \
+                    QZTILE_CALL(T, W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,        \
+                                y + t * ldy + r, ldy);                                             \
             for (; r + 2 <= r1; r += 2)                                                            \
                 for (int64_t t = t0; t < te; t += 4)                                               \
                     QN(T##_tile)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,          \
