@@ -552,6 +552,7 @@ static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *
  * negated where w < 0 (maddubs, no 512-bit vpsignb). */
 static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
     __m512i t[4];
+    QUNROLL
     for (int j = 0; j < 4; j++)
         t[j] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * j], v[2 * j + 1]),
                                 _mm512_unpackhi_epi32(v[2 * j], v[2 * j + 1]));
@@ -560,20 +561,6 @@ static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
     __m512i u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]),
                                   _mm512_unpackhi_epi64(t[2], t[3]));
     return _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, 0x88), _mm512_shuffle_i32x4(u0, u1, 0xdd));
-}
-
-/* scales of a 4x4 tile: lane 4*t + r = d_w[r] * d_x[t] */
-static inline QATTR __m512 QN(qz_scales)(const uint8_t *wb, size_t rbytes, const uint8_t *xb,
-                                         size_t ldxq) {
-    uint64_t hw = QN(ld16)(wb) | QN(ld16)(wb + rbytes) << 16 | QN(ld16)(wb + 2 * rbytes) << 32 |
-                  QN(ld16)(wb + 3 * rbytes) << 48;
-    uint64_t hx = QN(ld16)(xb) | QN(ld16)(xb + ldxq) << 16 | QN(ld16)(xb + 2 * ldxq) << 32 |
-                  QN(ld16)(xb + 3 * ldxq) << 48;
-    __m512 dw = _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)hw)));
-    __m512 dx = _mm512_permutexvar_ps(
-        _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-        _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)hx))));
-    return _mm512_mul_ps(dw, dx);
 }
 
 /* a weight block in both halves, prepared for qz_dot */
@@ -613,111 +600,207 @@ static inline QATTR __m512i QN(qz_pair)(const uint8_t *x0, const uint8_t *x1) {
 }
 #endif
 
-#if QZ512
-#define QZTILE(T, BB, UNPACK)                                                                      \
-    static inline QATTR void QN(T##_tile4)(const uint8_t *row, size_t rbytes, int64_t nb,          \
-                                           const uint8_t *xq, size_t ldxq, float *y,               \
-                                           int64_t ldy) {                                          \
-        __m512 acc = _mm512_setzero_ps();                                                          \
-        for (int64_t i = 0; i < nb; i++) {                                                         \
-            const uint8_t *wb = row + (size_t)i * (BB), *xb = xq + (size_t)i * 34;                 \
-            __m512 sc = QN(qz_scales)(wb, rbytes, xb, ldxq);                                       \
-            __m512i X[2], v[8];                                                                    \
-            QUNROLL for (int tp = 0; tp < 2; tp++) {                                               \
-                X[tp] = QN(qz_pair)(xb + (size_t)(2 * tp) * ldxq, xb + (size_t)(2 * tp + 1) * ldxq); \
-                if (QVNNI) X[tp] = _mm512_xor_si512(X[tp], _mm512_set1_epi8((char)0x80));          \
-            }                                                                                      \
-            QUNROLL for (int r = 0; r < 4; r++) {                                                  \
-                struct QN(u32) u;                                                                  \
-                UNPACK(wb + (size_t)r * rbytes, &u);                                               \
-                struct QN(qzw) qw = QN(qz_prep)(&u);                                               \
-                QUNROLL for (int tp = 0; tp < 2; tp++) v[4 * tp + r] = QN(qz_dot)(&qw, X[tp]);    \
-            }                                                                                      \
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(QN(qz_rsum16)(v)), sc, acc);                  \
-        }                                                                                          \
-        _mm_storeu_ps(y, _mm512_castps512_ps128(acc));                                             \
-        _mm_storeu_ps(y + ldy, _mm512_extractf32x4_ps(acc, 1));                                    \
-        _mm_storeu_ps(y + 2 * ldy, _mm512_extractf32x4_ps(acc, 2));                                \
-        _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(acc, 3));                                \
+/* ---- the Q8_0-activation drivers ----------------------------------------------------- */
+
+/* kind: 0 Q8_0, 1 Q4_0, 2 Q5_0 */
+#define QBB(kind) ((kind) == 0 ? 34 : (kind) == 1 ? 18 : 22)
+static inline QATTR __attribute__((always_inline)) void QN(unpack32)(const uint8_t *p,
+                                                                     struct QN(u32) * u,
+                                                                     const int kind) {
+    if (kind == 0)
+        QN(unpack_q8_0)(p, u);
+    else if (kind == 1)
+        QN(unpack_q4_0)(p, u);
+    else
+        QN(unpack_q5_0)(p, u);
+}
+
+/* one (row, token) pair over all blocks: the lane formula of the tiles, one lane */
+static inline QATTR __attribute__((always_inline)) float QN(one32)(const uint8_t *row, int64_t nb,
+                                                                   const uint8_t *x,
+                                                                   const int kind) {
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        struct QN(u32) u;
+        QN(unpack32)(row + (size_t)i * QBB(kind), &u, kind);
+        const uint8_t *xb = x + (size_t)i * 34;
+        float isum = (float)QN(hsum_i32)(QN(bdot32)(&u, xb));
+        acc = _mm_fmadd_ss(_mm_set_ss(isum), _mm_set_ss(u.d * _cvtsh_ss((uint16_t)QN(ld16)(xb))),
+                           acc);
     }
-#define QZTILE_CALL(T, ...) QN(T##_tile4)(__VA_ARGS__)
+    return _mm_cvtss_f32(acc);
+}
+
+/* 8 rows x 1 token (lane = row), all blocks: the single-token path */
+static inline QATTR __attribute__((always_inline)) void
+QN(tile8x1)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *x, float *y,
+            const int kind) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = x + (size_t)i * 34;
+        __m256 sc = _mm256_mul_ps(QN(f16s)(wb, rbytes, 8), QN(f16s)(xb, 0, 1));
+        __m256i v[8];
+        __m256i xv = QN(load256)(xb + 2);
+        QUNROLL
+        for (int r = 0; r < 8; r++) {
+            struct QN(u32) u;
+            QN(unpack32)(wb + (size_t)r * rbytes, &u, kind);
+            v[r] = QN(dot_u8s8)(_mm256_setzero_si256(), u.a, _mm256_sign_epi8(xv, u.w));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QN(rsum8)(v)), sc, acc);
+    }
+    _mm256_storeu_ps(y, acc);
+}
+
+/* Batched tiles walk a chunk of QCH blocks with the f16 scales already widened (dw: the
+ * row group's, dx: the token quad's, 4 floats per block); the running sums live in y between
+ * chunks (stored and reloaded as floats: the same bits as one pass). */
+#define QCH 128
+
+/* 2 rows x 4 tokens (lane = 4 * row + token); dw holds [d0 x4, d1 x4] per block */
+static inline QATTR __attribute__((always_inline)) void
+QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
+            const float *dw, const float *dx, float *y, int64_t ldy, int first, const int kind) {
+    __m256 acc;
+    if (first) {
+        acc = _mm256_setzero_ps();
+    } else {
+        acc = _mm256_setr_ps(y[0], y[ldy], y[2 * ldy], y[3 * ldy], y[1], y[ldy + 1],
+                             y[2 * ldy + 1], y[3 * ldy + 1]);
+    }
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
+        __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(dw + 8 * i), _mm256_broadcast_ps((const __m128 *)(const void *)(dx + 4 * i)));
+        struct QN(u32) u0, u1;
+        QN(unpack32)(wb, &u0, kind);
+        QN(unpack32)(wb + rbytes, &u1, kind);
+        __m256i v[8];
+        QUNROLL
+        for (int t = 0; t < 4; t++) {
+            __m256i xv = QN(load256)(xb + (size_t)t * ldxq + 2);
+            v[t] = QN(dot_u8s8)(_mm256_setzero_si256(), u0.a, _mm256_sign_epi8(xv, u0.w));
+            v[4 + t] = QN(dot_u8s8)(_mm256_setzero_si256(), u1.a, _mm256_sign_epi8(xv, u1.w));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QN(rsum8)(v)), sc, acc);
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    QUNROLL
+    for (int k = 0; k < 8; k++)
+        y[(k & 3) * ldy + (k >> 2)] = out[k];
+}
+
+#if QZ512
+/* 4 rows x 4 tokens (lane = 4 * token + row); dw holds d0..d3 per block */
+static inline QATTR __attribute__((always_inline)) void
+QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
+            const float *dw, const float *dx, float *y, int64_t ldy, int first, const int kind) {
+    __m512 acc = _mm512_setzero_ps();
+    if (!first) {
+        acc = _mm512_insertf32x4(acc, _mm_loadu_ps(y), 0);
+        acc = _mm512_insertf32x4(acc, _mm_loadu_ps(y + ldy), 1);
+        acc = _mm512_insertf32x4(acc, _mm_loadu_ps(y + 2 * ldy), 2);
+        acc = _mm512_insertf32x4(acc, _mm_loadu_ps(y + 3 * ldy), 3);
+    }
+    const __m512i perm = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
+        __m512 sc = _mm512_mul_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(dw + 4 * i)),
+                                  _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(
+                                                                  _mm_loadu_ps(dx + 4 * i))));
+        __m512i X[2], v[8];
+        QUNROLL
+        for (int tp = 0; tp < 2; tp++) {
+            X[tp] = QN(qz_pair)(xb + (size_t)(2 * tp) * ldxq, xb + (size_t)(2 * tp + 1) * ldxq);
+            if (QVNNI) X[tp] = _mm512_xor_si512(X[tp], _mm512_set1_epi8((char)0x80));
+        }
+        QUNROLL
+        for (int r = 0; r < 4; r++) {
+            struct QN(u32) u;
+            QN(unpack32)(wb + (size_t)r * rbytes, &u, kind);
+            struct QN(qzw) qw = QN(qz_prep)(&u);
+            v[r] = QN(qz_dot)(&qw, X[0]);
+            v[4 + r] = QN(qz_dot)(&qw, X[1]);
+        }
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(QN(qz_rsum16)(v)), sc, acc);
+    }
+    _mm_storeu_ps(y, _mm512_castps512_ps128(acc));
+    _mm_storeu_ps(y + ldy, _mm512_extractf32x4_ps(acc, 1));
+    _mm_storeu_ps(y + 2 * ldy, _mm512_extractf32x4_ps(acc, 2));
+    _mm_storeu_ps(y + 3 * ldy, _mm512_extractf32x4_ps(acc, 3));
+}
+#define QRG 4 /* rows per batched tile */
 #else
-#define QZTILE(T, BB, UNPACK)
-#define QZTILE_CALL(T, ...) ((void)0)
+#define QRG 2
 #endif
-// clang-format off
-#define QDEF32(T, BB, UNPACK)                                                                      \
-    /* one (row, token) pair */                                                                    \
-    static inline QATTR float QN(T##_one)(const uint8_t *row, int64_t nb, const uint8_t *x) {      \
-        __m128 acc = _mm_setzero_ps();                                                             \
-        for (int64_t i = 0; i < nb; i++) {                                                         \
-            struct QN(u32) u;                                                                      \
-            UNPACK(row + (size_t)i * (BB), &u);                                                    \
-            const uint8_t *xb = x + (size_t)i * 34;                                                \
-            uint16_t xd;                                                                           \
-            memcpy(&xd, xb, 2);                                                                    \
-            float isum = (float)QN(hsum_i32)(QN(bdot32)(&u, xb));                                 \
-            acc = _mm_fmadd_ss(_mm_set_ss(isum), _mm_set_ss(u.d * _cvtsh_ss(xd)), acc);            \
-        }                                                                                          \
-        return _mm_cvtss_f32(acc);                                                                 \
-    }                                                                                              \
-    /* R rows x TT tokens, R * TT = 8: lane k is row k / TT, token k % TT */                       \
-    static inline QATTR __attribute__((always_inline)) void QN(T##_tile)(                          \
-        const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,   \
-        int64_t ldy, const int R, const int TT) {                                                  \
-        __m256 acc = _mm256_setzero_ps();                                                          \
-        for (int64_t i = 0; i < nb; i++) {                                                         \
-            const uint8_t *wb = row + (size_t)i * (BB), *xb = xq + (size_t)i * 34;                 \
-            __m256 sc = _mm256_mul_ps(QN(f16s)(wb, rbytes, R), QN(f16s)(xb, ldxq, TT));            \
-            __m256i v[8];                                                                          \
-            struct QN(u32) u[8];                                                                   \
-            QUNROLL for (int r = 0; r < R; r++)                                                    \
-                UNPACK(wb + (size_t)r * rbytes, &u[r]);                                            \
-            QUNROLL for (int t = 0; t < TT; t++)                                                   \
-                QUNROLL for (int r = 0; r < R; r++)                                                \
-                    v[r * TT + t] = QN(bdot32)(&u[r], xb + (size_t)t * ldxq);                      \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QN(rsum8)(v)), sc, acc);                      \
-        }                                                                                          \
-        float out[8];                                                                              \
-        _mm256_storeu_ps(out, acc);                                                                \
-        for (int k = 0; k < 8; k++)                                                                \
-            y[(k % TT) * ldy + k / TT] = out[k];                                                   \
-    }                                                                                              \
-    QZTILE(T, BB, UNPACK)                                                                          \
-    /* tokens in fours over row quads (512-bit) and pairs (tiles of QTILE tokens stay in    */     \
-    /* L2), the remaining tokens one by one over rows in eights, the last rows one by one   */     \
-    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xqv, size_t ldxq, \
+
+/* Tokens in fours (tiles of QTILE tokens, whose activations stay in L2) over row groups of
+ * QRG, chunk by chunk of blocks; the rows left over and the tokens left over (n % 4, and all
+ * of a single-token call) one pair or eight rows at a time. */
+static inline QATTR __attribute__((always_inline)) void
+QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, float *y,
+             int64_t ldy, int64_t r0, int64_t r1, const int kind) {
+    const uint8_t *W = w->data;
+    const int64_t nb = w->cols / 32, n4 = n / 4 * 4, rg_end = r0 + (r1 - r0) / QRG * QRG;
+    const size_t rb = w->row_bytes, BB = QBB(kind);
+    float dxs[QTILE / 4][QCH * 4], dws[QCH * 8];
+    for (int64_t t0 = 0; t0 < n4; t0 += QTILE) {
+        const int64_t te = n4 - t0 < QTILE ? n4 : t0 + QTILE;
+        for (int64_t c0 = 0; c0 < nb; c0 += QCH) {
+            const int64_t nc = nb - c0 < QCH ? nb - c0 : QCH;
+            for (int64_t t = t0; t < te; t++)
+                for (int64_t i = 0; i < nc; i++)
+                    dxs[(t - t0) / 4][4 * i + (t & 3)] =
+                        _cvtsh_ss((uint16_t)QN(ld16)(xq + (size_t)t * ldxq + (size_t)(c0 + i) * 34));
+            for (int64_t r = r0; r < rg_end; r += QRG) {
+                const uint8_t *wr = W + (size_t)r * rb + (size_t)c0 * BB;
+                for (int64_t i = 0; i < nc; i++)
+                    for (int k = 0; k < QRG; k++) {
+                        float d = _cvtsh_ss((uint16_t)QN(ld16)(wr + (size_t)k * rb + (size_t)i * BB));
+                        if (QRG == 4)
+                            dws[4 * i + k] = d;
+                        else
+                            for (int j = 0; j < 4; j++) dws[8 * i + 4 * k + j] = d;
+                    }
+                for (int64_t t = t0; t < te; t += 4) {
+                    const uint8_t *xt = xq + (size_t)t * ldxq + (size_t)c0 * 34;
+#if QZ512
+                    QN(tile4x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy,
+                                c0 == 0, kind);
+#else
+                    QN(tile2x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy,
+                                c0 == 0, kind);
+#endif
+                }
+            }
+        }
+        for (int64_t r = rg_end; r < r1; r++)
+            for (int64_t t = t0; t < te; t++)
+                y[t * ldy + r] = QN(one32)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq, kind);
+    }
+    for (int64_t t = n4; t < n; t++) {
+        int64_t r = r0;
+        float out[8];
+        for (; r + 8 <= r1; r += 8) {
+            QN(tile8x1)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, out, kind);
+            for (int k = 0; k < 8; k++) y[t * ldy + r + k] = out[k];
+        }
+        for (; r < r1; r++)
+            y[t * ldy + r] = QN(one32)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq, kind);
+    }
+}
+
+#define QDEF32(T, kind)                                                                            \
+    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
                                        int64_t r1) {                                               \
-        const uint8_t *xq = xqv, *W = w->data;                                                     \
-        int64_t nb = w->cols / 32, n4 = n / 4 * 4;                                                 \
-        size_t rb = w->row_bytes;                                                                  \
-        for (int64_t t0 = 0; t0 < n4; t0 += QTILE) {                                               \
-            int64_t te = n4 - t0 < QTILE ? n4 : t0 + QTILE, r = r0;                                \
-            for (; QZ512 && r + 4 <= r1; r += 4)                                                   \
-                for (int64_t t = t0; t < te; t += 4)                                               \
-                    QZTILE_CALL(T, W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,        \
-                                y + t * ldy + r, ldy);                                             \
-            for (; r + 2 <= r1; r += 2)                                                            \
-                for (int64_t t = t0; t < te; t += 4)                                               \
-                    QN(T##_tile)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,          \
-                                 y + t * ldy + r, ldy, 2, 4);                                      \
-            for (; r < r1; r++)                                                                    \
-                for (int64_t t = t0; t < te; t++)                                                  \
-                    y[t * ldy + r] = QN(T##_one)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq);   \
-        }                                                                                          \
-        for (int64_t t = n4; t < n; t++) {                                                         \
-            int64_t r = r0;                                                                        \
-            for (; r + 8 <= r1; r += 8)                                                            \
-                QN(T##_tile)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, ldxq,              \
-                             y + t * ldy + r, ldy, 8, 1);                                          \
-            for (; r < r1; r++)                                                                    \
-                y[t * ldy + r] = QN(T##_one)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq);       \
-        }                                                                                          \
+        QN(matmul32)(w, xq, ldxq, n, y, ldy, r0, r1, kind);                                        \
     }
-QDEF32(q8_0, 34, QN(unpack_q8_0))
-QDEF32(q4_0, 18, QN(unpack_q4_0))
-QDEF32(q5_0, 22, QN(unpack_q5_0))
+QDEF32(q8_0, 0)
+QDEF32(q4_0, 1)
+QDEF32(q5_0, 2)
+
+// clang-format off
 static inline QATTR __attribute__((always_inline)) void QN(q4_k_rows)(
     const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,
     const int g) {
@@ -780,6 +863,9 @@ QDEF(q6_k)
 
 #undef QDEF
 #undef QDEF32
+#undef QBB
+#undef QCH
+#undef QRG
 #undef QCASES_58
 #undef QG
 #undef QTILE
