@@ -547,9 +547,10 @@ static inline QATTR __m256i QN(bdot32)(const struct QN(u32) * u, const uint8_t *
 /* 512-bit tiles of 4 rows x 4 tokens: a zmm holds one weight block twice and the blocks of
  * two tokens side by side, so one integer instruction serves two pairs. vector 4*tp + r is
  * row r with tokens 2tp (low half) and 2tp+1 (high half); qz_rsum16 leaves pair (r, t) in
- * lane 4*t + r. With VNNI the activations are made unsigned (x ^ 0x80 = x + 128) and
- * 128 * sum(w) is subtracted through the accumulator's start value; without, |w| times x
- * negated where w < 0 (maddubs, no 512-bit vpsignb). */
+ * lane 4*t + r. With VNNI the weights are made unsigned (w ^ 0x80 = w + 128) and the block
+ * sum gives sum(w x) + 128 * sum(x): 128 * sum(x) per token and block is computed once per
+ * chunk and subtracted from the reduced sums; without VNNI, |w| times x negated where w < 0
+ * (maddubs; there is no 512-bit vpsignb). */
 static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
     __m512i t[4];
     QUNROLL
@@ -565,30 +566,25 @@ static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
 
 /* a weight block in both halves, prepared for qz_dot */
 struct QN(qzw) {
-    __m512i w; /* VNNI: w as s8; else |w| as u8 */
-#if QVNNI
-    __m512i c0; /* -128 * (sums of 4 codes): the accumulator's start */
-#else
+    __m512i w; /* VNNI: w + 128 as u8; else |w| as u8 */
+#if !QVNNI
     __mmask64 neg; /* w < 0 */
 #endif
 };
 static inline QATTR struct QN(qzw) QN(qz_prep)(const struct QN(u32) * u) {
     struct QN(qzw) q;
 #if QVNNI
-    q.w = _mm512_broadcast_i64x4(u->w);
-    q.c0 = _mm512_sub_epi32(
-        _mm512_setzero_si512(),
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q.w));
+    q.w = _mm512_broadcast_i64x4(_mm256_xor_si256(u->w, _mm256_set1_epi8((char)0x80)));
 #else
     q.w = _mm512_broadcast_i64x4(u->a);
     q.neg = _mm512_movepi8_mask(_mm512_broadcast_i64x4(u->w));
 #endif
     return q;
 }
-/* exact dots of the block with two tokens' blocks (X: VNNI x ^ 0x80, else x), 8 lanes each */
+/* exact dots of the block with two tokens' blocks, 8 lanes each (VNNI: + 128 * sum(x)) */
 static inline QATTR __m512i QN(qz_dot)(const struct QN(qzw) * q, __m512i X) {
 #if QVNNI
-    return _mm512_dpbusd_epi32(q->c0, X, q->w);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), q->w, X);
 #else
     __m512i s = _mm512_mask_sub_epi8(X, q->neg, _mm512_setzero_si512(), X);
     return _mm512_madd_epi16(_mm512_maddubs_epi16(q->w, s), _mm512_set1_epi16(1));
@@ -694,7 +690,8 @@ QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
 /* 4 rows x 4 tokens (lane = 4 * token + row); dw holds d0..d3 per block */
 static inline QATTR __attribute__((always_inline)) void
 QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
-            const float *dw, const float *dx, float *y, int64_t ldy, int first, const int kind) {
+            const float *dw, const float *dx, const int32_t *sx, float *y, int64_t ldy, int first,
+            const int kind) {
     __m512 acc = _mm512_setzero_ps();
     if (!first) {
         acc = _mm512_insertf32x4(acc, _mm_loadu_ps(y), 0);
@@ -712,7 +709,6 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
         QUNROLL
         for (int tp = 0; tp < 2; tp++) {
             X[tp] = QN(qz_pair)(xb + (size_t)(2 * tp) * ldxq, xb + (size_t)(2 * tp + 1) * ldxq);
-            if (QVNNI) X[tp] = _mm512_xor_si512(X[tp], _mm512_set1_epi8((char)0x80));
         }
         QUNROLL
         for (int r = 0; r < 4; r++) {
@@ -722,7 +718,13 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
             v[r] = QN(qz_dot)(&qw, X[0]);
             v[4 + r] = QN(qz_dot)(&qw, X[1]);
         }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(QN(qz_rsum16)(v)), sc, acc);
+        __m512i isum = QN(qz_rsum16)(v);
+#if QVNNI
+        isum = _mm512_sub_epi32(isum, _mm512_permutexvar_epi32(perm, _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)(sx + 4 * i)))));
+#else
+        (void)sx;
+#endif
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), sc, acc);
     }
     _mm_storeu_ps(y, _mm512_castps512_ps128(acc));
     _mm_storeu_ps(y + ldy, _mm512_extractf32x4_ps(acc, 1));
@@ -744,6 +746,8 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
     const int64_t nb = w->cols / 32, n4 = n / 4 * 4, rg_end = r0 + (r1 - r0) / QRG * QRG;
     const size_t rb = w->row_bytes, BB = QBB(kind);
     float dxs[QTILE / 4][QCH * 4], dws[QCH * 8];
+    int32_t sxs[QTILE / 4][QZ512 && QVNNI ? QCH * 4 : 1]; /* 128 * sum of a block's x codes */
+    (void)sxs;
     for (int64_t t0 = 0; t0 < n4; t0 += QTILE) {
         const int64_t te = n4 - t0 < QTILE ? n4 : t0 + QTILE;
         for (int64_t c0 = 0; c0 < nb; c0 += QCH) {
@@ -752,6 +756,15 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
                 for (int64_t i = 0; i < nc; i++)
                     dxs[(t - t0) / 4][4 * i + (t & 3)] =
                         _cvtsh_ss((uint16_t)QN(ld16)(xq + (size_t)t * ldxq + (size_t)(c0 + i) * 34));
+#if QZ512 && QVNNI
+            for (int64_t t = t0; t < te; t++)
+                for (int64_t i = 0; i < nc; i++) {
+                    __m256i xv = QN(load256)(xq + (size_t)t * ldxq + (size_t)(c0 + i) * 34 + 2);
+                    sxs[(t - t0) / 4][4 * i + (t & 3)] =
+                        128 * QN(hsum_i32)(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                               _mm256_set1_epi8(1), xv));
+                }
+#endif
             for (int64_t r = r0; r < rg_end; r += QRG) {
                 const uint8_t *wr = W + (size_t)r * rb + (size_t)c0 * BB;
                 for (int64_t i = 0; i < nc; i++)
@@ -765,8 +778,8 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
                 for (int64_t t = t0; t < te; t += 4) {
                     const uint8_t *xt = xq + (size_t)t * ldxq + (size_t)c0 * 34;
 #if QZ512
-                    QN(tile4x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy,
-                                c0 == 0, kind);
+                    QN(tile4x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], sxs[(t - t0) / 4],
+                                y + t * ldy + r, ldy, c0 == 0, kind);
 #else
                     QN(tile2x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy,
                                 c0 == 0, kind);
