@@ -9,13 +9,17 @@
  * activations quantized beforehand, single-threaded, at n=1 (decode), n=8 and n=64 (the
  * batched prefill path: each weight block reused across tokens).
  * BENCH_DTYPES=q8_0,q4_k and BENCH_ISAS=avx2,avx512vnni restrict the run (comma lists);
- * BENCH_QONLY=1 skips the f32-activation lines; BENCH_CPUTIME=1: see cpu_now_s. */
+ * BENCH_QONLY=1 skips the f32-activation lines; BENCH_CPUTIME=1: see cpu_now_s.
+ * BENCH_GGML=/path/libggml-cpu.so adds `isa=ggml` act=q lines at n=1: llama.cpp's own
+ * ggml_vec_dot_<type>_q8_<0|K> row by row on the same bytes (same block formats), the
+ * single-token kernel to compare against. */
 #include "common/clock.h"
 #include "ops/ops.h"
 #include "ops/threadpool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <dlfcn.h>
 #include <string.h>
 #include <time.h>
 
@@ -60,14 +64,14 @@ static double cpu_now_s(void) {
 }
 
 /* Same for matmul_q on activations already quantized (xq: n rows of ldq bytes). */
-static double time_matmul_q(const struct ops_table *T, const struct mat *w, const void *xq,
-                            size_t ldq, int64_t n, float *y, double budget, int cputime) {
-    T->matmul_q[w->dt](w, xq, ldq, n, y, ROWS, 0, ROWS);
+static double time_matmul_q(matmul_q_fn f, const struct mat *w, const void *xq, size_t ldq,
+                            int64_t n, float *y, double budget, int cputime) {
+    f(w, xq, ldq, n, y, ROWS, 0, ROWS);
     int reps = 0;
     double t0 = bt_now_s(), el, best = 1e30;
     do {
         double c0 = cputime ? cpu_now_s() : 0.0;
-        T->matmul_q[w->dt](w, xq, ldq, n, y, ROWS, 0, ROWS);
+        f(w, xq, ldq, n, y, ROWS, 0, ROWS);
         if (cputime) {
             double c = cpu_now_s() - c0;
             best = c < best ? c : best;
@@ -78,14 +82,48 @@ static double time_matmul_q(const struct ops_table *T, const struct mat *w, cons
     return cputime ? best : el / reps;
 }
 
+/* llama.cpp's dot product of one weight row with one quantized activation row */
+typedef void (*ggml_vec_dot_fn)(int n, float *s, size_t bs, const void *vx, size_t bx,
+                                const void *vy, size_t by, int nrc);
+static ggml_vec_dot_fn ggml_dot;
+
+static void ggml_matmul_q(const struct mat *w, const void *restrict xq, size_t ldxq, int64_t n,
+                          float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = r0; r < r1; r++)
+            ggml_dot((int)w->cols, y + t * ldy + r, 0, (const uint8_t *)w->data + r * w->row_bytes,
+                     0, (const uint8_t *)xq + t * ldxq, 0, 1);
+}
+
+static ggml_vec_dot_fn ggml_find(void *lib, enum dtype dt) {
+    const char *name = dt == DT_Q8_0   ? "ggml_vec_dot_q8_0_q8_0"
+                       : dt == DT_Q4_0 ? "ggml_vec_dot_q4_0_q8_0"
+                       : dt == DT_Q5_0 ? "ggml_vec_dot_q5_0_q8_0"
+                       : dt == DT_Q4_K ? "ggml_vec_dot_q4_K_q8_K"
+                       : dt == DT_Q5_K ? "ggml_vec_dot_q5_K_q8_K"
+                       : dt == DT_Q6_K ? "ggml_vec_dot_q6_K_q8_K"
+                                       : NULL;
+    ggml_vec_dot_fn f = NULL;
+    if (lib && name) *(void **)&f = dlsym(lib, name);
+    return f;
+}
+
 int main(void) {
     const char *env = getenv("BENCH_SECS");
     double budget = env ? atof(env) : 0.15;
     const char *only_dt = getenv("BENCH_DTYPES"), *only_isa = getenv("BENCH_ISAS");
     int qonly = getenv("BENCH_QONLY") && atoi(getenv("BENCH_QONLY"));
     int cputime = getenv("BENCH_CPUTIME") && atoi(getenv("BENCH_CPUTIME"));
-    const enum dtype types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0,
-                                DT_Q6_K, DT_Q5_0, DT_Q4_K, DT_Q4_0};
+    const enum dtype types[] = {DT_F32,  DT_F16,  DT_BF16, DT_Q8_0, DT_Q6_K,
+                                DT_Q5_K, DT_Q5_0, DT_Q4_K, DT_Q4_0};
+    void *ggml = NULL;
+    if (getenv("BENCH_GGML")) {
+        ggml = dlopen(getenv("BENCH_GGML"), RTLD_NOW | RTLD_LOCAL);
+        if (!ggml) fprintf(stderr, "bench_ops: %s\n", dlerror());
+        void (*init)(void) = NULL;
+        if (ggml) *(void **)&init = dlsym(ggml, "ggml_cpu_init");
+        if (init) init(); /* its f16 tables, where the build uses them */
+    }
     float *wf = malloc(sizeof(float) * ROWS * COLS);
     uint8_t *wq = malloc(sizeof(float) * ROWS * COLS);
     float *x = malloc(sizeof(float) * NMAX * COLS), *y = malloc(sizeof(float) * NMAX * ROWS);
@@ -149,7 +187,8 @@ int main(void) {
             for (int64_t t = 0; t < NMAX; t++)
                 T->quantize_act[a](x + t * COLS, xq + t * ldq, COLS);
             for (int64_t n = 1; n <= NMAX && !(is_ref && n > 8); n *= 8) {
-                double sec = time_matmul_q(T, &w, xq, ldq, n, y, is_ref ? 0.0 : budget, cputime);
+                double sec =
+                    time_matmul_q(T->matmul_q[dt], &w, xq, ldq, n, y, is_ref ? 0.0 : budget, cputime);
                 printf("bench_ops: isa=%s dtype=%s act=q rows=%d cols=%d n=%ld ms=%.3f gbps=%.2f "
                        "gflops=%.2f\n",
                        T->isa, dtype_name(dt), ROWS, COLS, (long)n, sec * 1e3,
@@ -157,7 +196,19 @@ int main(void) {
                 fflush(stdout);
             }
         }
+        enum dtype a = ops_act_dtype(dt);
+        if ((ggml_dot = ggml_find(ggml, dt)) && listed(only_isa, "ggml")) {
+            size_t ldq = ops_act_row_bytes(dt, COLS);
+            ops_ref.quantize_act[a](x, xq, COLS);
+            double sec = time_matmul_q(ggml_matmul_q, &w, xq, ldq, 1, y, budget, cputime);
+            printf("bench_ops: isa=ggml dtype=%s act=q rows=%d cols=%d n=1 ms=%.3f gbps=%.2f "
+                   "gflops=%.2f\n",
+                   dtype_name(dt), ROWS, COLS, sec * 1e3, (double)rb * ROWS / sec * 1e-9,
+                   2.0 * ROWS * COLS / sec * 1e-9);
+            fflush(stdout);
+        }
     }
+    if (ggml) dlclose(ggml);
     pool_close(pool);
     free(wf);
     free(wq);
