@@ -116,6 +116,21 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
 /* shuffle control that broadcasts int16 lane s of each 128-bit lane */
 #define QUNROLL    _Pragma("GCC unroll 8")
 #define QK_BC16(s) _mm_set1_epi16((short)(0x0100 + 0x0202 * (s)))
+/* The same controls as a table in memory, so they are instruction operands: built in
+ * registers (_mm_set1), 16 ymm registers are too few to keep them and the compiler rebuilt
+ * them in every block (three instructions each). Row (a, b): int16 lane a of the low 128
+ * bits and lane b of the high. */
+#define QKB(s)     (uint8_t)(2 * (s)), (uint8_t)(2 * (s) + 1)
+#define QKB8(s)    QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s)
+#define QKROW(a, b) {QKB8(a), QKB8(b)}
+static const uint8_t QN(ksel)[12][32] __attribute__((aligned(32))) = {
+    QKROW(0, 0), QKROW(1, 1), QKROW(2, 2), QKROW(3, 3), QKROW(4, 4), QKROW(5, 5),
+    QKROW(6, 6), QKROW(7, 7), QKROW(0, 1), QKROW(2, 3), QKROW(4, 5), QKROW(6, 7)};
+#undef QKB
+#undef QKB8
+#undef QKROW
+/* row k of the table */
+#define QK_TAB(k) _mm256_load_si256((const __m256i *)(const void *)QN(ksel)[k])
 /* int16 lane s of 128-bit lane 0 and lane s2 of lane 1 (for a 256-bit vector) */
 #define QK_SEL(s, s2) _mm256_set_m128i(QK_BC16(s2), QK_BC16(s))
 
@@ -228,8 +243,8 @@ static inline QATTR __attribute__((always_inline)) void QN(k45_rows)(const uint8
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), b5));
                 qh = _mm256_srli_epi16(qh, 2);
             }
-            __m256i s0 = _mm256_shuffle_epi8(scl, QK_SEL(2 * j, 2 * j));
-            __m256i s1 = _mm256_shuffle_epi8(scl, QK_SEL(2 * j + 1, 2 * j + 1));
+            __m256i s0 = _mm256_shuffle_epi8(scl, QK_TAB(2 * j));
+            __m256i s1 = _mm256_shuffle_epi8(scl, QK_TAB(2 * j + 1));
             QUNROLL
             for (int t = 0; t < g; t++) {
                 const uint8_t *yt = yq + (size_t)t * ldxq + 64 * j;
@@ -261,7 +276,7 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
     QUNROLL
     for (int t = 0; t < g; t++)
         acc[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < nb; i++) {
         const struct block_q6_k *b =
             (const struct block_q6_k *)(const void *)(row + (size_t)i * sizeof(struct block_q6_k));
@@ -279,21 +294,18 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
             __m256i H = QN(load256)(b->qh + 32 * h);
             __m256i sch =
                 h ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44);
+            /* bit pair 2j of H moved to bits 4-5 (16-bit shifts: what crosses a byte is
+             * masked off) */
             __m256i q0 = _mm256_or_si256(_mm256_and_si256(L0, m4),
-                                         _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
-            __m256i q1 = _mm256_or_si256(
-                _mm256_and_si256(L1, m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
-            __m256i q2 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
-            __m256i q3 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
-            __m256i s0 = _mm256_shuffle_epi8(sch, QK_SEL(0, 1)),
-                    s1 = _mm256_shuffle_epi8(sch, QK_SEL(2, 3));
-            __m256i s2 = _mm256_shuffle_epi8(sch, QK_SEL(4, 5)),
-                    s3 = _mm256_shuffle_epi8(sch, QK_SEL(6, 7));
+                                         _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
+            __m256i q1 = _mm256_or_si256(_mm256_and_si256(L1, m4),
+                                         _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+            __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                                         _mm256_and_si256(H, m30));
+            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+            __m256i s0 = _mm256_shuffle_epi8(sch, QK_TAB(8)), s1 = _mm256_shuffle_epi8(sch, QK_TAB(9));
+            __m256i s2 = _mm256_shuffle_epi8(sch, QK_TAB(10)), s3 = _mm256_shuffle_epi8(sch, QK_TAB(11));
             QUNROLL
             for (int t = 0; t < g; t++) {
                 const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h;
@@ -425,7 +437,7 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
     QUNROLL
     for (int t = 0; t < g; t++)
         acc[t] = _mm256_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     for (int64_t i = 0; i < nb; i++) {
         const struct block_q6_k *b =
             (const struct block_q6_k *)(const void *)(row + (size_t)i * sizeof(struct block_q6_k));
@@ -439,15 +451,14 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
             xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
         QUNROLL
         for (int h = 0; h < 2; h++) {
-            /* [L0 | L1] and [H | H >> 2]: quarters 0|1, and after >> 4, quarters 2|3 */
+            /* [L0 | L1] and [H | H >> 2]: quarters 0|1 (Hz << 4), 2|3 (Lz >> 4, Hz as is) */
             __m512i Lz = QN(load512)(b->ql + 64 * h);
             __m256i H = QN(load256)(b->qh + 32 * h);
             __m512i Hz = _mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1);
             __m512i q01 = _mm512_or_si512(_mm512_and_si512(Lz, m4),
-                                          _mm512_slli_epi16(_mm512_and_si512(Hz, m2), 4));
-            __m512i q23 = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(Lz, 4), m4),
-                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(Hz, 4), m2), 4));
+                                          _mm512_and_si512(_mm512_slli_epi16(Hz, 4), m30));
+            __m512i q23 =
+                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(Lz, 4), m4), _mm512_and_si512(Hz, m30));
             __m128i sch = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
             __m512i scz = _mm512_broadcast_i32x4(sch); /* int16 scales 8h..8h+7 per lane */
             __m512i s01 = _mm512_shuffle_epi8(scz, QN(zsel)(0, 1, 2, 3));
@@ -884,6 +895,7 @@ QDEF(q6_k)
 #undef QTILE
 #undef QK_SEL
 #undef QK_BC16
+#undef QK_TAB
 #undef QUNROLL
 #undef QK45_ROWS
 #undef QK6_ROWS
