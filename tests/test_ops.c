@@ -488,6 +488,7 @@ Test(ops, matmul_q_every_isa_and_dtype) {
                     {5, blk * 2, 9},  {9, blk * 2, 70}, /* more tokens than a tile */
                     {2, blk, 10},     {3, blk, 11},
                     {4, blk * 2, 12}, {2, blk, 13}, /* every group size */
+                    {7, blk * 130, 9}, /* Q8_0 family: more blocks than a chunk (130 > 128) */
                 };
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 check_matmul_q(T, dt, shapes[s][0], shapes[s][1], shapes[s][2]);
