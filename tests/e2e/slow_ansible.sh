@@ -236,7 +236,41 @@ done
 say "systemd-analyze verify: units clean on h1 h2 h3"
 
 # --- rolling restart -------------------------------------------------------------------------
+# Requests keep coming while every worker is drained and restarted: none may fail, and the
+# coordinator (nothing of it changed) keeps running.
+on_h1() { ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o LogLevel=ERROR -i "$tmp/ssh/id" "root@$net.11" "$@"; }
+coord_pid=$(on_h1 cat /run/baton/coordinator.pid) || die "no coordinator pidfile on h1"
+model_id=$(curl -sf "http://$net.11:8080/v1/models" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])') || die "/v1/models"
+(
+    ok=0 bad=0
+    while [ ! -e "$tmp/stop-traffic" ]; do
+        if curl -sf -m 120 "http://$net.11:8080/v1/completions" -H 'Content-Type: application/json' \
+            -d "{\"model\":\"$model_id\",\"prompt\":\"Once upon a time\",\"max_tokens\":24,\"temperature\":0}" \
+            >/dev/null; then
+            ok=$((ok + 1))
+        else
+            bad=$((bad + 1))
+        fi
+    done
+    echo "$ok $bad" >"$tmp/traffic"
+) &
+traffic=$!
 play rolling.yml rolling
+touch "$tmp/stop-traffic"
+wait $traffic
+read -r t_ok t_bad <"$tmp/traffic"
+say "requests during the rolling restart: $t_ok ok, $t_bad failed"
+[ "$t_bad" -eq 0 ] || { dump_logs; die "$t_bad requests failed during the rolling restart"; }
+[ "$t_ok" -gt 0 ] || die "no request completed during the rolling restart"
+grep -q 'Drain the worker' "$tmp/rolling.log" || die "rolling.yml did not drain"
+[ "$(on_h1 cat /run/baton/coordinator.pid)" = "$coord_pid" ] ||
+    die "the coordinator was restarted although nothing of it changed"
+workers=$(on_h1 /opt/baton/bin/baton admin --url http://127.0.0.1:8080 workers) ||
+    die "baton admin workers on h1 failed"
+printf '%s\n' "$workers"
+printf '%s\n' "$workers" | grep -q '^status: serving, 2 stage' || die "not serving on 2 stages after the rolling restart"
 chat "after rolling restart"
 
 say "ok"
