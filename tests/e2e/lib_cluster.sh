@@ -166,6 +166,13 @@ cluster_cleanup() {
     CLUSTER_DIR=""
 }
 
+# gen_story PORT OUT N: N greedy tokens after the story prompt from the cluster at PORT (ids in
+# OUT, errors in OUT.err); for the scripts that interrupt a stream and compare it.
+gen_story() {
+    "$BIN/baton" generate --cluster "http://127.0.0.1:$1" --tokens "$FIX/prompts/story.ids" \
+        -n "$3" --greedy --timeout 60 >"$2" 2>"$2.err"
+}
+
 # ref_ids PROMPT: the fixture's greedy reference as one line.
 ref_ids() {
     tr '\n' ' ' <"$FIX/ref/f32/$1/greedy.txt" | sed 's/ *$//'

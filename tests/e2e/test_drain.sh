@@ -16,10 +16,7 @@ M=$FIX/gguf/model-f32.gguf
 N=200
 t0=$(date +%s)
 
-gen() { # PORT OUT: greedy generation of N tokens on the story prompt
-    "$BIN/baton" generate --cluster "http://127.0.0.1:$1" --tokens "$FIX/prompts/story.ids" \
-        -n $N --greedy --timeout 60 >"$2" 2>"$2.err"
-}
+gen() { gen_story "$1" "$2" $N; }
 admin() { # PORT ARGS...
     local port=$1
     shift
