@@ -30,7 +30,7 @@
 # llama-bench and ggml-rpc-server; default build/llama.cpp/bin), KEEP=1 keeps the logs.
 # Output: `bench_pipeline:` lines, key=value.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 BUILD=${BUILD:-build}
 T=${BENCH_THREADS:-$(nproc)}
 runs=${BENCH_PIPELINE_RUNS:-3}
