@@ -1,15 +1,20 @@
 /* ops/matmul_q_x86.h: quantized-activation matmul kernels (ops.h matmul_q_fn) on 256-bit
  * integer vectors, included by ops_avx2.c and ops_avx512.c (twice: with and without VNNI).
  * The includer defines QSFX (name suffix), QATTR (function attributes, e.g. a target),
- * QVNNI (0: maddubs+madd, 1: vpdpbusd/vpdpwssd) and QZ512 (1: K-quant rows on 512-bit vectors,
- * for files built with AVX-512BW). Not a public header.
+ * QVNNI (0: maddubs+madd, 1: vpdpbusd/vpdpwssd) and QZ512 (1: 512-bit K-quant rows and Q8_0
+ * tiles, for files built with AVX-512BW). Not a public header.
  *
- * Per weight block the codes are unpacked once into registers and then multiplied with the
- * activation blocks of up to QG tokens (u8 x s8 byte products, exact int32 sums). The float
- * part per block is acc += cvt(int32 partial sums) * (d_w * d_x), kept in 8 lanes per token and
- * reduced once at the end of the row; a token's result does not depend on n or on its group.
- * Large batches are walked in tiles of QTILE tokens so a tile of activations stays in L2 while
- * the thread's rows stream past it. */
+ * K-quants (Q8_K activations): per weight block the codes are unpacked once into registers
+ * and multiplied with the activation blocks of up to QG tokens (u8 x s8 byte products, exact
+ * int32 sums). The float part per 256-value block is acc += cvt(int32 partial sums) * d...,
+ * kept in 8 lanes per token and reduced once at the end of the row.
+ * Q8_0/Q4_0/Q5_0 (Q8_0 activations, 32-value blocks): tiles of (row, token) pairs whose exact
+ * block sums are reduced to one lane per pair before a single convert + FMA (see "tiles of
+ * (row, token) pairs" below), since per 32 values a per-pair float step would cost more than
+ * the integer work.
+ * Either way a token's result does not depend on n, on its group or on the row split. Large
+ * batches are walked in tiles of QTILE tokens so a tile of activations stays in L2 while the
+ * thread's rows stream past it. */
 #include "ops/ops.h"
 #include "ops/quant.h"
 
@@ -276,7 +281,7 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
     QUNROLL
     for (int t = 0; t < g; t++)
         acc[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < nb; i++) {
         const struct block_q6_k *b =
             (const struct block_q6_k *)(const void *)(row + (size_t)i * sizeof(struct block_q6_k));
@@ -294,16 +299,17 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
             __m256i H = QN(load256)(b->qh + 32 * h);
             __m256i sch =
                 h ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44);
-            /* bit pair 2j of H moved to bits 4-5 (16-bit shifts: what crosses a byte is
-             * masked off) */
             __m256i q0 = _mm256_or_si256(_mm256_and_si256(L0, m4),
-                                         _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
-            __m256i q1 = _mm256_or_si256(_mm256_and_si256(L1, m4),
-                                         _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
-            __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                                         _mm256_and_si256(H, m30));
-            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                                         _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+                                         _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
+            __m256i q1 = _mm256_or_si256(
+                _mm256_and_si256(L1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
+            __m256i q2 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
+            __m256i q3 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
             __m256i s0 = _mm256_shuffle_epi8(sch, QK_TAB(8)), s1 = _mm256_shuffle_epi8(sch, QK_TAB(9));
             __m256i s2 = _mm256_shuffle_epi8(sch, QK_TAB(10)), s3 = _mm256_shuffle_epi8(sch, QK_TAB(11));
             QUNROLL
