@@ -619,7 +619,11 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
     if (!x) return bt_fail(e, -ENOMEM, "exec_pipeline: out of memory");
     x->base.ops = &pipe_ops;
     x->o = *o;
-    if (x->o.depth <= 0) x->o.depth = 2 * o->n_stages;
+    /* One batch per stage keeps every stage busy; more would split the sequences into smaller
+     * batches, each a full pass over the weights (the scheduler balances decodes over
+     * n_stages batches). The coordinator's round trip between a batch's last and first stage
+     * is about 1% of a stage's time (bench_pipeline), too little to need a spare batch. */
+    if (x->o.depth <= 0) x->o.depth = o->n_stages;
     if (x->o.depth < o->n_stages) x->o.depth = o->n_stages;
     if (x->o.batch_timeout_ms <= 0) x->o.batch_timeout_ms = 120000;
     for (int s = 0; s < o->n_stages; s++) {

@@ -36,7 +36,7 @@ struct exec_pipeline_opts {
     int max_ctx;
     int max_batch; /* tokens per Forward (<= 2048, worker max_rows) */
     int n_vocab;
-    int depth;               /* batches in flight; 0 = 2 * n_stages */
+    int depth;               /* batches in flight; 0 = n_stages */
     int batch_timeout_ms;    /* 0 = 120000 */
     void (*wake)(void *ctx); /* called after a Forward is queued (any thread) */
     void *wake_ctx;

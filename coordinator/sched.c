@@ -455,10 +455,19 @@ static int step(sched_t *s) {
     int chunk_max = s->o.prefill_chunk;
     int n = 0, n_tok = 0;
     struct inflight *f = &s->fl[(s->fl_head + s->fl_count) % s->caps.depth];
+    /* Decodes per micro-batch: at most an even share of the decoding sequences per stage. A
+     * pipeline of k stages then settles on k batches of equal size, whatever split the
+     * arrivals made at first: every pass over a stage's weights serves as many sequences as
+     * it can, and no stage waits for a small batch while a large one holds the other. */
+    int n_decoding = 0;
+    for (int i = 0; i < s->caps.n_slots; i++)
+        n_decoding += s->active[i] && s->active[i]->n_fed >= s->active[i]->n_prompt;
+    int dec_cap = (n_decoding + s->caps.n_stages - 1) / s->caps.n_stages, n_dec = 0;
     /* Decodes first: one token each, they are latency-bound. */
-    for (int i = 0; i < s->caps.n_slots && n_tok < budget; i++) {
+    for (int i = 0; i < s->caps.n_slots && n_tok < budget && n_dec < dec_cap; i++) {
         sched_handle_t *h = s->active[i];
         if (!h || h->in_flight || !h->has_pending) continue;
+        n_dec++;
         s->items[n] = (struct exec_seq_item){.seq_id = h->id,
                                              .slot = h->slot,
                                              .pos = h->n_fed,
