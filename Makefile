@@ -20,7 +20,8 @@ AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
 
 PROTO_SRCS := $(wildcard proto/*.proto)
-PROTO_GEN  := $(PROTO_SRCS:proto/%.proto=$(BUILD)/proto/%.pb-c.c)
+PROTO_GEN  := $(PROTO_SRCS:proto/%.proto=$(BUILD)/proto/%.pb-c.c) \
+              $(PROTO_SRCS:proto/%.proto=$(BUILD)/proto/%.pb-c.h)
 LIB_SRCS   := $(wildcard common/*.c engine/*.c ops/*.c proto/*.c)
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(PROTO_GEN:.c=.o)
 CLI_SRCS   := $(wildcard client/*.c)
@@ -80,7 +81,9 @@ $(BUILD)/%.o: %.c | $(PROTO_GEN)
 $(BUILD)/%.pb-c.o: $(BUILD)/%.pb-c.c
 	$(CC) $(filter-out $(WARN),$(CFLAGS)) -w -c $< -o $@
 
-$(BUILD)/proto/%.pb-c.c: proto/%.proto
+# One protoc-c run writes both files: the header is a target too, so objects that include it
+# (listed in their .d files) are rebuilt after a .proto change, also in a parallel build.
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(@D)
 	protoc-c --c_out=$(BUILD) $<
 

@@ -247,6 +247,7 @@ static int start_plan(struct coord *c) {
 static int start_serving(struct coord *c) {
     int k = c->plan.n_stages, slots = c->o.max_seqs, ctx = c->o.max_ctx;
     struct exec_pipeline_opts po = {.n_stages = k,
+                                    .plan_id = c->plan_id,
                                     .wire_dtype = c->o.wire,
                                     .max_batch = c->o.max_batch,
                                     .n_vocab = c->m->hp.n_vocab,
@@ -286,7 +287,7 @@ static void resume_serving(struct coord *c) {
         c->stages[s]->state = REG_SERVING;
     }
     bt_err e = {0};
-    int rc = exec_pipeline_resume(c->ex, c->t, k, ids, &e);
+    int rc = exec_pipeline_resume(c->ex, c->t, k, ids, c->plan_id, &e);
     if (rc) BT_LOG(ERROR, "coord", "resume: %s (requests in flight failed)", bt_errmsg(&e, rc));
     c->phase = PH_SERVING;
     c->recovering = 0;

@@ -218,6 +218,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     f.n_sampling = fresh ? (size_t)n : 0;
     f.sampling = fresh ? x->w_spp : NULL;
     f.stage_index = 0;
+    f.plan_id = x->o.plan_id;
     Baton__Envelope env;
     msg_init(&env, batch_id);
     env.body_case = BATON__ENVELOPE__BODY_FORWARD;
@@ -513,6 +514,7 @@ static int send_replay(struct exec_pipe *x, transport_t *t, int slot, int pos, i
     f.token_ids = x->w_tok;
     f.n_sampling = pos == 0 ? 1 : 0; /* a fresh start sets the sampler up again */
     f.sampling = pos == 0 ? &spp : NULL;
+    f.plan_id = x->o.plan_id;
     Baton__Envelope env;
     msg_init(&env, f.batch_id);
     env.body_case = BATON__ENVELOPE__BODY_FORWARD;
@@ -524,13 +526,28 @@ static int send_replay(struct exec_pipe *x, transport_t *t, int slot, int pos, i
     return rc;
 }
 
+/* A kept batch goes to the new pipeline: its packed Forward gets the new plan id. */
+static int retag(struct batch *b, uint64_t plan_id, bt_err *e) {
+    Baton__Envelope *env = baton__envelope__unpack(NULL, b->packed_len, b->packed);
+    if (!env || env->body_case != BATON__ENVELOPE__BODY_FORWARD) {
+        if (env) baton__envelope__free_unpacked(env, NULL);
+        return bt_fail(e, BT_EPROTO, "exec_pipeline: batch %llu: kept Forward does not unpack",
+                       (unsigned long long)b->batch_id);
+    }
+    env->forward->plan_id = plan_id;
+    int rc = pack_reuse(env, &b->packed, &b->packed_cap, &b->packed_len, e);
+    baton__envelope__free_unpacked(env, NULL);
+    return rc;
+}
+
 int exec_pipeline_resume(exec_t *ex, transport_t *t, int n_stages, const char *const *stage_ids,
-                         bt_err *e) {
+                         uint64_t plan_id, bt_err *e) {
     struct exec_pipe *x = (struct exec_pipe *)ex;
     if (n_stages < 1 || n_stages > EXEC_MAX_STAGES)
         return bt_fail(e, BT_EINVAL, "exec_pipeline: resume over %d stages", n_stages);
     pthread_mutex_lock(&x->mu);
     x->o.n_stages = n_stages;
+    x->o.plan_id = plan_id;
     x->base.caps.n_stages = n_stages;
     for (int s = 0; s < n_stages; s++) {
         snprintf(x->ids[s], sizeof x->ids[s], "%s", stage_ids[s]);
@@ -540,6 +557,10 @@ int exec_pipeline_resume(exec_t *ex, transport_t *t, int n_stages, const char *c
      * (that batch is resent next); DONE batches already hold their sampled tokens. */
     int rc = 0, n_seqs = 0;
     long n_tok = 0;
+    for (int k = 0; k < x->count && !rc; k++) {
+        struct batch *b = &x->b[(x->head + k) % x->o.depth];
+        if (b->state != B_DONE) rc = retag(b, plan_id, e);
+    }
     for (int slot = 0; slot < x->o.n_slots && !rc; slot++) {
         int upto = x->hist_n[slot];
         for (int k = 0; k < x->count; k++) {

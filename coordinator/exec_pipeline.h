@@ -17,7 +17,9 @@
  * still queue up to depth. exec_pipeline_resume (a new pipeline loaded, possibly other
  * stages) re-prefills each live slot on stage 0 with its tokens up to the first position an
  * unfinished batch feeds (sample = 0, ids with the top bit set, their Results swallowed), then
- * the kept batches go out again in order: the scheduler sees a delay, not an error, and greedy
+ * the kept batches go out again in order, tagged with the new plan id (a stage drops Forwards
+ * of another plan, so a batch still in flight in the old pipeline cannot reach the new one's
+ * state or answer for the resent batch): the scheduler sees a delay, not an error, and greedy
  * outputs equal an uninterrupted run's. (A sampled sequence's RNG restarts from its seed.)
  * Thread-safe between the two threads (one mutex). Forwards are packed into per-batch
  * buffers reused from batch to batch. */
@@ -31,6 +33,7 @@
 struct exec_pipeline_opts {
     int n_stages;
     const char *stage_ids[EXEC_MAX_STAGES]; /* transport identities, in stage order */
+    uint64_t plan_id;                       /* Forward.plan_id: stages drop other plans' */
     int wire_dtype;                         /* WIRE_* */
     int n_slots;                            /* = LoadLayers.max_seqs */
     int max_ctx;
@@ -64,7 +67,7 @@ int exec_pipeline_is_down(const exec_t *ex);
  * re-prefills on t, clears a failure left by exec_pipeline_fail, and lets the queued batches
  * go at the next flush. A send failure fails everything (like exec_pipeline_fail). */
 int exec_pipeline_resume(exec_t *ex, transport_t *t, int n_stages, const char *const *stage_ids,
-                         bt_err *e);
+                         uint64_t plan_id, bt_err *e);
 
 /* 1 if peer is one of the stages. */
 int exec_pipeline_has_stage(const exec_t *ex, const char *peer);

@@ -716,6 +716,13 @@ static void on_forward(worker_t *w, Baton__Envelope *env, const struct tx_msg *m
         send_error(w, w->coord, NULL, rid, BT_EPROTO, msg);
         return;
     }
+    if (f->plan_id && f->plan_id != w->plan_id) {
+        /* In flight when the coordinator re-planned; it resent the batch under the new plan. */
+        BT_LOG(INFO, "worker", "batch %llu of plan %llu dropped: this stage serves plan %llu",
+               (unsigned long long)f->batch_id, (unsigned long long)f->plan_id,
+               (unsigned long long)w->plan_id);
+        return;
+    }
     if ((int)f->stage_index != w->stage_index || from_coord != (w->stage_index == 0)) {
         snprintf(msg, sizeof msg, "batch %llu: for stage %u from the %s; this is stage %d",
                  (unsigned long long)f->batch_id, f->stage_index,
