@@ -3,7 +3,9 @@
 # holding a bridge, the coordinator in its own namespace and 3 workers in theirs, each on a
 # veth pair with its own 10.x address. Worker 3 has NO model file: the coordinator streams its
 # layers (ModelChunk, XXH3-checked) into its cache. Greedy generation of both tiny-a prompts
-# with f32 on the wire must give the reference tokens. Everything made is removed on exit.
+# with f32 on the wire must give the reference tokens. The API answers another namespace, the
+# /admin/ endpoints only the coordinator's own loopback (403 otherwise). Everything made is
+# removed on exit.
 # Skips (exit 0 with a message) only without root / CAP_NET_ADMIN.
 source "$(dirname "$0")/lib_cluster.sh"
 t0=$(date +%s)
@@ -41,7 +43,7 @@ for i in "${!NSS[@]}"; do
 done
 
 start_coord coord ip netns exec "${NSS[0]}" "$BIN/baton-coordinator" --model "$M" \
-    --bind "tcp://${ADDR[0]}:*" --min-workers 3 --http 127.0.0.1:0 --wire f32 --max-ctx 2048 \
+    --bind "tcp://${ADDR[0]}:*" --min-workers 3 --http 0.0.0.0:0 --wire f32 --max-ctx 2048 \
     --max-seqs 4 --uniform --heartbeat-ms 500
 for w in 1 2 3; do
     model=(--model "$M")
@@ -60,6 +62,16 @@ grep -q "joined worker=w3 .*model=none (streamed)" "$TMP/coord.log" || fail "w3 
 served=$(grep -Eo 'loaded stage=[0-9]+ worker=w3 .* served=[0-9.]+MiB' "$TMP/coord.log" | grep -Eo 'served=[0-9.]+' | cut -d= -f2)
 [ -n "$served" ] && [ "$(echo "$served > 0" | bc)" = 1 ] || fail "nothing was streamed to w3"
 ls "$TMP/cache-w3"/* >/dev/null 2>&1 || fail "w3 cache is empty"
+# The API answers every host; the operator endpoints (coordinator/admin.h) only loopback.
+status_from() { # NS URL
+    ip netns exec "$1" curl -s -o /dev/null -w '%{http_code}' "$2"
+}
+[ "$(status_from "${NSS[1]}" "http://${ADDR[0]}:$HTTP_PORT/v1/models")" = 200 ] ||
+    fail "/v1/models from another host is not 200"
+[ "$(status_from "${NSS[1]}" "http://${ADDR[0]}:$HTTP_PORT/admin/workers")" = 403 ] ||
+    fail "/admin/workers from another host is not 403"
+[ "$(status_from "${NSS[0]}" "http://127.0.0.1:$HTTP_PORT/admin/workers")" = 200 ] ||
+    fail "/admin/workers from the coordinator's host is not 200"
 for p in chat story; do
     got=$(ip netns exec "${NSS[0]}" "$BIN/baton" generate --cluster "http://127.0.0.1:$HTTP_PORT" \
         --tokens "$FIX/prompts/$p.ids" -n $N --greedy --timeout 30 2>"$TMP/gen-$p.err") ||
