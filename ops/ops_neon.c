@@ -78,6 +78,28 @@ static inline float tail_bf16(const uint8_t *row, int64_t c) {
 }
 
 // clang-format off
+/* The matmul_fn over rows [r0, r1): each row once per group of up to G tokens, through
+ * NAME##_row with a compile-time group size (the matmul macros below define NAME##_row). */
+#define DEF_ROW_DRIVER(NAME)                                                                       \
+    static void NAME(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,         \
+                     float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {                     \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
+            for (int64_t t0 = 0; t0 < n; t0 += G) {                                                \
+                const float *xt = x + t0 * ldx;                                                    \
+                float *yt = y + t0 * ldy + r;                                                      \
+                switch (n - t0 < G ? (int)(n - t0) : G) {                                          \
+                case 1: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 1); break;                      \
+                case 2: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 2); break;                      \
+                case 3: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 3); break;                      \
+                default: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 4); break;                     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+// clang-format on
+
+// clang-format off
 #define DEF_MATMUL_F(NAME, LD8, TAILF)                                                             \
     static inline __attribute__((always_inline)) void NAME##_row(                                 \
         const uint8_t *row, int64_t cols, const float *restrict x, int64_t ldx, float *restrict y, \
@@ -99,22 +121,7 @@ static inline float tail_bf16(const uint8_t *row, int64_t c) {
             y[t * ldy] = sum;                                                                      \
         }                                                                                          \
     }                                                                                              \
-    static void NAME(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,         \
-                     float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {                     \
-        for (int64_t r = r0; r < r1; r++) {                                                        \
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
-            for (int64_t t0 = 0; t0 < n; t0 += G) {                                                \
-                const float *xt = x + t0 * ldx;                                                    \
-                float *yt = y + t0 * ldy + r;                                                      \
-                switch (n - t0 < G ? (int)(n - t0) : G) {                                          \
-                case 1: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 1); break;                      \
-                case 2: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 2); break;                      \
-                case 3: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 3); break;                      \
-                default: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 4); break;                     \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
+    DEF_ROW_DRIVER(NAME)
 // clang-format on
 
 DEF_MATMUL_F(matmul_f32_neon, ld8_f32, tail_f32)
@@ -183,22 +190,7 @@ DEF_DEQK(q6_k)
         }                                                                                          \
         for (int t = 0; t < g; t++) y[t * ldy] = vaddvq_f32(vaddq_f32(a[t], b[t]));                \
     }                                                                                              \
-    static void NAME(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,         \
-                     float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {                     \
-        for (int64_t r = r0; r < r1; r++) {                                                        \
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
-            for (int64_t t0 = 0; t0 < n; t0 += G) {                                                \
-                const float *xt = x + t0 * ldx;                                                    \
-                float *yt = y + t0 * ldy + r;                                                      \
-                switch (n - t0 < G ? (int)(n - t0) : G) {                                          \
-                case 1: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 1); break;                      \
-                case 2: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 2); break;                      \
-                case 3: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 3); break;                      \
-                default: NAME##_row(row, w->cols, xt, ldx, yt, ldy, 4); break;                     \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
+    DEF_ROW_DRIVER(NAME)
 // clang-format on
 
 DEF_MATMUL_DQ(matmul_q8_0_neon, 32, 34, deqb_q8_0)
