@@ -125,9 +125,10 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
  * registers (_mm_set1), 16 ymm registers are too few to keep them and the compiler rebuilt
  * them in every block (three instructions each). Row (a, b): int16 lane a of the low 128
  * bits and lane b of the high. */
-#define QKB(s)     (uint8_t)(2 * (s)), (uint8_t)(2 * (s) + 1)
-#define QKB8(s)    QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s)
-#define QKROW(a, b) {QKB8(a), QKB8(b)}
+#define QKB(s)  (uint8_t)(2 * (s)), (uint8_t)(2 * (s) + 1)
+#define QKB8(s) QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s), QKB(s)
+#define QKROW(a, b)                                                                                \
+    { QKB8(a), QKB8(b) }
 static const uint8_t QN(ksel)[12][32] __attribute__((aligned(32))) = {
     QKROW(0, 0), QKROW(1, 1), QKROW(2, 2), QKROW(3, 3), QKROW(4, 4), QKROW(5, 5),
     QKROW(6, 6), QKROW(7, 7), QKROW(0, 1), QKROW(2, 3), QKROW(4, 5), QKROW(6, 7)};
@@ -138,6 +139,28 @@ static const uint8_t QN(ksel)[12][32] __attribute__((aligned(32))) = {
 #define QK_TAB(k) _mm256_load_si256((const __m256i *)(const void *)QN(ksel)[k])
 /* int16 lane s of 128-bit lane 0 and lane s2 of lane 1 (for a 256-bit vector) */
 #define QK_SEL(s, s2) _mm256_set_m128i(QK_BC16(s2), QK_BC16(s))
+
+#ifndef BT_OPS_K45_PARTS
+#define BT_OPS_K45_PARTS
+/* The parts of block i of a Q4_K (Q5 = 0) or Q5_K (Q5 = 1) row; qh is NULL for Q4_K. Plain C
+ * (no vector type), so one definition serves every width this header is included for. */
+struct k45_parts {
+    const uint8_t *scales, *qs, *qh;
+    uint16_t d, dmin;
+};
+static inline __attribute__((always_inline)) struct k45_parts k45_block(const uint8_t *row,
+                                                                        int64_t i, int Q5) {
+    struct k45_parts p = {0};
+    if (Q5) {
+        const struct block_q5_k *b = (const struct block_q5_k *)(const void *)row + i;
+        p = (struct k45_parts){b->scales, b->qs, b->qh, b->d, b->dmin};
+    } else {
+        const struct block_q4_k *b = (const struct block_q4_k *)(const void *)row + i;
+        p = (struct k45_parts){b->scales, b->qs, NULL, b->d, b->dmin};
+    }
+    return p;
+}
+#endif
 
 /* (scale, min) bytes of a Q4_K/Q5_K block: sc[0..7] then mn[0..7] (quant_scale_min_k4 for
  * all eight sub-blocks at once: low 6 bits of bytes 0..7 for s < 4, nibbles of bytes 8..11 with
@@ -215,18 +238,10 @@ static inline QATTR __attribute__((always_inline)) void QN(k45_rows)(const uint8
     for (int t = 0; t < g; t++)
         acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(15), b5 = _mm256_set1_epi8(16);
-    const size_t BB = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *blk = row + (size_t)i * BB;
-        const uint8_t *scales, *qs, *qhp = NULL;
-        uint16_t dh, dmh;
-        if (Q5) {
-            const struct block_q5_k *b = (const struct block_q5_k *)(const void *)blk;
-            scales = b->scales, qs = b->qs, qhp = b->qh, dh = b->d, dmh = b->dmin;
-        } else {
-            const struct block_q4_k *b = (const struct block_q4_k *)(const void *)blk;
-            scales = b->scales, qs = b->qs, dh = b->d, dmh = b->dmin;
-        }
+        const struct k45_parts p = k45_block(row, i, Q5);
+        const uint8_t *scales = p.scales, *qs = p.qs, *qhp = p.qh;
+        const uint16_t dh = p.d, dmh = p.dmin;
         __m128i sm = QN(scales_k4)(scales);
         __m256i sc = _mm256_cvtepu8_epi16(sm); /* int16 sc 0..7 | mn 0..7 */
         __m256i scl = _mm256_permute2x128_si256(sc, sc, 0x00);
@@ -310,8 +325,10 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
             __m256i q3 = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
                 _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
-            __m256i s0 = _mm256_shuffle_epi8(sch, QK_TAB(8)), s1 = _mm256_shuffle_epi8(sch, QK_TAB(9));
-            __m256i s2 = _mm256_shuffle_epi8(sch, QK_TAB(10)), s3 = _mm256_shuffle_epi8(sch, QK_TAB(11));
+            __m256i s0 = _mm256_shuffle_epi8(sch, QK_TAB(8)),
+                    s1 = _mm256_shuffle_epi8(sch, QK_TAB(9));
+            __m256i s2 = _mm256_shuffle_epi8(sch, QK_TAB(10)),
+                    s3 = _mm256_shuffle_epi8(sch, QK_TAB(11));
             QUNROLL
             for (int t = 0; t < g; t++) {
                 const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h;
@@ -379,18 +396,10 @@ QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
     for (int t = 0; t < g; t++)
         acc[t] = _mm256_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
-    const size_t BB = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *blk = row + (size_t)i * BB;
-        const uint8_t *scales, *qs, *qhp = NULL;
-        uint16_t dh, dmh;
-        if (Q5) {
-            const struct block_q5_k *b = (const struct block_q5_k *)(const void *)blk;
-            scales = b->scales, qs = b->qs, qhp = b->qh, dh = b->d, dmh = b->dmin;
-        } else {
-            const struct block_q4_k *b = (const struct block_q4_k *)(const void *)blk;
-            scales = b->scales, qs = b->qs, dh = b->d, dmh = b->dmin;
-        }
+        const struct k45_parts p = k45_block(row, i, Q5);
+        const uint8_t *scales = p.scales, *qs = p.qs, *qhp = p.qh;
+        const uint16_t dh = p.d, dmh = p.dmin;
         __m128i sm = QN(scales_k4)(scales);
         __m512i scz = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm)); /* int16 sc 0..7 per lane */
         __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
@@ -463,8 +472,8 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
             __m512i Hz = _mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1);
             __m512i q01 = _mm512_or_si512(_mm512_and_si512(Lz, m4),
                                           _mm512_and_si512(_mm512_slli_epi16(Hz, 4), m30));
-            __m512i q23 =
-                _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(Lz, 4), m4), _mm512_and_si512(Hz, m30));
+            __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(Lz, 4), m4),
+                                          _mm512_and_si512(Hz, m30));
             __m128i sch = h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16);
             __m512i scz = _mm512_broadcast_i32x4(sch); /* int16 scales 8h..8h+7 per lane */
             __m512i s01 = _mm512_shuffle_epi8(scz, QN(zsel)(0, 1, 2, 3));
@@ -574,10 +583,10 @@ static inline QATTR __m512i QN(qz_rsum16)(const __m512i *v) {
     for (int j = 0; j < 4; j++)
         t[j] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * j], v[2 * j + 1]),
                                 _mm512_unpackhi_epi32(v[2 * j], v[2 * j + 1]));
-    __m512i u0 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]),
-                                  _mm512_unpackhi_epi64(t[0], t[1]));
-    __m512i u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]),
-                                  _mm512_unpackhi_epi64(t[2], t[3]));
+    __m512i u0 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
+    __m512i u1 =
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
     return _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, 0x88), _mm512_shuffle_i32x4(u0, u1, 0xdd));
 }
 
@@ -617,9 +626,8 @@ static inline QATTR __m512i QN(qz_pair)(const uint8_t *x0, const uint8_t *x1) {
 
 /* kind: 0 Q8_0, 1 Q4_0, 2 Q5_0 */
 #define QBB(kind) ((kind) == 0 ? 34 : (kind) == 1 ? 18 : 22)
-static inline QATTR __attribute__((always_inline)) void QN(unpack32)(const uint8_t *p,
-                                                                     struct QN(u32) * u,
-                                                                     const int kind) {
+static inline QATTR __attribute__((always_inline)) void
+QN(unpack32)(const uint8_t *p, struct QN(u32) * u, const int kind) {
     if (kind == 0)
         QN(unpack_q8_0)(p, u);
     else if (kind == 1)
@@ -629,9 +637,8 @@ static inline QATTR __attribute__((always_inline)) void QN(unpack32)(const uint8
 }
 
 /* one (row, token) pair over all blocks: the lane formula of the tiles, one lane */
-static inline QATTR __attribute__((always_inline)) float QN(one32)(const uint8_t *row, int64_t nb,
-                                                                   const uint8_t *x,
-                                                                   const int kind) {
+static inline QATTR __attribute__((always_inline)) float
+QN(one32)(const uint8_t *row, int64_t nb, const uint8_t *x, const int kind) {
     __m128 acc = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         struct QN(u32) u;
@@ -645,9 +652,10 @@ static inline QATTR __attribute__((always_inline)) float QN(one32)(const uint8_t
 }
 
 /* 8 rows x 1 token (lane = row), all blocks: the single-token path */
-static inline QATTR __attribute__((always_inline)) void
-QN(tile8x1)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *x, float *y,
-            const int kind) {
+static inline QATTR __attribute__((always_inline)) void QN(tile8x1)(const uint8_t *row,
+                                                                    size_t rbytes, int64_t nb,
+                                                                    const uint8_t *x, float *y,
+                                                                    const int kind) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = x + (size_t)i * 34;
@@ -678,12 +686,13 @@ QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
     if (first) {
         acc = _mm256_setzero_ps();
     } else {
-        acc = _mm256_setr_ps(y[0], y[ldy], y[2 * ldy], y[3 * ldy], y[1], y[ldy + 1],
-                             y[2 * ldy + 1], y[3 * ldy + 1]);
+        acc = _mm256_setr_ps(y[0], y[ldy], y[2 * ldy], y[3 * ldy], y[1], y[ldy + 1], y[2 * ldy + 1],
+                             y[3 * ldy + 1]);
     }
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
-        __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(dw + 8 * i), _mm256_broadcast_ps((const __m128 *)(const void *)(dx + 4 * i)));
+        __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(dw + 8 * i),
+                                  _mm256_broadcast_ps((const __m128 *)(const void *)(dx + 4 * i)));
         struct QN(u32) u0, u1;
         QN(unpack32)(wb, &u0, kind);
         QN(unpack32)(wb + rbytes, &u1, kind);
@@ -719,9 +728,9 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
     const __m512i perm = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
-        __m512 sc = _mm512_mul_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(dw + 4 * i)),
-                                  _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(
-                                                                  _mm_loadu_ps(dx + 4 * i))));
+        __m512 sc = _mm512_mul_ps(
+            _mm512_broadcast_f32x4(_mm_loadu_ps(dw + 4 * i)),
+            _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(_mm_loadu_ps(dx + 4 * i))));
         __m512i X[2], v[8];
         QUNROLL
         for (int tp = 0; tp < 2; tp++) {
@@ -737,7 +746,9 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
         }
         __m512i isum = QN(qz_rsum16)(v);
 #if QVNNI
-        isum = _mm512_sub_epi32(isum, _mm512_permutexvar_epi32(perm, _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)(sx + 4 * i)))));
+        isum = _mm512_sub_epi32(
+            isum, _mm512_permutexvar_epi32(perm, _mm512_castsi128_si512(_mm_loadu_si128((
+                                                     const __m128i *)(const void *)(sx + 4 * i)))));
 #else
         (void)sx;
 #endif
@@ -757,8 +768,8 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
  * QRG, chunk by chunk of blocks; the rows left over and the tokens left over (n % 4, and all
  * of a single-token call) one pair or eight rows at a time. */
 static inline QATTR __attribute__((always_inline)) void
-QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, float *y,
-             int64_t ldy, int64_t r0, int64_t r1, const int kind) {
+QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, float *y, int64_t ldy,
+             int64_t r0, int64_t r1, const int kind) {
     const uint8_t *W = w->data;
     const int64_t nb = w->cols / 32, n4 = n / 4 * 4, rg_end = r0 + (r1 - r0) / QRG * QRG;
     const size_t rb = w->row_bytes, BB = QBB(kind);
@@ -771,8 +782,8 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
             const int64_t nc = nb - c0 < QCH ? nb - c0 : QCH;
             for (int64_t t = t0; t < te; t++)
                 for (int64_t i = 0; i < nc; i++)
-                    dxs[(t - t0) / 4][4 * i + (t & 3)] =
-                        _cvtsh_ss((uint16_t)QN(ld16)(xq + (size_t)t * ldxq + (size_t)(c0 + i) * 34));
+                    dxs[(t - t0) / 4][4 * i + (t & 3)] = _cvtsh_ss(
+                        (uint16_t)QN(ld16)(xq + (size_t)t * ldxq + (size_t)(c0 + i) * 34));
 #if QZ512 && QVNNI
             for (int64_t t = t0; t < te; t++)
                 for (int64_t i = 0; i < nc; i++) {
@@ -786,20 +797,24 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
                 const uint8_t *wr = W + (size_t)r * rb + (size_t)c0 * BB;
                 for (int64_t i = 0; i < nc; i++)
                     for (int k = 0; k < QRG; k++) {
-                        float d = _cvtsh_ss((uint16_t)QN(ld16)(wr + (size_t)k * rb + (size_t)i * BB));
+                        float d =
+                            _cvtsh_ss((uint16_t)QN(ld16)(wr + (size_t)k * rb + (size_t)i * BB));
                         if (QRG == 4)
                             dws[4 * i + k] = d;
                         else
-                            for (int j = 0; j < 4; j++) dws[8 * i + 4 * k + j] = d;
+                            for (int j = 0; j < 4; j++)
+                                dws[8 * i + 4 * k + j] = d;
                     }
                 for (int64_t t = t0; t < te; t += 4) {
                     const uint8_t *xt = xq + (size_t)t * ldxq + (size_t)c0 * 34;
 #if QZ512
-                    QN(tile4x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], sxs[(t - t0) / 4],
-                                y + t * ldy + r, ldy, c0 == 0, kind);
+                    QN(tile4x4)
+                    (wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], sxs[(t - t0) / 4],
+                     y + t * ldy + r, ldy, c0 == 0, kind);
 #else
-                    QN(tile2x4)(wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy,
-                                c0 == 0, kind);
+                    QN(tile2x4)
+                    (wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy, c0 == 0,
+                     kind);
 #endif
                 }
             }
@@ -813,7 +828,8 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
         float out[8];
         for (; r + 8 <= r1; r += 8) {
             QN(tile8x1)(W + (size_t)r * rb, rb, nb, xq + (size_t)t * ldxq, out, kind);
-            for (int k = 0; k < 8; k++) y[t * ldy + r + k] = out[k];
+            for (int k = 0; k < 8; k++)
+                y[t * ldy + r + k] = out[k];
         }
         for (; r < r1; r++)
             y[t * ldy + r] = QN(one32)(W + (size_t)r * rb, nb, xq + (size_t)t * ldxq, kind);
