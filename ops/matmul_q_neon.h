@@ -94,6 +94,30 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
 }
 
 // clang-format off
+/* The matmul_q_fn of type T over rows [r0, r1): each row once per group of up to QG tokens,
+ * through QN(T##_rows) with a compile-time group size; QKB = values per block. */
+#define DEF_Q_DRIVER(T, QKB)                                                                       \
+    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
+                                       int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
+                                       int64_t r1) {                                               \
+        int64_t nb = w->cols / (QKB);                                                             \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
+            for (int64_t t0 = 0; t0 < n; t0 += QG) {                                               \
+                const uint8_t *xt = (const uint8_t *)xq + (size_t)t0 * ldxq;                       \
+                float *yt = y + t0 * ldy + r;                                                      \
+                switch (n - t0 < QG ? (int)(n - t0) : QG) {                                        \
+                case 1: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 1); break;                        \
+                case 2: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 2); break;                        \
+                case 3: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 3); break;                        \
+                default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+// clang-format on
+
+// clang-format off
 #define QDEF_MATMUL_Q32(T, BB)                                                                     \
     static inline QATTR __attribute__((always_inline)) void QN(T##_rows)(                          \
         const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, float *y, int64_t ldy,     \
@@ -111,24 +135,7 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
         }                                                                                          \
         for (int t = 0; t < g; t++) y[t * ldy] = vaddvq_f32(acc[t]);                               \
     }                                                                                              \
-    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
-                                       int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
-                                       int64_t r1) {                                               \
-        int64_t nb = w->cols / 32;                                                                 \
-        for (int64_t r = r0; r < r1; r++) {                                                        \
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
-            for (int64_t t0 = 0; t0 < n; t0 += QG) {                                               \
-                const uint8_t *xt = (const uint8_t *)xq + (size_t)t0 * ldxq;                       \
-                float *yt = y + t0 * ldy + r;                                                      \
-                switch (n - t0 < QG ? (int)(n - t0) : QG) {                                        \
-                case 1: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 1); break;                        \
-                case 2: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 2); break;                        \
-                case 3: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 3); break;                        \
-                default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                       \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
+    DEF_Q_DRIVER(T, 32)
 // clang-format on
 
 QDEF_MATMUL_Q32(q8_0, 34)
@@ -253,24 +260,7 @@ static inline QATTR float32x4_t QN(kdot)(const struct QN(kblk) * k, const uint8_
         }                                                                                          \
         for (int t = 0; t < g; t++) y[t * ldy] = vaddvq_f32(acc[t]);                               \
     }                                                                                              \
-    static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
-                                       int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
-                                       int64_t r1) {                                               \
-        int64_t nb = w->cols / QK_K;                                                               \
-        for (int64_t r = r0; r < r1; r++) {                                                        \
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;              \
-            for (int64_t t0 = 0; t0 < n; t0 += QG) {                                               \
-                const uint8_t *xt = (const uint8_t *)xq + (size_t)t0 * ldxq;                       \
-                float *yt = y + t0 * ldy + r;                                                      \
-                switch (n - t0 < QG ? (int)(n - t0) : QG) {                                        \
-                case 1: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 1); break;                        \
-                case 2: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 2); break;                        \
-                case 3: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 3); break;                        \
-                default: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                       \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-    }
+    DEF_Q_DRIVER(T, QK_K)
 // clang-format on
 
 static inline QATTR void QN(unpack_q4_k)(const uint8_t *p, struct QN(kblk) * k) {
