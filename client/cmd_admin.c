@@ -96,10 +96,9 @@ static const char *jstr(const cJSON *o, const char *k) {
 }
 
 static void print_workers(const cJSON *j) {
+    const cJSON *stages = cJSON_GetObjectItemCaseSensitive(j, "stages");
     printf("status: %s, %d stage(s)\n", jstr(j, "status"),
-           cJSON_GetObjectItemCaseSensitive(j, "stages")
-               ? cJSON_GetObjectItemCaseSensitive(j, "stages")->valueint
-               : 0);
+           cJSON_IsNumber(stages) ? stages->valueint : 0);
     printf("%-24s %-20s %-9s %5s %-9s %s\n", "ID", "HOST", "STATE", "STAGE", "LAYERS", "MEM");
     const cJSON *w;
     cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(j, "workers")) {
