@@ -3,8 +3,15 @@
  * files cached in build/bench/; written by tests/bench/run.sh via `baton mkmodel` if absent):
  *   decode tokens/s at batch 1 (one sequence) and batch 8 (8 sequences, one token each per
  *   step), prefill tokens/s of a 512-token prompt, effective GB/s = weight bytes read per
- *   decode step / step time, and that as a fraction of a STREAM-style triad measured here;
- *   then llama-bench (-p 512 -n DECODE) and the ratio baton / llama.cpp per figure.
+ *   decode step / step time, and that as a fraction of a STREAM-style triad; then llama-bench
+ *   (-p 512 -n DECODE) and the ratio baton / llama.cpp per figure.
+ * The host's memory bandwidth drifts by 2x between minutes, so a triad measured once at start
+ * says little about a decode run minutes later: every baton run measures a triad right before
+ * and right after its batch-1 decode (model loaded, same pool; triad_pre=, triad_post=), takes
+ * their mean as the run's triad (triad_gbps=) and prints the run's fraction (frac=); the
+ * median line gives the median of the per-run fractions
+ * (triad_frac=) beside the median triad (triad_gbps_median=). The header's triad_gbps= is the
+ * one taken at start, before any model is loaded.
  * Runs are interleaved (baton, llama.cpp, baton, ...) because the machine is shared, and
  * medians are printed. Environment: BENCH_MODELS (space-separated paths), BENCH_THREADS
  * (default: all CPUs), BENCH_RUNS (3), BENCH_DECODE (decode steps, 16: a 9B decodes at a few
@@ -111,6 +118,7 @@ static uint64_t step_bytes(const struct weights *w) {
 
 struct figures {
     double tg1, tg8, pp, gbps1;
+    double triad_pre, triad_post, triad; /* GB/s right before / after the b1 decode; mean */
 };
 
 static int baton_run(const char *path, pool_t *pool, int decode, int prefill, struct figures *f,
@@ -173,12 +181,15 @@ static int baton_run(const char *path, pool_t *pool, int decode, int prefill, st
     b = (struct fwd_batch){1, &sq, ids, NULL, logits, NULL};
     if (forward(fc, &b, &e)) goto fail;
     sq.n_tokens = 1;
+    f->triad_pre = triad_gbps(pool);
     t0 = now_s();
     for (int i = 0; i < decode; i++) {
         b = (struct fwd_batch){1, &sq, &ids[i % 64], NULL, logits, NULL};
         if (forward(fc, &b, &e)) goto fail;
     }
     double dt = (now_s() - t0) / decode;
+    f->triad_post = triad_gbps(pool);
+    f->triad = 0.5 * (f->triad_pre + f->triad_post);
     f->tg1 = 1.0 / dt;
     f->gbps1 = (double)*bytes_out / dt * 1e-9;
     rc = 0;
@@ -280,17 +291,20 @@ int main(int argc, char **argv) {
                    path);
             continue;
         }
-        double tg1[MAXR], tg8[MAXR], pp[MAXR], gb[MAXR], ltg[MAXR], lpp[MAXR];
+        double tg1[MAXR], tg8[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR],
+            lpp[MAXR];
         int nb = 0, nl = 0;
         uint64_t bytes = 0;
         for (int r = 0; r < runs; r++) { /* interleaved: baton, then llama.cpp */
             struct figures f = {0};
             if (baton_run(path, pool, decode, prefill, &f, &bytes) == 0) {
                 tg1[nb] = f.tg1, tg8[nb] = f.tg8, pp[nb] = f.pp, gb[nb] = f.gbps1;
-                nb++;
+                tr[nb] = f.triad, fr[nb] = f.triad > 0 ? f.gbps1 / f.triad : 0.0;
                 printf("bench_forward: model=%s run=%d baton tg1=%.3f tg8=%.3f pp%d=%.2f "
-                       "gbps=%.1f\n",
-                       path, r, f.tg1, f.tg8, prefill, f.pp, f.gbps1);
+                       "gbps=%.1f triad_gbps=%.1f frac=%.3f triad_pre=%.1f triad_post=%.1f\n",
+                       path, r, f.tg1, f.tg8, prefill, f.pp, f.gbps1, f.triad, fr[nb], f.triad_pre,
+                       f.triad_post);
+                nb++;
             } else {
                 failed = 1;
             }
@@ -310,11 +324,11 @@ int main(int argc, char **argv) {
         }
         if (!nb) continue;
         double mtg1 = median(tg1, nb), mtg8 = median(tg8, nb), mpp = median(pp, nb);
-        double mgb = median(gb, nb);
+        double mgb = median(gb, nb), mtr = median(tr, nb), mfr = median(fr, nb);
         printf("bench_forward: model=%s weights_per_token=%.2fGB baton median of %d: "
                "decode_b1=%.3f tok/s decode_b8=%.3f tok/s prefill%d=%.2f tok/s "
-               "eff_gbps=%.1f triad_frac=%.2f\n",
-               path, (double)bytes * 1e-9, nb, mtg1, mtg8, prefill, mpp, mgb,
+               "eff_gbps=%.1f triad_frac=%.3f triad_gbps_median=%.1f triad_frac_start=%.3f\n",
+               path, (double)bytes * 1e-9, nb, mtg1, mtg8, prefill, mpp, mgb, mfr, mtr,
                triad > 0 ? mgb / triad : 0.0);
         if (nl) {
             double ltg1 = median(ltg, nl), lpp1 = median(lpp, nl);
