@@ -312,8 +312,8 @@ static void print_lat_text(const char *name, struct load_samples *s) {
         printf("  %-22s %9s\n", name, "-");
         return;
     }
-    printf("  %-22s %9.2f %9.2f %9.2f %9.2f\n", name, load_percentile(s, 50),
-           load_percentile(s, 90), load_percentile(s, 99), load_mean(s));
+    printf("  %-22s %9.2f %9.2f %9.2f %9.2f %9.2f\n", name, load_percentile(s, 50),
+           load_percentile(s, 90), load_percentile(s, 99), load_percentile(s, 100), load_mean(s));
 }
 
 static void add_lat_json(cJSON *root, const char *name, struct load_samples *s) {
@@ -322,6 +322,7 @@ static void add_lat_json(cJSON *root, const char *name, struct load_samples *s) 
     cJSON_AddNumberToObject(o, "p50", load_percentile(s, 50));
     cJSON_AddNumberToObject(o, "p90", load_percentile(s, 90));
     cJSON_AddNumberToObject(o, "p99", load_percentile(s, 99));
+    cJSON_AddNumberToObject(o, "max", load_percentile(s, 100));
     cJSON_AddNumberToObject(o, "mean", load_mean(s));
     cJSON_AddNumberToObject(o, "n", (double)s->n);
 }
@@ -467,7 +468,8 @@ int cmd_load(int argc, char **argv) {
         printf("  tokens: prompt %ld (mean %.1f), output %ld (mean %.1f)\n", all.prompt_tokens,
                all.ok ? (double)all.prompt_tokens / (double)all.ok : 0.0, all.output_tokens,
                all.ok ? (double)all.output_tokens / (double)all.ok : 0.0);
-        printf("  %-22s %9s %9s %9s %9s\n", "latency (ms)", "p50", "p90", "p99", "mean");
+        printf("  %-22s %9s %9s %9s %9s %9s\n", "latency (ms)", "p50", "p90", "p99", "max",
+               "mean");
         print_lat_text("time to first token", &all.ttft);
         print_lat_text("inter-token", &all.itl);
         print_lat_text("end to end", &all.e2e);

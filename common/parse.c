@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int bt_parse_int(const char *what, const char *s, int lo, int hi, int *out, bt_err *e) {
     char *end;
@@ -11,6 +12,17 @@ int bt_parse_int(const char *what, const char *s, int lo, int hi, int *out, bt_e
     if (errno || end == s || *end || v < lo || v > hi)
         return bt_fail(e, BT_EINVAL, "%s '%s': expected an integer in [%d, %d]", what, s, lo, hi);
     *out = (int)v;
+    return 0;
+}
+
+int bt_parse_double(const char *what, const char *s, double lo, double hi, double *out, bt_err *e) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    /* !(v >= lo && v <= hi) also refuses NaN; hex floats and exponents are not for flags */
+    if (errno || end == s || *end || !(v >= lo && v <= hi) || s[strcspn(s, "xXeEnNiI")])
+        return bt_fail(e, BT_EINVAL, "%s '%s': expected a number in [%g, %g]", what, s, lo, hi);
+    *out = v;
     return 0;
 }
 

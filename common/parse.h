@@ -11,6 +11,10 @@
 /* A whole decimal number in [lo, hi], nothing after it ("12", "-3"; not "12k", "", "1e3"). */
 int bt_parse_int(const char *what, const char *s, int lo, int hi, int *out, bt_err *e);
 
+/* A whole decimal number with an optional fraction in [lo, hi] ("1", "0.25"; not "", "1x",
+ * "nan", "inf"). */
+int bt_parse_double(const char *what, const char *s, double lo, double hi, double *out, bt_err *e);
+
 /* A byte count > 0: a decimal number (fractions allowed) with an optional K, M, G or T suffix
  * (powers of 1024, either case), optionally followed by i and/or B: "512M", "8G", "1.5GiB",
  * "4096". */

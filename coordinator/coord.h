@@ -34,6 +34,7 @@ struct coord_opts {
     int heartbeat_ms;         /* 0 = 1000; sent to workers in Welcome */
     int liveness;             /* 0 = 3; sent to workers in Welcome */
     int prefill_chunk;        /* 0 = the scheduler's default */
+    double prefill_stall;     /* sched_opts.prefill_stall: 0 = its default, < 0 = off */
     int plan_only;            /* print the plan once the workers joined, then stop */
     int local;                /* no workers: run the model in this process */
     int load_timeout_s;       /* 0 = 900 */

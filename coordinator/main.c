@@ -42,6 +42,11 @@ static const struct argp_option options[] = {
      "forward passes take seconds)",
      0},
     {"prefill-chunk", 'C', "N", 0, "most prompt tokens of one sequence per micro-batch", 0},
+    {"prefill-stall", 'S', "F", 0,
+     "while sequences decode, a micro-batch with prompt tokens may take at most 1+F times a "
+     "batch of decodes alone (default 1: streams keep half their speed during a long prefill; "
+     "0: no limit)",
+     0},
     {"recover-timeout", 'R', "SECS", 0,
      "after losing a stage, requests wait this long for a new pipeline, then fail (default 60)", 0},
     {"load-timeout", 'T', "SECS", 0, "give up when loading takes longer (default 900)", 0},
@@ -117,6 +122,11 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
     case 'C':
         if (bt_parse_int("--prefill-chunk", arg, 1, 2048, &a->prefill_chunk, NULL))
             argp_error(st, "--prefill-chunk: 1..2048");
+        break;
+    case 'S':
+        if (bt_parse_double("--prefill-stall", arg, 0.0, 1000.0, &a->prefill_stall, NULL))
+            argp_error(st, "--prefill-stall: a number in [0, 1000]");
+        if (a->prefill_stall == 0.0) a->prefill_stall = -1.0; /* 0 on the command line: off */
         break;
     case 'R':
         if (bt_parse_int("--recover-timeout", arg, 1, 86400, &a->recover_timeout_s, NULL))

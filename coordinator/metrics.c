@@ -41,6 +41,10 @@ static const char *const gauge_names[MG_COUNT][2] = {
     [MG_ACTIVE] = {"baton_active_sequences", "Sequences holding a slot."},
     [MG_SLOTS] = {"baton_slots", "Sequence slots in total."},
     [MG_INFLIGHT] = {"baton_batches_in_flight", "Micro-batches in flight in the pipeline."},
+    [MG_BATCH_FIXED_S] = {"baton_batch_fixed_seconds",
+                          "Learned cost of a micro-batch on the slowest stage: the part every batch pays."},
+    [MG_BATCH_TOKEN_S] = {"baton_batch_token_seconds",
+                          "Learned cost of a micro-batch on the slowest stage: the part per token."},
 };
 /* clang-format on */
 

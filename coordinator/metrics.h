@@ -22,6 +22,9 @@ enum metric_gauge {
     MG_ACTIVE,      /* baton_active_sequences: sequences holding a slot */
     MG_SLOTS,       /* baton_slots: slots in total */
     MG_INFLIGHT,    /* baton_batches_in_flight */
+    /* the scheduler's cost model (coordinator/batch_cost.h), 0 until it has a fit */
+    MG_BATCH_FIXED_S, /* baton_batch_fixed_seconds */
+    MG_BATCH_TOKEN_S, /* baton_batch_token_seconds */
     MG_COUNT
 };
 enum metric_hist {

@@ -7,6 +7,7 @@
 #include "common/assert.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "coordinator/batch_cost.h"
 #include "engine/sampler.h"
 
 #include <errno.h>
@@ -45,6 +46,7 @@ struct sched_handle {
 struct inflight {
     uint64_t batch_id;
     int n;
+    int n_tok; /* rows in the batch, for the cost model */
     sched_handle_t **seqs; /* [n_slots] */
 };
 
@@ -68,6 +70,7 @@ struct sched {
     int fl_head, fl_count;
     uint64_t next_batch;
     int rr; /* round-robin start for prefill fairness */
+    struct batch_cost cost; /* learned from completed batches; limits prefill next to decodes */
     struct exec_seq_item *items;
     int32_t *eog;
     size_t n_eog;
@@ -477,14 +480,21 @@ static int step(sched_t *s) {
         f->seqs[n++] = h;
         n_tok++;
     }
-    /* Then prefill chunks, round-robin so one long prompt cannot hold back the others. */
-    for (int k = 0; k < s->caps.n_slots && n_tok < budget; k++) {
+    /* Then prefill chunks, round-robin so one long prompt cannot hold back the others; while
+     * sequences decode, only as many prompt tokens as keep this batch within the stall bound
+     * (in flight or not, a decoding sequence waits behind this batch on every stage). */
+    int prefill_budget = budget;
+    if (n_decoding > 0) {
+        int lim = batch_cost_prefill_limit(&s->cost, n_dec, dec_cap, s->o.prefill_stall);
+        if (lim >= 0 && n_tok + lim < prefill_budget) prefill_budget = n_tok + lim;
+    }
+    for (int k = 0; k < s->caps.n_slots && n_tok < prefill_budget; k++) {
         int i = (s->rr + k) % s->caps.n_slots;
         sched_handle_t *h = s->active[i];
         if (!h || h->in_flight || h->has_pending || h->n_fed >= h->n_prompt) continue;
         int c = h->n_prompt - h->n_fed;
         if (c > chunk_max) c = chunk_max;
-        if (c > budget - n_tok) c = budget - n_tok;
+        if (c > prefill_budget - n_tok) c = prefill_budget - n_tok;
         s->items[n] = (struct exec_seq_item){.seq_id = h->id,
                                              .slot = h->slot,
                                              .pos = h->n_fed,
@@ -518,6 +528,7 @@ static int step(sched_t *s) {
     }
     f->batch_id = id;
     f->n = n;
+    f->n_tok = n_tok;
     s->fl_count++;
     metrics_add(s->o.metrics, MC_STEPS, 1);
     metrics_observe(s->o.metrics, MH_BATCH_TOKENS, n_tok);
@@ -532,9 +543,20 @@ static sched_handle_t *find_seq(struct inflight *f, uint64_t id) {
 
 static void complete(sched_t *s, const struct exec_done *d) {
     struct inflight *f = &s->fl[s->fl_head];
-    for (int i = 0; i < s->caps.n_stages; i++)
+    double slowest = 0.0;
+    for (int i = 0; i < s->caps.n_stages; i++) {
         if (d->stage_busy_s[i] > 0 || d->stage_bytes[i])
             metrics_stage(s->o.metrics, i, d->stage_busy_s[i], d->stage_bytes[i]);
+        if (d->stage_busy_s[i] > slowest) slowest = d->stage_busy_s[i];
+    }
+    if (d->status >= 0) {
+        batch_cost_observe(&s->cost, f->n_tok, slowest);
+        double fixed, per_token;
+        if (batch_cost_fit(&s->cost, &fixed, &per_token)) {
+            metrics_set(s->o.metrics, MG_BATCH_FIXED_S, fixed);
+            metrics_set(s->o.metrics, MG_BATCH_TOKEN_S, per_token);
+        }
+    }
     if (f->batch_id != d->batch_id) {
         BT_LOG(ERROR, "sched", "executor completed batch=%llu, expected %llu",
                (unsigned long long)d->batch_id, (unsigned long long)f->batch_id);
@@ -678,6 +700,8 @@ int sched_open(sched_t **out, const struct sched_opts *o, bt_err *e) {
     if (s->o.step_tokens > c->max_batch) s->o.step_tokens = c->max_batch;
     if (s->o.prefill_chunk <= 0 || s->o.prefill_chunk > s->o.step_tokens)
         s->o.prefill_chunk = s->o.step_tokens;
+    if (s->o.prefill_stall == 0.0) s->o.prefill_stall = 1.0;
+    batch_cost_init(&s->cost);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->active = calloc((size_t)c->n_slots, sizeof *s->active);
@@ -709,8 +733,10 @@ int sched_open(sched_t **out, const struct sched_opts *o, bt_err *e) {
         return bt_fail(e, -rc, "sched: cannot start the thread");
     }
     s->started = 1;
-    BT_LOG(INFO, "sched", "slots=%d depth=%d stages=%d step_tokens=%d prefill_chunk=%d ctx=%d",
-           c->n_slots, c->depth, c->n_stages, s->o.step_tokens, s->o.prefill_chunk, c->max_ctx);
+    BT_LOG(INFO, "sched",
+           "slots=%d depth=%d stages=%d step_tokens=%d prefill_chunk=%d prefill_stall=%g ctx=%d",
+           c->n_slots, c->depth, c->n_stages, s->o.step_tokens, s->o.prefill_chunk,
+           s->o.prefill_stall > 0 ? s->o.prefill_stall : 0.0, c->max_ctx);
     *out = s;
     return 0;
 }

@@ -6,7 +6,8 @@
  * the sequence's whole state (recurrent + KV for prompt + max_tokens) fits every stage's byte
  * budget. Each step builds one micro-batch under a token budget: every decoding sequence that
  * is not in flight contributes its one pending token, then prompts contribute prefill chunks
- * from what is left; up to caps.depth batches are in flight, a sequence in at most one. So
+ * from what is left, fewer while sequences decode so that a long prompt cannot stall their
+ * streams (opts.prefill_stall); up to caps.depth batches are in flight, a sequence in at most one. So
  * requests join and leave between steps, and a sequence's tokens never depend on its company
  * (the executor computes every row the same way whatever the batch).
  *
@@ -39,6 +40,11 @@ struct sched_opts {
     int max_queue;      /* waiting requests before 429; 0 = 64 */
     int step_tokens;    /* token budget per micro-batch; 0 = min(caps.max_batch, 512) */
     int prefill_chunk;  /* most prompt tokens of one sequence per step; 0 = step_tokens */
+    /* While sequences decode, no micro-batch may take longer than (1 + prefill_stall) times a
+     * batch of decodes alone (coordinator/batch_cost.h): prompt tokens beyond that wait for
+     * the next step. 0 = 1.0 (decodes keep at least half their speed while prompts are
+     * prefilled); < 0 = off (the token budget alone limits a step). */
+    double prefill_stall;
 };
 
 struct sched_req {

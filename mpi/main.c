@@ -58,6 +58,10 @@ static const struct argp_option options[] = {
     {"max-ctx", 'c', "N", 0, "tokens per sequence (default 4096)", 0},
     {"max-batch", 'B', "N", 0, "tokens per micro-batch (default 256)", 0},
     {"prefill-chunk", 'C', "N", 0, "most prompt tokens of one sequence per micro-batch", 0},
+    {"prefill-stall", 'S', "F", 0,
+     "while sequences decode, a micro-batch with prompt tokens may take at most 1+F times a "
+     "batch of decodes alone (default 1; 0: no limit)",
+     0},
     {"threads", 't', "N", 0, "compute threads per worker rank (default: all CPUs)", 0},
     {"mem", 'M', "BYTES", 0, "worker memory budget (default 80% of RAM)", 0},
     {"max-rows", 'r', "N", 0, "rows per Forward on a worker (default 2048)", 0},
@@ -130,6 +134,11 @@ static error_t parse_opt(int key, char *arg, struct argp_state *st) {
         errno = 0;
         a->mem = strtoull(arg, &end, 10);
         if (errno || *end || end == arg) argp_error(st, "--mem: a byte count");
+        break;
+    case 'S':
+        if (bt_parse_double("--prefill-stall", arg, 0.0, 1000.0, &a->o.prefill_stall, NULL))
+            argp_error(st, "--prefill-stall: a number in [0, 1000]");
+        if (a->o.prefill_stall == 0.0) a->o.prefill_stall = -1.0; /* 0: off */
         break;
     case 'g':
         a->o.min_gain = strtod(arg, &end);

@@ -49,3 +49,25 @@ Test(parse, bytes_rejects) {
         cr_assert(strstr(e.msg, "--mem"), "%s", e.msg);
     }
 }
+
+Test(parse, double_in_range) {
+    double v = -1.0;
+    cr_assert_eq(bt_parse_double("--f", "0.25", 0.0, 10.0, &v, NULL), 0);
+    cr_assert_float_eq(v, 0.25, 1e-12);
+    cr_assert_eq(bt_parse_double("--f", "3", 0.0, 10.0, &v, NULL), 0);
+    cr_assert_float_eq(v, 3.0, 1e-12);
+    cr_assert_eq(bt_parse_double("--f", "0", 0.0, 10.0, &v, NULL), 0);
+    cr_assert_float_eq(v, 0.0, 1e-12);
+}
+
+Test(parse, double_rejects_and_names_the_flag) {
+    const char *bad[] = {"", "x", "1x", "10.5", "-0.1", "nan", "inf", "1e3", "0x10", "2 "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        double v = 7.0;
+        bt_err e = {0};
+        cr_assert_eq(bt_parse_double("--prefill-stall", bad[i], 0.0, 10.0, &v, &e), BT_EINVAL,
+                     "'%s'", bad[i]);
+        cr_assert_float_eq(v, 7.0, 0.0, "'%s' wrote the output", bad[i]);
+        cr_assert(strstr(e.msg, "--prefill-stall"), "%s", e.msg);
+    }
+}

@@ -20,8 +20,8 @@ struct env {
     metrics_t *m;
 };
 
-static void env_open_budget(struct env *v, int n_slots, int max_queue, int step, int chunk,
-                            size_t budget) {
+static void env_open_stall(struct env *v, int n_slots, int max_queue, int step, int chunk,
+                           size_t budget, double stall) {
     bt_err e = {0};
     memset(v, 0, sizeof *v);
     const char *path = fixture_path("tiny-a/gguf/model-f32.gguf");
@@ -40,8 +40,14 @@ static void env_open_budget(struct env *v, int n_slots, int max_queue, int step,
                             .metrics = v->m,
                             .max_queue = max_queue,
                             .step_tokens = step,
-                            .prefill_chunk = chunk};
+                            .prefill_chunk = chunk,
+                            .prefill_stall = stall};
     cr_assert_eq(sched_open(&v->s, &so, &e), 0, "%s", e.msg);
+}
+
+static void env_open_budget(struct env *v, int n_slots, int max_queue, int step, int chunk,
+                            size_t budget) {
+    env_open_stall(v, n_slots, max_queue, step, chunk, budget, 0.0);
 }
 
 static void env_open(struct env *v, int n_slots, int max_queue, int step, int chunk) {
@@ -159,10 +165,12 @@ Test(sched, greedy_alone_matches_reference) {
 
 /* 32 requests at once, the chat prompt and (every 8th) the 212-token story prompt, with a
  * 64-token step budget and 24-token prefill chunks: prefill chunks are mixed with decodes in
- * most steps, and every request still gets exactly the reference tokens. */
+ * most steps, and every request still gets exactly the reference tokens. The prefill stall
+ * limit is off: how many prompt tokens it lets through depends on measured times, and the step
+ * count below checks the token budget alone (prefill_next_to_decodes_is_limited checks it). */
 Test(sched, greedy_among_32_matches_reference, .timeout = 60) {
     struct env v;
-    env_open(&v, 32, 64, 64, 24);
+    env_open_stall(&v, 32, 64, 64, 24, 0, -1.0);
     int32_t chat[64], story[256], ref_chat[32], ref_story[32];
     int nc = read_ids("tiny-a/prompts/chat.ids", chat, 64);
     int ns = read_ids("tiny-a/prompts/story.ids", story, 256);
@@ -339,4 +347,73 @@ Test(sched, state_budget_limits_admission) {
     env_open_budget(&w, 2, 4, 0, 0, c.seq_bytes + 10 * c.token_bytes);
     cr_assert_eq(sched_submit(w.s, &r, &h, &e), BT_EMSGSIZE);
     env_close(&w);
+}
+
+/* A long prompt arriving while a sequence decodes: with the stall limit its prefill is cut
+ * into many small pieces riding along with the decodes (many steps before its first token),
+ * without it the prompt goes in one step; the tokens of both sequences are the same either
+ * way. */
+struct stall_run {
+    struct outcome a, b;
+    uint64_t steps_b; /* micro-batches between b's submission and its first token */
+};
+
+static void run_with_stall(double stall, struct stall_run *r) {
+    struct env v;
+    env_open_stall(&v, 2, 4, 256, 256, 0, stall);
+    int32_t pa[96], pb[240];
+    for (int i = 0; i < 96; i++)
+        pa[i] = 100 + (i * 7) % 500;
+    for (int i = 0; i < 240; i++)
+        pb[i] = 200 + (i * 13) % 700;
+    sched_handle_t *a = submit(&v, pa, 96, 200, NULL);
+    /* a's first tokens: its prompt and some decodes have run, so the cost model has a fit */
+    memset(&r->a, 0, sizeof r->a);
+    for (int i = 0; i < 8; i++) {
+        struct sched_event *ev = NULL;
+        cr_assert_eq(sched_next(a, 20000, &ev), 1);
+        cr_assert_eq(ev->kind, SEV_TOKEN);
+        r->a.toks[r->a.n++] = ev->tok.token;
+        sched_event_free(ev);
+    }
+    uint64_t s0 = metrics_counter(v.m, MC_STEPS);
+    sched_handle_t *b = submit(&v, pb, 240, 4, NULL);
+    struct sched_event *ev = NULL;
+    cr_assert_eq(sched_next(b, 20000, &ev), 1);
+    cr_assert_eq(ev->kind, SEV_TOKEN);
+    r->steps_b = metrics_counter(v.m, MC_STEPS) - s0;
+    cr_log_info("stall=%g: b's prompt took %llu steps; fit fixed=%.3g s per_token=%.3g s", stall,
+                (unsigned long long)r->steps_b, metrics_gauge(v.m, MG_BATCH_FIXED_S),
+                metrics_gauge(v.m, MG_BATCH_TOKEN_S));
+    r->b.toks[r->b.n++] = ev->tok.token;
+    sched_event_free(ev);
+    struct outcome rest;
+    collect(b, &rest);
+    cr_assert_eq(rest.error, 0);
+    for (int i = 0; i < rest.n; i++)
+        r->b.toks[r->b.n++] = rest.toks[i];
+    collect(a, &rest);
+    cr_assert_eq(rest.error, 0);
+    for (int i = 0; i < rest.n && r->a.n < 400; i++)
+        r->a.toks[r->a.n++] = rest.toks[i];
+    sched_handle_close(a);
+    sched_handle_close(b);
+    env_close(&v);
+}
+
+Test(sched, prefill_next_to_decodes_is_limited, .timeout = 60) {
+    struct stall_run off, on;
+    run_with_stall(-1.0, &off);
+    run_with_stall(0.02, &on);
+    cr_assert_leq(off.steps_b, 2, "without the limit the prompt goes in one step: %llu",
+                  (unsigned long long)off.steps_b);
+    cr_assert_geq(on.steps_b, 8, "with stall 0.02 the 240-token prompt takes many steps: %llu",
+                  (unsigned long long)on.steps_b);
+    cr_assert_eq(on.a.n, off.a.n);
+    cr_assert_eq(on.b.n, 4);
+    cr_assert_eq(off.b.n, 4);
+    for (int i = 0; i < off.a.n; i++)
+        cr_assert_eq(on.a.toks[i], off.a.toks[i], "a's token %d", i);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(on.b.toks[i], off.b.toks[i], "b's token %d", i);
 }
