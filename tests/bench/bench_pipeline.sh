@@ -16,8 +16,11 @@
 #     streams start together, so whole waves run, and the tail after the deadline is counted);
 #   llama.cpp (pipeline phases): llama-bench --rpc A,B -dev RPC0/RPC1 -ngl 99 -p 0 -n DECODE:
 #     every layer on the two rpc-servers (-dev keeps llama-bench's own CPU device out of the
-#     split; only the token embedding lookup stays in llama-bench), one sequence (llama-bench
-#     has no concurrent-streams test, so there is no llama.cpp figure for 16 streams).
+#     split; only the token embedding lookup stays in llama-bench), one sequence;
+#   llama.cpp, 16 sequences (when llama-batched-bench is there): llama-batched-bench on the same
+#     two rpc-servers, -npl 16 -npp BENCH_PIPELINE_PROMPT_TOKENS (16, about what 8 words make)
+#     -ntg DECODE: agg_tok_s = 16 x DECODE / (prefill + decode time), the figure baton's
+#     16-stream agg_tok_s is compared with, and its decode-only aggregate tg_tok_s.
 # Baton and llama.cpp runs alternate (baton, llama.cpp, baton, ...) and medians are printed.
 # "Same total threads": the single process uses T threads. For one stream only one stage of
 # the pipeline computes at a time, so workers with T threads each keep T threads active (the
@@ -55,8 +58,10 @@ fi
 for b in baton baton-coordinator baton-worker; do
     [ -x "$BUILD/$b" ] || { echo "bench_pipeline: $BUILD/$b missing (make BUILD=$BUILD)"; exit 1; }
 done
-have_llama=0
+have_llama=0 have_batched=0
 [ -x "$llama/llama-bench" ] && [ -x "$llama/ggml-rpc-server" ] && have_llama=1
+[ $have_llama = 1 ] && [ -x "$llama/llama-batched-bench" ] && have_batched=1
+ptok=${BENCH_PIPELINE_PROMPT_TOKENS:-16}
 export LD_LIBRARY_PATH=$llama${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 TMP=$(mktemp -d /tmp/bench-pipeline.XXXXXX)
@@ -171,6 +176,21 @@ for t in json.load(sys.stdin):
 ' 2>/dev/null
 }
 
+# llama_batched W: llama-batched-bench, 16 sequences over the two rpc-servers; prints
+# "agg_tok_s tg_tok_s" (empty on failure).
+llama_batched() {
+    "$llama/llama-batched-bench" -m "$model" --rpc "$RPC" -dev RPC0,RPC1 -ngl 99 -t "$1" \
+        -c $((16 * (ptok + decode) + 64)) -b 512 -ub 512 -npp "$ptok" -ntg "$decode" -npl 16 \
+        --output-format jsonl 2>>"$TMP/llama-batched.err" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if not line.startswith("{"): continue
+    r = json.loads(line)
+    print("%.3f %.3f" % (r["pl"] * r["tg"] / r["t"], r["speed_tg"]))
+' 2>/dev/null
+}
+
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:]]; print("%.3f"%s.median(v) if v else "")' "$@"; }
 ratio() { python3 -c 'import sys; a,b=sys.argv[1:]; print("%.2f"%(float(a)/float(b)) if a and b and float(b)>0 else "-")' "$1" "${2:-}"; }
 
@@ -218,7 +238,7 @@ for model in $models; do
         if [ $have_llama = 1 ]; then
             start_rpc "$w" && rpc_ok=1 || echo "bench_pipeline: model=$m rpc-servers did not start"
         fi
-        p1=() p1o=() p16=() ll=()
+        p1=() p1o=() p16=() ll=() lb=() lbt=()
         for ((r = 0; r < runs; r++)); do
             read -r dec out ok err <<<"$(fig "$(load_json 1 --requests 2)")"
             echo "bench_pipeline: model=$m run=$r pipe${w}t 1stream decode_tok_s=$dec out_tok_s=$out ok=$ok errors=$err"
@@ -231,18 +251,24 @@ for model in $models; do
                 echo "bench_pipeline: model=$m run=$r llama_rpc${w}t tg$decode=${tg:-failed}"
                 [ -n "$tg" ] && ll+=("$tg")
             fi
+            if [ $rpc_ok = 1 ] && [ $have_batched = 1 ]; then
+                read -r agg tgs <<<"$(llama_batched "$w")"
+                echo "bench_pipeline: model=$m run=$r llama_rpc${w}t 16seqs agg_tok_s=${agg:-failed} tg_tok_s=${tgs:--}"
+                [ -n "$agg" ] && lb+=("$agg") lbt+=("$tgs")
+            fi
         done
         stop_pids "${PIDS[@]}" "${RPC_PIDS[@]}"
         PIDS=() RPC_PIDS=()
         a=$(median "${p1[@]}") ao=$(median "${p1o[@]}") b=$(median "${p16[@]}") l=$(median "${ll[@]}")
+        lbm=$(median "${lb[@]}") lbtm=$(median "${lbt[@]}")
         echo "bench_pipeline: model=$m pipe worker_threads=$w (total $((2 * w)), active for 1 stream $w)" \
             "median of $runs: 1stream decode_tok_s=$a out_tok_s=$ao 16streams agg_tok_s=$b" \
-            "llama_rpc2 tg$decode=${l:--}"
+            "llama_rpc2 tg$decode=${l:--} llama_rpc2_16seqs agg_tok_s=${lbm:--} tg_tok_s=${lbtm:--}"
         echo "bench_pipeline: model=$m ratios worker_threads=$w:" \
             "pipe_1stream/single=$(ratio "$a" "$s_med") (target >= 0.95 at the same total threads)" \
             "pipe_16streams/pipe_1stream=$(ratio "$b" "$ao") (out_tok_s both; target >= 6)" \
-            "baton_2workers/llama_rpc2=$(ratio "$a" "$l") (1 stream decode; target >= 2;" \
-            "llama-bench has no concurrent-streams test)"
+            "baton_2workers/llama_rpc2=$(ratio "$a" "$l") (1 stream decode; target >= 2)" \
+            "baton_16streams/llama_rpc2_16seqs=$(ratio "$b" "$lbm") (agg_tok_s both)"
     done
 done
 exit $failed
