@@ -126,6 +126,11 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libbaton.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# test_ops links the kernel checks it shares with the cross test below (tests/ops_checks.c: not
+# a test_*.c, so not a suite of its own); objects before the library that resolves them.
+$(BUILD)/tests/test_ops: $(BUILD)/tests/test_ops.o $(BUILD)/tests/ops_checks.o $(BUILD)/libbaton.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
+
 tests: $(BINS) $(TEST_BINS) $(MPI_TEST_BINS)
 benches: $(BINS) $(BENCH_BINS)
 
@@ -198,8 +203,9 @@ test-deploy: all
 CROSS_CC    ?= aarch64-linux-gnu-gcc
 CROSS_QEMU  ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
 CROSS_SRCS   = common/err.c common/log.c engine/dtype.c ops/ops.c ops/ops_ref.c ops/quant.c \
-               ops/ops_neon.c ops/threadpool.c tests/cross/test_ops_cross.c
-$(BUILD)/cross/test_ops_cross: $(CROSS_SRCS) $(wildcard common/*.h engine/dtype.h ops/*.h)
+               ops/ops_neon.c ops/threadpool.c tests/ops_checks.c tests/cross/test_ops_cross.c
+$(BUILD)/cross/test_ops_cross: $(CROSS_SRCS) $(wildcard common/*.h engine/dtype.h ops/*.h) \
+                               tests/ops_checks.h
 	@mkdir -p $(@D)
 	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -O2 -march=armv8-a $(WARN) -I. $(CROSS_SRCS) -o $@ \
 	    -lpthread -lm
