@@ -3,12 +3,9 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "engine/forward.h"
 #include "engine/gguf.h"
-#include "engine/sampler.h"
-#include "engine/seqstate.h"
+#include "engine/seqrun.h"
 #include "engine/tokenizer.h"
-#include "ops/threadpool.h"
 #include "proto/wire.h"
 
 #include <errno.h>
@@ -17,38 +14,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_STOP 64 /* = MSG_MAX_STOP_TOKENS */
-
-/* Per-slot sampling state (last stage only). */
-struct slot_samp {
-    sampler_t *s;
-    Baton__SamplingParams p; /* the params s was built from (repeated fields not kept) */
-    uint32_t stop[MAX_STOP];
-    size_t n_stop;
-    int32_t *hist; /* [max_ctx] token ids seen, for the penalties */
-    int n_hist;
-};
+_Static_assert(SEQRUN_MAX_STOP == MSG_MAX_STOP_TOKENS, "a stage keeps every stop id of the wire");
 
 struct stage {
     struct stage_opts o;
     struct model_desc *m;
-    struct weights *w;
-    seqstate_pool_t *st;
-    pool_t *pool;
-    forward_ctx_t *fc;
+    seqrun_t *run;       /* weights [lo, hi), slots, forward; samplers on the last stage */
+    seqstate_pool_t *st; /* = seqrun_state(run) */
     int lo, hi, H, V, n_real, n_slots, max_ctx, max_rows, fwd_tokens, is_first, is_last;
     double load_secs;
-    uint64_t *slot_seq;     /* [n_slots] seq_id held by the slot */
-    int *slot_used;         /* [n_slots] 1 if the slot belongs to slot_seq */
-    struct slot_samp *samp; /* [n_slots], last stage */
+    uint64_t *slot_seq; /* [n_slots] seq_id held by the slot */
+    int *slot_used;     /* [n_slots] 1 if the slot belongs to slot_seq */
     /* scratch, sized once */
     int32_t *tokens; /* [max_rows] */
     float *in;       /* [max_rows][H], later stages */
     float *out;      /* not last: [max_rows][H]; last: [n_slots][V] */
     void *act;       /* wire encoding of out, not last */
     size_t act_cap;
-    int *seq_slot;          /* [MSG_MAX_SEQS] slot of each sequence of the Forward */
-    struct fwd_seq *pieces; /* [fwd_tokens] */
+    int *seq_slot;           /* [MSG_MAX_SEQS] slot of each sequence of the Forward */
+    struct seqrun_seq *seqs; /* [MSG_MAX_SEQS] */
     /* Result storage */
     Baton__Result res;
     Baton__SeqResult *sr;      /* [n_slots] */
@@ -68,20 +52,11 @@ static void free_slot(stage_t *s, int slot) {
     if (!s->slot_used[slot]) return;
     s->slot_used[slot] = 0;
     seqstate_release(s->st, slot);
-    if (s->samp) {
-        sampler_free(s->samp[slot].s);
-        s->samp[slot].s = NULL;
-        s->samp[slot].n_hist = 0;
-    }
+    seqrun_clear_sampling(s->run, slot);
 }
 
 void stage_close(stage_t *s) {
     if (!s) return;
-    for (int i = 0; s->samp && i < s->n_slots; i++) {
-        sampler_free(s->samp[i].s);
-        free(s->samp[i].hist);
-    }
-    free(s->samp);
     free(s->slot_seq);
     free(s->slot_used);
     free(s->tokens);
@@ -89,16 +64,13 @@ void stage_close(stage_t *s) {
     free(s->out);
     free(s->act);
     free(s->seq_slot);
-    free(s->pieces);
+    free(s->seqs);
     free(s->sr);
     free(s->srp);
     free(s->tl);
     free(s->tlp);
     free(s->logits_out);
-    forward_ctx_free(s->fc);
-    pool_close(s->pool);
-    seqstate_pool_free(s->st);
-    weights_free(s->w);
+    seqrun_close(s->run);
     model_close(s->m);
     free(s);
 }
@@ -164,24 +136,28 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
                      o->max_ctx, per_slot, (unsigned long long)o->state_budget);
         goto fail;
     }
+    if (s->is_last)
+        s->n_real =
+            o->n_real > 0 && o->n_real <= s->V ? o->n_real : read_n_real(o->model_path, s->V);
     int64_t t0 = bt_now_ns();
-    struct weights_opts wo = {.use_io_uring = 1};
-    if (o->tick) {
-        wo.progress = load_progress;
-        wo.progress_ctx = s;
-    }
-    if ((rc = weights_load(&s->w, s->m, o->lo, o->hi, &wo, e)) ||
-        (rc = seqstate_pool_new(&s->st, hp, o->lo, o->hi, s->n_slots, o->max_ctx, e)) ||
-        (rc = pool_open(&s->pool, o->threads, e)) ||
-        (rc = forward_ctx_new(&s->fc, s->w, s->st, s->pool, s->fwd_tokens, e)))
-        goto fail;
+    struct seqrun_opts ro = {.lo = o->lo,
+                             .hi = o->hi,
+                             .n_slots = s->n_slots,
+                             .max_ctx = o->max_ctx,
+                             .fwd_tokens = s->fwd_tokens,
+                             .threads = o->threads,
+                             .n_real = s->n_real,
+                             .progress = o->tick ? load_progress : NULL,
+                             .progress_ctx = s};
+    if ((rc = seqrun_open(&s->run, s->m, &ro, e))) goto fail;
+    s->st = seqrun_state(s->run);
     s->load_secs = (double)(bt_now_ns() - t0) * 1e-9;
     size_t R = (size_t)s->max_rows, Hs = (size_t)s->H, Vs = (size_t)s->V, N = (size_t)s->n_slots;
     s->slot_seq = calloc(N, sizeof *s->slot_seq);
     s->slot_used = calloc(N, sizeof *s->slot_used);
     s->seq_slot = calloc(MSG_MAX_SEQS, sizeof *s->seq_slot);
-    s->pieces = calloc((size_t)s->fwd_tokens, sizeof *s->pieces);
-    int ok = s->slot_seq && s->slot_used && s->seq_slot && s->pieces;
+    s->seqs = calloc(MSG_MAX_SEQS, sizeof *s->seqs);
+    int ok = s->slot_seq && s->slot_used && s->seq_slot && s->seqs;
     if (s->is_first)
         ok = ok && (s->tokens = calloc(R, sizeof *s->tokens));
     else
@@ -193,14 +169,9 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
     } else {
         ok = ok && (s->out = malloc(N * Vs * sizeof(float))) &&
              (s->logits_out = malloc(N * Vs * sizeof(float))) &&
-             (s->samp = calloc(N, sizeof *s->samp)) && (s->sr = calloc(N, sizeof *s->sr)) &&
-             (s->srp = calloc(N, sizeof *s->srp)) &&
+             (s->sr = calloc(N, sizeof *s->sr)) && (s->srp = calloc(N, sizeof *s->srp)) &&
              (s->tl = calloc(N * MSG_MAX_LOGPROBS, sizeof *s->tl)) &&
              (s->tlp = calloc(N * MSG_MAX_LOGPROBS, sizeof *s->tlp));
-        for (size_t i = 0; ok && i < N; i++)
-            ok = (s->samp[i].hist = malloc((size_t)s->max_ctx * sizeof(int32_t))) != NULL;
-        s->n_real =
-            o->n_real > 0 && o->n_real <= s->V ? o->n_real : read_n_real(o->model_path, s->V);
     }
     if (!ok) {
         rc = bt_fail(e, -ENOMEM, "stage: scratch for %d rows x %d, %d slots", s->max_rows, s->H,
@@ -211,7 +182,7 @@ int stage_open(stage_t **out, const struct stage_opts *o, bt_err *e) {
            "open layers=%d..%d first=%d last=%d slots=%d ctx=%d weights=%llu "
            "state=%zu secs=%.2f",
            s->lo, s->hi, s->is_first, s->is_last, s->n_slots, s->max_ctx,
-           (unsigned long long)s->w->bytes_read, per_slot * N, s->load_secs);
+           (unsigned long long)seqrun_weights(s->run)->bytes_read, per_slot * N, s->load_secs);
     *out = s;
     return 0;
 fail:
@@ -225,7 +196,7 @@ void stage_info(const stage_t *s, struct stage_info *out) {
     out->hidden = s->H, out->n_vocab = s->V;
     out->is_first = s->is_first, out->is_last = s->is_last;
     out->n_slots = s->n_slots, out->max_ctx = s->max_ctx;
-    out->weight_bytes = s->w->bytes_read;
+    out->weight_bytes = seqrun_weights(s->run)->bytes_read;
     out->state_bytes = seqstate_bytes(&s->m->hp, s->lo, s->hi, s->max_ctx) * (size_t)s->n_slots;
     out->load_secs = s->load_secs;
 }
@@ -253,55 +224,27 @@ void stage_cancel_all(stage_t *s) {
         free_slot(s, i);
 }
 
-/* Builds (or keeps) the sampler of a slot from wire params. */
+/* Builds (or keeps, see seqrun_set_sampling) the sampler of a slot from wire params; NULL:
+ * proto3 defaults (greedy, nothing returned). */
 static int set_sampling(stage_t *s, int slot, const Baton__SamplingParams *wp, int fresh,
                         bt_err *e) {
-    struct slot_samp *ss = &s->samp[slot];
     Baton__SamplingParams zero;
     baton__sampling_params__init(&zero);
-    if (!wp) wp = &zero; /* proto3 defaults: greedy, nothing returned */
-    Baton__SamplingParams key = zero;
-    key.temperature = wp->temperature;
-    key.top_p = wp->top_p;
-    key.top_k = wp->top_k;
-    key.min_p = wp->min_p;
-    key.repetition_penalty = wp->repetition_penalty;
-    key.presence_penalty = wp->presence_penalty;
-    key.frequency_penalty = wp->frequency_penalty;
-    key.seed = wp->seed;
-    key.logprobs = wp->logprobs;
-    key.want_logprob = wp->want_logprob;
-    const Baton__SamplingParams *o = &ss->p;
-    int same =
-        ss->s && key.temperature == o->temperature && key.top_p == o->top_p &&
-        key.top_k == o->top_k && key.min_p == o->min_p &&
-        key.repetition_penalty == o->repetition_penalty &&
-        key.presence_penalty == o->presence_penalty &&
-        key.frequency_penalty == o->frequency_penalty && key.seed == o->seed &&
-        key.logprobs == o->logprobs && key.want_logprob == o->want_logprob &&
-        wp->n_stop_token_ids == ss->n_stop &&
-        (!ss->n_stop || !memcmp(wp->stop_token_ids, ss->stop, ss->n_stop * sizeof(uint32_t)));
-    if (same && !fresh) return 0;
-    struct sampler_params p;
-    sampler_params_default(&p);
-    p.temperature = wp->temperature;
-    p.top_k = (int32_t)wp->top_k;
-    p.top_p = wp->top_p > 0.0f ? wp->top_p : 1.0f;
-    p.min_p = wp->min_p;
-    p.repetition_penalty = wp->repetition_penalty > 0.0f ? wp->repetition_penalty : 1.0f;
-    p.presence_penalty = wp->presence_penalty;
-    p.frequency_penalty = wp->frequency_penalty;
-    p.seed = wp->seed;
-    p.n_logprobs = (int32_t)wp->logprobs;
-    sampler_t *ns = NULL;
-    int rc = sampler_new(&ns, &p, s->V, s->n_real, e);
-    if (rc) return rc;
-    sampler_free(ss->s);
-    ss->s = ns;
-    ss->p = key;
-    ss->n_stop = wp->n_stop_token_ids < MAX_STOP ? wp->n_stop_token_ids : MAX_STOP;
-    if (ss->n_stop) memcpy(ss->stop, wp->stop_token_ids, ss->n_stop * sizeof(uint32_t));
-    return 0;
+    if (!wp) wp = &zero;
+    struct seqrun_sampling sp = {.want_logprob = wp->want_logprob,
+                                 .stop = wp->stop_token_ids,
+                                 .n_stop = wp->n_stop_token_ids};
+    sampler_params_default(&sp.p);
+    sp.p.temperature = wp->temperature;
+    sp.p.top_k = (int32_t)wp->top_k;
+    sp.p.top_p = wp->top_p; /* 0 (unset) = off, by seqrun's rule */
+    sp.p.min_p = wp->min_p;
+    sp.p.repetition_penalty = wp->repetition_penalty; /* likewise */
+    sp.p.presence_penalty = wp->presence_penalty;
+    sp.p.frequency_penalty = wp->frequency_penalty;
+    sp.p.seed = wp->seed;
+    sp.p.n_logprobs = (int32_t)wp->logprobs;
+    return seqrun_set_sampling(s->run, slot, &sp, fresh, e);
 }
 
 int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t frame_len,
@@ -388,7 +331,7 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
             } else {
                 seqstate_reset(s->st, slot);
             }
-            if (s->is_last) s->samp[slot].n_hist = 0;
+            seqrun_reset_history(s->run, slot);
         }
         if (s->is_last && (f->pos[i] == 0 || f->n_sampling)) {
             int rc =
@@ -400,48 +343,23 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
     if (s->is_first)
         for (size_t t = 0; t < T; t++)
             s->tokens[t] = (int32_t)f->token_ids[t];
-    /* ---- run in pieces of at most fwd_tokens rows ---- */
-    size_t row0 = 0, out_rows = 0;
-    size_t i = 0;
-    uint32_t done_in_seq = 0;
-    while (i < n) {
-        int np = 0, rows = 0;
-        size_t piece_row0 = row0;
-        while (i < n && rows < s->fwd_tokens) {
-            uint32_t left = f->n_tokens[i] - done_in_seq;
-            int take =
-                (int)(left < (uint32_t)(s->fwd_tokens - rows) ? left
-                                                              : (uint32_t)(s->fwd_tokens - rows));
-            int wants = (f->n_sample && f->sample[i]) || (f->n_want_logits && f->want_logits[i]);
-            int ends = (uint32_t)take == left;
-            s->pieces[np++] = (struct fwd_seq){.slot = s->seq_slot[i],
-                                               .n_tokens = take,
-                                               .out = ends && wants ? FWD_OUT_LAST : FWD_OUT_NONE};
-            rows += take;
-            if (ends) {
-                i++;
-                done_in_seq = 0;
-            } else {
-                done_in_seq += (uint32_t)take;
-            }
-        }
-        struct fwd_batch b = {.n_seq = np, .seq = s->pieces};
-        if (s->is_first)
-            b.tokens = s->tokens + piece_row0;
-        else
-            b.hidden = s->in + piece_row0 * (size_t)s->H;
-        b.out = s->is_last ? s->out + out_rows * (size_t)s->V : s->out + piece_row0 * (size_t)s->H;
-        int rc = forward(s->fc, &b, e);
-        if (rc) return rc;
-        if (s->is_last) out_rows += (size_t)forward_n_out(&b);
-        row0 += (size_t)rows;
-        if (i < n && s->o.tick) s->o.tick(s->o.tick_ctx);
+    /* ---- run (in pieces of at most fwd_tokens rows) ---- */
+    for (size_t i = 0; i < n; i++) {
+        int wants = (f->n_sample && f->sample[i]) || (f->n_want_logits && f->want_logits[i]);
+        s->seqs[i] = (struct seqrun_seq){
+            .slot = s->seq_slot[i], .n_tokens = (int)f->n_tokens[i], .want_out = wants};
     }
+    struct seqrun_batch b = {.n_seq = (int)n,
+                             .seq = s->seqs,
+                             .tokens = s->is_first ? s->tokens : NULL,
+                             .hidden = s->is_first ? NULL : s->in,
+                             .out = s->out};
+    int rc = seqrun_forward(s->run, &b, s->o.tick, s->o.tick_ctx, e);
+    if (rc < 0) return rc;
     if (!s->is_last) {
         size_t len = 0;
         int dt = s->o.wire_dtype;
-        int rc = wire_bytes(dt, (int64_t)T, s->H, &len, e);
-        if (rc) return rc;
+        if ((rc = wire_bytes(dt, (int64_t)T, s->H, &len, e))) return rc;
         wire_encode(dt, s->out, (int64_t)T, s->H, s->act);
         out->act = s->act;
         out->act_len = len;
@@ -456,12 +374,9 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
     size_t lrow = 0, n_logit = 0, tok_at = 0;
     for (size_t k = 0; k < n; k++) {
         int slot = s->seq_slot[k];
-        struct slot_samp *ss = &s->samp[slot];
-        if (f->n_token_ids) {
-            /* Bounded by max_ctx: pos + n_tokens <= max_ctx was checked. */
-            memcpy(ss->hist + ss->n_hist, f->token_ids + tok_at, f->n_tokens[k] * sizeof(int32_t));
-            ss->n_hist += (int)f->n_tokens[k];
-        }
+        if (f->n_token_ids) /* bounded by max_ctx: pos + n_tokens <= max_ctx was checked */
+            seqrun_add_history(s->run, slot, (const int32_t *)(f->token_ids + tok_at),
+                               (int)f->n_tokens[k]);
         tok_at += f->n_tokens[k];
         int smp = f->n_sample && f->sample[k];
         int wl = f->n_want_logits && f->want_logits[k];
@@ -470,7 +385,7 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         if (wl) memcpy(s->logits_out + n_logit++ * (size_t)s->V, row, (size_t)s->V * sizeof(float));
         if (!smp) continue;
         struct sampler_result r;
-        int32_t tok = sampler_sample(ss->s, row, ss->hist, (size_t)ss->n_hist, &r);
+        int32_t tok = seqrun_sample(s->run, slot, row, &r);
         size_t j = s->res.n_seqs++;
         Baton__SeqResult *q = &s->sr[j];
         baton__seq_result__init(q);
@@ -478,7 +393,7 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
         q->seq_id = f->seq_id[k];
         q->token = (uint32_t)tok;
         q->pos = f->pos[k] + f->n_tokens[k];
-        if (ss->p.want_logprob || ss->p.logprobs) {
+        if (seqrun_wants_logprob(s->run, slot)) {
             q->has_logprob = 1;
             q->logprob = r.logprob;
         }
@@ -491,11 +406,17 @@ int stage_forward(stage_t *s, const Baton__Forward *f, const void *frame, size_t
             tl->logprob = r.top[t].logprob;
             q->top[t] = tl;
         }
-        q->finish = BATON__FINISH_REASON__FINISH_NONE;
-        for (size_t t = 0; t < ss->n_stop; t++)
-            if (ss->stop[t] == (uint32_t)tok) q->finish = BATON__FINISH_REASON__FINISH_STOP;
-        if (q->finish == BATON__FINISH_REASON__FINISH_NONE && q->pos + 1 > (uint32_t)s->max_ctx)
+        switch (seqrun_finish(s->run, slot, tok, q->pos)) {
+        case SEQRUN_FINISH_STOP:
+            q->finish = BATON__FINISH_REASON__FINISH_STOP;
+            break;
+        case SEQRUN_FINISH_LENGTH:
             q->finish = BATON__FINISH_REASON__FINISH_LENGTH;
+            break;
+        case SEQRUN_FINISH_NONE:
+            q->finish = BATON__FINISH_REASON__FINISH_NONE;
+            break;
+        }
     }
     if (n_logit) {
         s->res.n_logit_rows = (uint32_t)n_logit;
@@ -542,7 +463,7 @@ int stage_import(stage_t *s, uint64_t seq_id, const void *buf, size_t len, bt_er
     s->slot_used[slot] = 1;
     s->slot_seq[slot] = seq_id;
     if (s->is_last) {
-        s->samp[slot].n_hist = 0;
+        seqrun_reset_history(s->run, slot);
         if ((rc = set_sampling(s, slot, NULL, 1, e))) return rc;
     }
     return 0;
