@@ -414,12 +414,14 @@ void dequantize_row_q8_k(const void *restrict src, float *restrict dst, int64_t 
 /* Activations, not weights: the codes are taken against the unrounded scale (as llama.cpp's
  * activation quantizer does) and only the stored d is rounded to f16. */
 void quantize_act_q8_0(const float *restrict src, void *restrict dst, int64_t n) {
-    struct block_q8_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++, b++, src += 32) {
+    unsigned char *out = dst; /* any address (ops.h): blocks are built here, then copied */
+    for (int64_t i = 0; i < n / 32; i++, out += sizeof(struct block_q8_0), src += 32) {
+        struct block_q8_0 b;
         float amax = fabsf(signed_absmax(src, 32));
         float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        b->d = f32_to_fp16(d);
+        b.d = f32_to_fp16(d);
         for (int j = 0; j < 32; j++)
-            b->qs[j] = (int8_t)qround(roundf(src[j] * id), -127, 127);
+            b.qs[j] = (int8_t)qround(roundf(src[j] * id), -127, 127);
+        memcpy(out, &b, sizeof b);
     }
 }
