@@ -148,6 +148,9 @@ struct k45_parts {
     const uint8_t *scales, *qs, *qh;
     uint16_t d, dmin;
 };
+/* scales_k4() loads d, dmin and the scales as one 16 bytes */
+_Static_assert(offsetof(struct block_q4_k, scales) == 4 && offsetof(struct block_q5_k, scales) == 4,
+               "k-quant scales follow d, dmin");
 static inline __attribute__((always_inline)) struct k45_parts k45_block(const uint8_t *row,
                                                                         int64_t i, int Q5) {
     struct k45_parts p = {0};
@@ -164,15 +167,20 @@ static inline __attribute__((always_inline)) struct k45_parts k45_block(const ui
 
 /* (scale, min) bytes of a Q4_K/Q5_K block: sc[0..7] then mn[0..7] (quant_scale_min_k4 for
  * all eight sub-blocks at once: low 6 bits of bytes 0..7 for s < 4, nibbles of bytes 8..11 with
- * the top two bits of bytes 0..7 for s >= 4). */
+ * the top two bits of bytes 0..7 for s >= 4). S points at the 12 scale bytes, which follow
+ * d and dmin at the start of the block: one 16-byte load from S - 4 holds the block's
+ * [d dmin | a0 | a1 | a2] as 32-bit lanes, and the four output words are
+ *   a0 & 3f, (a2 & 0f) | (a0 >> 2 & 30), a1 & 3f, (a2 >> 4 & 0f) | (a1 >> 2 & 30)
+ * per byte: two lane shuffles, two shifts and three masks in vector registers (the scalar form
+ * moved three words out and four back, which cost as much as a piece of codes at n = 1). */
 static inline QATTR __m128i QN(scales_k4)(const uint8_t *S) {
-    uint32_t a[3], r[4];
-    memcpy(a, S, 12);
-    r[0] = a[0] & 0x3f3f3f3fu;                                               /* sc 0..3 */
-    r[1] = (a[2] & 0x0f0f0f0fu) | (((a[0] >> 6) & 0x03030303u) << 4);        /* sc 4..7 */
-    r[2] = a[1] & 0x3f3f3f3fu;                                               /* mn 0..3 */
-    r[3] = ((a[2] >> 4) & 0x0f0f0f0fu) | (((a[1] >> 6) & 0x03030303u) << 4); /* mn 4..7 */
-    return _mm_loadu_si128((const __m128i *)(const void *)r);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(S - 4));
+    __m128i x = _mm_shuffle_epi32(v, 0xED); /* a0 a2 a1 a2 */
+    __m128i y = _mm_shuffle_epi32(v, 0xA5); /* a0 a0 a1 a1 */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(x, _mm_set_epi32(4, 0, 0, 0)),
+                               _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
+    __m128i hi = _mm_and_si128(_mm_srli_epi32(y, 2), _mm_set_epi32(0x30303030, 0, 0x30303030, 0));
+    return _mm_or_si128(lo, hi);
 }
 
 /* Per-token integer accumulators of one block. With VNNI the scaled dot is one dependent
@@ -443,6 +451,64 @@ QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
     QUNROLL
     for (int t = 0; t < g; t++)
         y[t * ldy] = QN(hsum)(acc[t]);
+}
+
+/* One token (decode): each 64 code bytes of a Q4_K/Q5_K block are one 512-bit load whose
+ * low nibbles are sub-blocks 4h and 4h+2 and whose high nibbles are 4h+1 and 4h+3 (h = 0, 1),
+ * so the activation bytes are needed in the sub-block order 0 2 1 3 4 6 5 7. The driver
+ * writes that order once per matmul call into yp (256 bytes per block, QK_K = 256), which
+ * every row then reads: per block two code loads, one shift and two masks per half instead of
+ * a load, a shift, an insert and a mask per 64 values. d and the 16-value sums still come
+ * from the Q8_K blocks in xq. The integer sums are the same, so results equal the g = 1 path. */
+static inline QATTR void QN(k45_perm_act)(const uint8_t *xq, int64_t nb, uint8_t *yp) {
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *q = xq + (size_t)i * sizeof(struct block_q8_k) +
+                           offsetof(struct block_q8_k, qs);
+        static const int src[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+        for (int p = 0; p < 8; p++)
+            _mm256_storeu_si256((__m256i *)(void *)(yp + (size_t)i * QK_K + 32 * p),
+                                QN(load256)(q + 32 * src[p]));
+    }
+}
+
+static inline QATTR __attribute__((always_inline)) void
+QN(k45_row1_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, const uint8_t *yp, float *y,
+               const int Q5) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
+    for (int64_t i = 0; i < nb; i++) {
+        const struct k45_parts p = k45_block(row, i, Q5);
+        __m128i sm = QN(scales_k4)(p.scales);
+        __m512i scz = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm)); /* int16 sc 0..7 per lane */
+        __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        __m512i hz = _mm512_setzero_si512();
+        if (Q5) { /* [qh | qh >> 2]: bits 4h and 4h+1 of a half's lanes at bits 4h, 4h+1 */
+            __m256i qh = QN(load256)(p.qh);
+            hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        }
+        __m512i ka = _mm512_setzero_si512(), kb = _mm512_setzero_si512();
+        const uint8_t *yb = yp + (size_t)i * QK_K;
+        QUNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i q = QN(load512)(p.qs + 64 * h);
+            __m512i lo = _mm512_and_si512(q, m4);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            if (Q5) {
+                lo = _mm512_or_si512(lo, _mm512_and_si512(_mm512_slli_epi16(hz, 4), b5));
+                hi = _mm512_or_si512(hi, _mm512_and_si512(_mm512_slli_epi16(hz, 3), b5));
+                hz = _mm512_srli_epi16(hz, 4);
+            }
+            __m512i slo = _mm512_shuffle_epi8(scz, QN(zsel)(4 * h, 4 * h, 4 * h + 2, 4 * h + 2));
+            __m512i shi =
+                _mm512_shuffle_epi8(scz, QN(zsel)(4 * h + 1, 4 * h + 1, 4 * h + 3, 4 * h + 3));
+            ka = QN(zdot_scaled)(ka, lo, QN(load512)(yb + 128 * h), slo);
+            kb = QN(zdot_scaled)(kb, hi, QN(load512)(yb + 128 * h + 64), shi);
+        }
+        const struct block_q8_k *xb =
+            (const struct block_q8_k *)(const void *)(xq + (size_t)i * sizeof(struct block_q8_k));
+        acc = QN(kfin_k45)(acc, QN(zfold)(ka, kb), xb, mn16, _cvtsh_ss(p.d), _cvtsh_ss(p.dmin));
+    }
+    *y = QN(hsum)(acc);
 }
 
 static inline QATTR __attribute__((always_inline)) void
@@ -863,6 +929,39 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
     QK6_ROWS(row, nb, xq, ldxq, y, ldy, g);
 }
 
+/* Single-token fast path of the driver (1 = done): Q4_K/Q5_K rows on the 512-bit form with
+ * the activations reordered once (k45_row1_z); other types and widths return 0. */
+#define QK1_MAX_NB 64 /* activation copy on the stack: up to 16384 columns */
+static inline QATTR int QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y,
+                                    int64_t r0, int64_t r1, const int Q5) {
+#if QZ512
+    int64_t nb = w->cols / QK_K;
+    if (n != 1 || nb > QK1_MAX_NB) return 0;
+    uint8_t yp[QK1_MAX_NB * QK_K] __attribute__((aligned(64)));
+    QN(k45_perm_act)(xq, nb, yp);
+    for (int64_t r = r0; r < r1; r++)
+        QN(k45_row1_z)((const uint8_t *)w->data + (size_t)r * w->row_bytes, nb, xq, yp, y + r,
+                       Q5);
+    return 1;
+#else
+    (void)w, (void)xq, (void)n, (void)y, (void)r0, (void)r1, (void)Q5;
+    return 0;
+#endif
+}
+static inline QATTR int QN(q4_k_one)(const struct mat *w, const void *xq, int64_t n, float *y,
+                                     int64_t r0, int64_t r1) {
+    return QN(k45_one)(w, xq, n, y, r0, r1, 0);
+}
+static inline QATTR int QN(q5_k_one)(const struct mat *w, const void *xq, int64_t n, float *y,
+                                     int64_t r0, int64_t r1) {
+    return QN(k45_one)(w, xq, n, y, r0, r1, 1);
+}
+static inline QATTR int QN(q6_k_one)(const struct mat *w, const void *xq, int64_t n, float *y,
+                                     int64_t r0, int64_t r1) {
+    (void)w, (void)xq, (void)n, (void)y, (void)r0, (void)r1;
+    return 0;
+}
+
 #if QG == 8
 #define QCASES_58(T)                                                                               \
     case 4: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                                    \
@@ -878,6 +977,7 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
                                        int64_t r1) {                                               \
         int64_t nb = w->cols / dtype_traits[w->dt].block;                                          \
+        if (QN(T##_one)(w, xq, n, y, r0, r1)) return;                                              \
         for (int64_t t0 = 0; t0 < n; t0 += QTILE) {                                                \
             int64_t te = n - t0 < QTILE ? n : t0 + QTILE;                                          \
             for (int64_t r = r0; r < r1; r++) {                                                    \
@@ -921,3 +1021,4 @@ QDEF(q6_k)
 #undef QUNROLL
 #undef QK45_ROWS
 #undef QK6_ROWS
+#undef QK1_MAX_NB
