@@ -22,7 +22,9 @@ struct dims {
 };
 
 /* Per-phase timers (BT_PROFILE=1): wall ns per phase, logged at DEBUG after every pass and
- * in total when the context is freed. Off: one predictable branch per phase. */
+ * in total when the context is freed; single-token passes (decode at batch 1) are also totalled
+ * apart, with the weight bytes each matmul phase read and their GB/s, since that is the
+ * memory-bound case. Off: one predictable branch per phase. */
 enum prof_phase {
     P_EMBED,
     P_NORM,
@@ -88,7 +90,19 @@ struct forward_ctx {
     int layer; /* layer being run (for the pool_run callbacks) */
     int prof;  /* BT_PROFILE set: time the phases */
     int64_t prof_ns[P_COUNT], prof_total[P_COUNT], prof_passes, prof_tokens, prof_wall;
+    int64_t prof_bytes[P_COUNT];                                /* weight bytes, this pass */
+    int64_t prof1_ns[P_COUNT], prof1_bytes[P_COUNT], prof1_passes, prof1_wall; /* n == 1 */
 };
+
+static int64_t mat_bytes(const struct mat *m) {
+    return m->data ? (int64_t)m->rows * (int64_t)m->row_bytes : 0;
+}
+/* Weight bytes of a phase's matrices, counted when profiling. */
+static void prof_mats(forward_ctx_t *c, enum prof_phase ph, const struct pool_mm *mm, int n_mm) {
+    if (!c->prof) return;
+    for (int k = 0; k < n_mm; k++)
+        c->prof_bytes[ph] += mat_bytes(mm[k].w);
+}
 
 static float sigmoidf(float x) {
     return 1.0f / (1.0f + expf(-x));
@@ -105,9 +119,11 @@ static void run(forward_ctx_t *c, pool_fn fn) {
         fn(c, 0, 1);
 }
 
-static void matmul(forward_ctx_t *c, const struct mat *w, const float *x, int64_t ldx, int64_t n,
-                   float *y, int64_t ldy) {
+/* One matrix; ph: the profile phase its weight bytes count to. */
+static void matmul(forward_ctx_t *c, enum prof_phase ph, const struct mat *w, const float *x,
+                   int64_t ldx, int64_t n, float *y, int64_t ldy) {
     struct pool_mm mm = {w, y, ldy};
+    prof_mats(c, ph, &mm, 1);
     pool_matmul_multi(c->pool, &mm, 1, x, ldx, n, c->qbuf);
 }
 
@@ -185,10 +201,11 @@ static void linear_attn_block(forward_ctx_t *c, const struct layer_weights *L, i
         {&L->wbeta, c->beta, d->Hv},   /* b -> β */
         {&L->walpha, c->alpha, d->Hv}, /* α -> g */
     };
+    prof_mats(c, P_GDN_IN, in, 4);
     PROF(c, P_GDN_IN, pool_matmul_multi(c->pool, in, 4, c->xb, d->H, n, c->qbuf));
     PROF(c, P_GDN_CONV, run(c, gdn_conv_job));   /* causal conv + silu on m */
     PROF(c, P_GDN_HEADS, run(c, gdn_heads_job)); /* delta rule per value head */
-    PROF(c, P_GDN_OUT, matmul(c, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H));
+    PROF(c, P_GDN_OUT, matmul(c, P_GDN_OUT, &L->ssm_out, c->gdn_o, d->VD, n, c->hb, d->H));
 }
 
 /* ---- gated full attention (spec §5) ---- */
@@ -249,10 +266,11 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
         {&L->wk, c->kb, d->KVD},
         {&L->wv, c->vb, d->KVD},
     };
+    prof_mats(c, P_ATT_IN, in, 3);
     PROF(c, P_ATT_IN, pool_matmul_multi(c->pool, in, 3, c->xb, d->H, n, c->qbuf));
     PROF(c, P_ATT_PREP, run(c, attn_prep_job)); /* q/k norm, rope, append to cache */
     PROF(c, P_ATT, run(c, attn_job));           /* softmax(qK/√d)V ⊙ σ(gate) */
-    PROF(c, P_ATT_OUT, matmul(c, &L->wo, c->att, d->OD, n, c->hb, d->H));
+    PROF(c, P_ATT_OUT, matmul(c, P_ATT_OUT, &L->wo, c->att, d->OD, n, c->hb, d->H));
 }
 
 /* ---- MLP (spec §4) ---- */
@@ -261,9 +279,10 @@ static void mlp_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n
     const struct dims *d = &c->d;
     const struct pool_mm in[2] = {{&L->ffn_gate, c->ffn_g, d->I}, {&L->ffn_up, c->ffn_u, d->I}};
     /* gate and up in one pass */
+    prof_mats(c, P_MLP_IN, in, 2);
     PROF(c, P_MLP_IN, pool_matmul_multi(c->pool, in, 2, c->xb, d->H, n, c->qbuf));
     PROF(c, P_MLP_ACT, ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I));
-    PROF(c, P_MLP_DOWN, matmul(c, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H));
+    PROF(c, P_MLP_DOWN, matmul(c, P_MLP_DOWN, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H));
 }
 
 static void rmsnorm_rows(float *y, const float *x, const struct mat *w, int64_t n, int64_t H,
@@ -297,7 +316,34 @@ static void prof_pass(forward_ctx_t *c, int64_t n, int64_t t_pass) {
     c->prof_passes++;
     c->prof_tokens += n;
     c->prof_wall += total;
+    if (n == 1) {
+        for (int i = 0; i < P_COUNT; i++)
+            c->prof1_ns[i] += c->prof_ns[i], c->prof1_bytes[i] += c->prof_bytes[i];
+        c->prof1_passes++;
+        c->prof1_wall += total;
+    }
     prof_log("profile pass:", c->prof_ns, total, 1, n);
+}
+
+/* Single-token totals: per matmul phase ms, share of the pass and GB/s of its weights. */
+static void prof_log1(const forward_ctx_t *c) {
+    char line[1024];
+    int64_t bytes = 0;
+    for (int i = 0; i < P_COUNT; i++)
+        bytes += c->prof1_bytes[i];
+    double wall = (double)c->prof1_wall;
+    int len = snprintf(line, sizeof line, "passes=%lld ms_per_pass=%.2f weight_gbps=%.1f",
+                       (long long)c->prof1_passes, wall * 1e-6 / (double)c->prof1_passes,
+                       (double)bytes / wall);
+    for (int i = 0; i < P_COUNT && len > 0 && len < (int)sizeof line; i++) {
+        if (!c->prof1_ns[i]) continue;
+        len += snprintf(line + len, sizeof line - (size_t)len, " %s=%.1f%%", prof_name[i],
+                        100.0 * (double)c->prof1_ns[i] / wall);
+        if (c->prof1_bytes[i] && len > 0 && len < (int)sizeof line)
+            len += snprintf(line + len, sizeof line - (size_t)len, "@%.1fGB/s",
+                            (double)c->prof1_bytes[i] / (double)c->prof1_ns[i]);
+    }
+    BT_LOG(DEBUG, "forward", "profile single-token: %s", line);
 }
 
 int forward_n_out(const struct fwd_batch *b) {
@@ -365,7 +411,10 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
         }
     }
 
-    if (c->prof) memset(c->prof_ns, 0, sizeof c->prof_ns);
+    if (c->prof) {
+        memset(c->prof_ns, 0, sizeof c->prof_ns);
+        memset(c->prof_bytes, 0, sizeof c->prof_bytes);
+    }
     int64_t t_pass = c->prof ? bt_now_ns() : 0;
     /* input: embedding rows (no scaling, §2) or the previous stage's hidden states */
     int64_t t_embed = t_pass;
@@ -417,7 +466,7 @@ int forward(forward_ctx_t *c, const struct fwd_batch *b, bt_err *e) {
                          w->output_norm.data, d->H, eps);
     }
     if (b->final_norm) memcpy(b->final_norm, c->xb, (size_t)n_out * d->H * sizeof(float));
-    if (n_out) matmul(c, &w->output, c->xb, d->H, n_out, b->out, d->V);
+    if (n_out) matmul(c, P_HEAD, &w->output, c->xb, d->H, n_out, b->out, d->V);
     if (c->prof) c->prof_ns[P_HEAD] += bt_now_ns() - t_head;
     prof_pass(c, n, t_pass);
     return 0;
@@ -506,6 +555,7 @@ void forward_ctx_free(forward_ctx_t *c) {
     if (!c) return;
     if (c->prof && c->prof_passes)
         prof_log("profile total:", c->prof_total, c->prof_wall, c->prof_passes, c->prof_tokens);
+    if (c->prof && c->prof1_passes) prof_log1(c);
     for (int i = 0; i < c->n_mem; i++)
         free(c->mem[i]);
     free(c->tok_seq);
