@@ -56,6 +56,9 @@ struct exec_pipe {
     uint8_t *rp_buf; /* packed re-prefill Forward scratch */
     size_t rp_cap;
     struct exec_sampling *sp;    /* [n_slots]: the latest params of each slot */
+    /* [n_slots]: samples the last stage drew for the slot's sequence (Results received); a
+     * re-prefill asks the new last stage to skip them (SamplingParams.rng_skip). */
+    uint64_t *n_drawn;
     struct exec_result *out_res; /* [n_slots]: what the last exec_poll returned */
     /* Wire scratch for building a Forward (sized once). */
     uint64_t *w_seq;
@@ -189,6 +192,7 @@ static int pipe_submit(exec_t *ex, uint64_t batch_id, const struct exec_seq_item
     for (int i = 0; i < n; i++) {
         const struct exec_seq_item *it = &items[i];
         if (it->sp) x->sp[it->slot] = *it->sp;
+        if (it->pos == 0) x->n_drawn[it->slot] = 0;
         b->it[i] = (struct bitem){
             .seq_id = it->seq_id, .slot = it->slot, .sample = it->sample, .pos = it->pos};
         x->w_seq[i] = (uint64_t)it->slot; /* wire seq_id = slot (proto MESSAGE FLOW) */
@@ -371,6 +375,7 @@ int exec_pipeline_deliver(exec_t *ex, const char *peer, const Baton__Envelope *e
                          (unsigned long long)id, (unsigned long long)sr->seq_id, sr->token);
             goto bad;
         }
+        x->n_drawn[b->it[i].slot]++;
         struct exec_result *o = &b->res[b->n_res++];
         memset(o, 0, sizeof *o);
         o->seq_id = b->it[i].seq_id;
@@ -463,7 +468,7 @@ static void pipe_release(exec_t *ex, int slot) {
      * more. */
     struct exec_pipe *x = (struct exec_pipe *)ex;
     pthread_mutex_lock(&x->mu);
-    if (slot >= 0 && slot < x->o.n_slots) x->hist_n[slot] = 0;
+    if (slot >= 0 && slot < x->o.n_slots) x->hist_n[slot] = 0, x->n_drawn[slot] = 0;
     pthread_mutex_unlock(&x->mu);
 }
 
@@ -501,6 +506,7 @@ static int send_replay(struct exec_pipe *x, transport_t *t, int slot, int pos, i
         x->w_tok[k] = (uint32_t)x->hist[slot][pos + k];
     Baton__SamplingParams sp, *spp = &sp;
     fill_sampling(&sp, &x->sp[slot]);
+    sp.rng_skip = x->n_drawn[slot]; /* the new last stage goes on with the stream */
     Baton__Forward f;
     baton__forward__init(&f);
     f.batch_id = REPLAY_ID_BIT | ++x->next_replay;
@@ -611,6 +617,7 @@ static void pipe_close(exec_t *ex) {
     free(x->hist_cap);
     free(x->rp_buf);
     free(x->sp);
+    free(x->n_drawn);
     free(x->out_res);
     free(x->w_seq);
     free(x->w_pos);
@@ -656,6 +663,7 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
     size_t ns = (size_t)o->n_slots;
     x->b = calloc((size_t)x->o.depth, sizeof *x->b);
     x->sp = calloc(ns, sizeof *x->sp);
+    x->n_drawn = calloc(ns, sizeof *x->n_drawn);
     x->out_res = calloc(ns, sizeof *x->out_res);
     x->w_seq = calloc(ns, sizeof *x->w_seq);
     x->w_pos = calloc(ns, sizeof *x->w_pos);
@@ -667,7 +675,7 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
     x->hist = calloc(ns, sizeof *x->hist);
     x->hist_n = calloc(ns, sizeof *x->hist_n);
     x->hist_cap = calloc(ns, sizeof *x->hist_cap);
-    int ok = x->b && x->sp && x->out_res && x->w_seq && x->w_pos && x->w_ntok && x->w_sample &&
+    int ok = x->b && x->sp && x->n_drawn && x->out_res && x->w_seq && x->w_pos && x->w_ntok && x->w_sample &&
              x->w_sp && x->w_spp && x->w_tok && x->hist && x->hist_n && x->hist_cap;
     for (int i = 0; ok && i < x->o.depth; i++) {
         x->b[i].it = calloc(ns, sizeof *x->b[i].it);

@@ -91,6 +91,12 @@ int sampler_new(sampler_t **out, const struct sampler_params *p, int32_t n_vocab
     return 0;
 }
 
+void sampler_skip(sampler_t *s, uint64_t n_samples) {
+    if (s->p.temperature <= 0.0f) return; /* greedy draws nothing */
+    for (uint64_t i = 0; i < n_samples; i++)
+        (void)xoshiro_next(s->rng);
+}
+
 void sampler_free(sampler_t *s) {
     if (!s)
         return;
@@ -272,6 +278,7 @@ int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history
             mx = c[i].logit;
     if (!isfinite(mx)) { /* every logit -inf or NaN: nothing to choose between */
         chosen = c[0].id;
+        (void)xoshiro_next(s->rng); /* still one draw, so sampler_skip stays exact */
         goto done;
     }
     double total = 0.0;

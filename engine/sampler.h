@@ -61,6 +61,10 @@ void sampler_free(sampler_t *s); /* NULL ok */
  * NULL; it is filled (with n_top alternatives when n_logprobs > 0) otherwise. */
 int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history,
                        size_t n_history, struct sampler_result *res);
+/* Advances the random stream as n_samples calls of sampler_sample would: a sample with
+ * temperature > 0 takes exactly one draw, a greedy one none. A sequence that moves to a new
+ * sampler (a re-planned pipeline) continues its stream where the old one left it. */
+void sampler_skip(sampler_t *s, uint64_t n_samples);
 /* 1 if id is one of the params' stop_ids. End-of-generation ids come from the tokenizer. */
 int sampler_is_stop_id(const sampler_t *s, int32_t id);
 

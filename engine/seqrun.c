@@ -160,6 +160,7 @@ int seqrun_set_sampling(seqrun_t *r, int slot, const struct seqrun_sampling *sp,
     sampler_t *ns = NULL;
     int rc = sampler_new(&ns, &p, r->n_vocab, r->n_real, e);
     if (rc) return rc;
+    sampler_skip(ns, sp->rng_skip);
     sampler_free(ss->s);
     ss->s = ns;
     ss->key = *sp;

@@ -81,6 +81,10 @@ struct seqrun_sampling {
     int want_logprob;     /* kept for seqrun_wants_logprob; part of the comparison */
     const uint32_t *stop; /* n_stop ids (borrowed for the call; the first SEQRUN_MAX_STOP kept) */
     size_t n_stop;
+    /* Samples the sequence already drew elsewhere: a sampler built here skips them
+     * (sampler_skip), so a sequence re-prefilled on a new pipeline keeps its random stream.
+     * Not part of the comparison. */
+    uint64_t rng_skip;
 };
 /* See the header comment for fresh. BT_EINVAL (from sampler_new) leaves the slot's sampler as
  * it was. Last range only. */

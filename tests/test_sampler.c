@@ -153,6 +153,48 @@ Test(sampler, seeded_streams_are_reproducible) {
     sampler_free(s3);
 }
 
+/* A sequence moved to a new sampler (a re-planned pipeline) skips the samples it drew: the
+ * new sampler then draws what the old one would have, whatever the truncations, and even
+ * after a draw over logits that are all -inf. Greedy samplers draw nothing. */
+Test(sampler, skip_continues_the_stream) {
+    const int V = 64;
+    float lg[64], dead[64];
+    for (int i = 0; i < V; i++)
+        lg[i] = sinf((float)i * 0.7f), dead[i] = -INFINITY;
+    struct sampler_params p;
+    sampler_params_default(&p);
+    p.temperature = 1.5f;
+    p.top_k = 40;
+    p.top_p = 0.95f;
+    p.seed = 1234;
+    for (int k = 0; k <= 9; k += 3) {
+        sampler_t *a = mk(&p, V, V), *b = mk(&p, V, V);
+        for (int i = 0; i < k; i++)
+            (void)sampler_sample(a, i == 1 ? dead : lg, NULL, 0, NULL);
+        sampler_skip(b, (uint64_t)k);
+        for (int i = 0; i < 20; i++)
+            cr_assert_eq(sampler_sample(b, lg, NULL, 0, NULL), sampler_sample(a, lg, NULL, 0, NULL),
+                         "skip %d: draw %d", k, i);
+        sampler_free(a);
+        sampler_free(b);
+    }
+    /* without the skip the streams differ: the check above is not vacuous */
+    sampler_t *a = mk(&p, V, V), *b = mk(&p, V, V);
+    for (int i = 0; i < 5; i++)
+        (void)sampler_sample(a, lg, NULL, 0, NULL);
+    int same = 0;
+    for (int i = 0; i < 20; i++)
+        same += sampler_sample(a, lg, NULL, 0, NULL) == sampler_sample(b, lg, NULL, 0, NULL);
+    cr_assert_lt(same, 20);
+    sampler_free(a);
+    sampler_free(b);
+    p.temperature = 0.0f; /* greedy: skipping changes nothing */
+    a = mk(&p, V, V);
+    sampler_skip(a, 1000);
+    cr_assert_eq(sampler_sample(a, lg, NULL, 0, NULL), 56); /* sin(39.2) is the largest */
+    sampler_free(a);
+}
+
 Test(sampler, logprobs) {
     struct sampler_params p;
     sampler_params_default(&p);

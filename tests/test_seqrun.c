@@ -262,6 +262,28 @@ Test(seqrun, resend_keeps_the_stream_change_restarts_it) {
     seqrun_close(r);
 }
 
+/* A sequence re-prefilled on a new pipeline: a fresh sampler with rng_skip = k draws what the
+ * old one drew after its k-th sample; an unchanged resend ignores rng_skip (the stream goes
+ * on as it is). */
+Test(seqrun, rng_skip_continues_a_moved_stream) {
+    seqrun_t *r = open_range(g_L - 1, g_L, 2, 16);
+    float *lg = flat_logits();
+    struct seqrun_sampling sp = sampling(1.0f, 42);
+    int32_t ref[10], got[7];
+    set(r, 1, &sp, 1);
+    draws(r, 1, lg, 10, ref);
+    struct seqrun_sampling moved = sp;
+    moved.rng_skip = 3;
+    set(r, 0, &moved, 1);
+    draws(r, 0, lg, 5, got);
+    cr_expect_eq(memcmp(got, ref + 3, 5 * sizeof(int32_t)), 0, "rng_skip 3 did not go on at 3");
+    set(r, 0, &moved, 0); /* unchanged resend: the stream goes on, no second skip */
+    draws(r, 0, lg, 2, got + 5);
+    cr_expect_eq(memcmp(got + 5, ref + 8, 2 * sizeof(int32_t)), 0, "a resend skipped again");
+    free(lg);
+    seqrun_close(r);
+}
+
 Test(seqrun, rejected_params_keep_the_old_sampler) {
     seqrun_t *r = open_range(g_L - 1, g_L, 1, 16);
     float *lg = flat_logits();

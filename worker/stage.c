@@ -244,6 +244,7 @@ static int set_sampling(stage_t *s, int slot, const Baton__SamplingParams *wp, i
     sp.p.frequency_penalty = wp->frequency_penalty;
     sp.p.seed = wp->seed;
     sp.p.n_logprobs = (int32_t)wp->logprobs;
+    sp.rng_skip = wp->rng_skip;
     return seqrun_set_sampling(s->run, slot, &sp, fresh, e);
 }
 
