@@ -272,8 +272,38 @@ static void rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, 
 
 /* Same five steps as delta_rule_step_ref, row by row: one pass decays the row and reads
  * u = S_c.k, a second writes S_c += k*delta and reads o_c = S_c.q. */
+/* dk = 128 (every Qwen3.5 size): a state row is 8 registers, so it is loaded once, decayed,
+ * updated and stored once, with k and q held in registers for all rows (the general loop
+ * below stores the decayed row and reads it back). Same operations in the same order. */
+static void delta_rule_step128(float *S, const float *q, const float *k, const float *v,
+                               float decay, float beta, float *o, int64_t dv) {
+    __m512 vd = _mm512_set1_ps(decay), kv[8], qv[8];
+    for (int i = 0; i < 8; i++)
+        kv[i] = _mm512_loadu_ps(k + 16 * i), qv[i] = _mm512_loadu_ps(q + 16 * i);
+    for (int64_t c = 0; c < dv; c++) {
+        float *Sc = S + c * 128;
+        __m512 s[8], u = _mm512_setzero_ps();
+        for (int i = 0; i < 8; i++) {
+            s[i] = _mm512_mul_ps(_mm512_loadu_ps(Sc + 16 * i), vd);
+            u = _mm512_fmadd_ps(s[i], kv[i], u);
+        }
+        __m512 vdel = _mm512_set1_ps(beta * (v[c] - _mm512_reduce_add_ps(u)));
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < 8; i++) {
+            s[i] = _mm512_fmadd_ps(kv[i], vdel, s[i]);
+            _mm512_storeu_ps(Sc + 16 * i, s[i]);
+            acc = _mm512_fmadd_ps(s[i], qv[i], acc);
+        }
+        o[c] = _mm512_reduce_add_ps(acc);
+    }
+}
+
 static void delta_rule_step_avx512(float *S, const float *q, const float *k, const float *v,
                                    float decay, float beta, float *o, int64_t dk, int64_t dv) {
+    if (dk == 128) {
+        delta_rule_step128(S, q, k, v, decay, beta, o, dv);
+        return;
+    }
     __m512 vd = _mm512_set1_ps(decay);
     for (int64_t c = 0; c < dv; c++) {
         float *Sc = S + c * dk;
