@@ -28,7 +28,7 @@ bench_cleanup() {
     [ -n "$MPI_PID" ] && kill -TERM "$MPI_PID" 2>/dev/null && wait "$MPI_PID" 2>/dev/null
     cleanup
 }
-trap 'rc=$?; [ $rc -ne 0 ] && grep -E " [WE] " "$LOG" | tail -8; bench_cleanup; exit $rc' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && grep -E " [WE] " "$LOG" | tail -8; bench_cleanup; exit $rc' EXIT
 failed=0
 
 load() { # TRANSPORT URL

@@ -14,7 +14,7 @@ source tests/e2e/lib_cluster.sh
 secs=${BENCH_SERVING_SECS:-10}
 specs=${BENCH_SERVING_MODELS:-"--size tiny;--size 0.8b --layers 4 --vocab 32768"}
 mkdir -p "$BUILD/bench"
-trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs | grep -E " [WE] " | tail -8; cleanup; exit $rc' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && cluster_logs | grep -E " [WE] " | tail -8; cleanup; exit $rc' EXIT
 failed=0
 IFS=';' read -ra spec_list <<<"$specs"
 for spec in "${spec_list[@]}"; do

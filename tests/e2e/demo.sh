@@ -16,7 +16,7 @@ done
 source tests/e2e/lib_cluster.sh
 tmp=$TMP
 [ "${DEMO_KEEP:-0}" = 1 ] && KEEP=1
-trap 'rc=$?; [ $rc -ne 0 ] && { echo "demo: FAILED (rc=$rc); last log lines:"
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && { echo "demo: FAILED (rc=$rc); last log lines:"
       tail -8 "$TMP/mkmodel.log" 2>/dev/null; cluster_logs 8; } >&2
       cleanup; exit $rc' EXIT
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 source tests/e2e/lib_cluster.sh
 fx=$(dirname "$FIX")
-trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cleanup; exit $rc' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && cluster_logs; cleanup; exit $rc' EXIT
 
 for w in f32 q8_0; do
     cluster_start "$fx/tiny-a/gguf/model-$w.gguf" 2 --max-seqs 16

@@ -20,7 +20,7 @@ echo "openai npm package: $(node -p "require('./$npmdir/node_modules/openai/pack
 # an ES module resolves imports from its own folder: run a copy next to node_modules
 cp tests/e2e/openai_client.mjs "$npmdir/openai_client.mjs"
 
-trap 'rc=$?; [ $rc -ne 0 ] && cluster_logs; cleanup; exit $rc' EXIT
+trap 'rc=$?; set +e; [ $rc -ne 0 ] && cluster_logs; cleanup; exit $rc' EXIT
 cluster_start "$fx/tiny-a/gguf/model-f32.gguf" 2 --wire f32 --max-seqs 8
 echo "cluster: $CLUSTER_URL"
 sed 's/^/  /' "$CLUSTER_DIR/plan.txt"
