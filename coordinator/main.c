@@ -44,8 +44,8 @@ static const struct argp_option options[] = {
     {"prefill-chunk", 'C', "N", 0, "most prompt tokens of one sequence per micro-batch", 0},
     {"prefill-stall", 'S', "F", 0,
      "while sequences decode, a micro-batch with prompt tokens may take at most 1+F times a "
-     "batch of decodes alone (default 1: streams keep half their speed during a long prefill; "
-     "0: no limit)",
+     "batch of decodes alone (default 3: streams keep a quarter of their speed during a long "
+     "prefill; 0: no limit)",
      0},
     {"recover-timeout", 'R', "SECS", 0,
      "after losing a stage, requests wait this long for a new pipeline, then fail (default 60)", 0},

@@ -728,7 +728,7 @@ int sched_open(sched_t **out, const struct sched_opts *o, bt_err *e) {
     if (s->o.step_tokens > c->max_batch) s->o.step_tokens = c->max_batch;
     if (s->o.prefill_chunk <= 0 || s->o.prefill_chunk > s->o.step_tokens)
         s->o.prefill_chunk = s->o.step_tokens;
-    if (s->o.prefill_stall == 0.0) s->o.prefill_stall = 1.0;
+    if (s->o.prefill_stall == 0.0) s->o.prefill_stall = 3.0; /* sched.h */
     batch_cost_init(&s->cost);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);

@@ -44,8 +44,9 @@ struct sched_opts {
     int prefill_chunk;  /* most prompt tokens of one sequence per step; 0 = step_tokens */
     /* While sequences decode, no micro-batch may take longer than (1 + prefill_stall) times a
      * batch of decodes alone (coordinator/batch_cost.h): prompt tokens beyond that wait for
-     * the next step. 0 = 1.0 (decodes keep at least half their speed while prompts are
-     * prefilled); < 0 = off (the token budget alone limits a step). */
+     * the next step. 0 = 3.0 (decodes keep at least a quarter of their speed while a prompt
+     * is prefilled, which keeps 3/4 of its rate: tests/bench/bench_stall.sh); < 0 = off (the
+     * token budget alone limits a step). */
     double prefill_stall;
 };
 

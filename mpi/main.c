@@ -60,7 +60,7 @@ static const struct argp_option options[] = {
     {"prefill-chunk", 'C', "N", 0, "most prompt tokens of one sequence per micro-batch", 0},
     {"prefill-stall", 'S', "F", 0,
      "while sequences decode, a micro-batch with prompt tokens may take at most 1+F times a "
-     "batch of decodes alone (default 1; 0: no limit)",
+     "batch of decodes alone (default 3; 0: no limit)",
      0},
     {"threads", 't', "N", 0, "compute threads per worker rank (default: all CPUs)", 0},
     {"mem", 'M', "BYTES", 0, "worker memory budget (default 80% of RAM)", 0},

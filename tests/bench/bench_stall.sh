@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # tests/bench/bench_stall.sh: what a long prompt does to streams that are decoding, with the
-# scheduler's prefill limit (--prefill-stall, coordinator/batch_cost.h) off and at its default.
+# scheduler's prefill limit (--prefill-stall, coordinator/batch_cost.h) off and on.
 # A coordinator and 2 workers on loopback serve a random-weight mkmodel file (cached in
 # $BUILD/bench/); per run, BENCH_STALL_STREAMS (4) greedy streams of BENCH_STALL_OUTPUT (160)
 # tokens start, and once they decode one request with a BENCH_STALL_PROMPT-word (600) prompt
-# arrives (600 words are about 1250 tokens). Printed per run and as medians over BENCH_STALL_RUNS (3; the settings alternate):
+# arrives (600 words are about 1250 tokens). Printed per run and as medians over
+# BENCH_STALL_RUNS (3; the settings alternate):
 #   streams: inter-token p50 / p99 / max (ms), the stall the long prompt causes, and their
 #            output tokens/s;
 #   long prompt: its time to first token (ms).
 # Environment: BENCH_STALL_MODEL (mkmodel flags, default "--size 0.8b"), BENCH_STALL_VALUES
-# ("0 1": the --prefill-stall settings compared; 0 = off), the sizes above.
+# ("0 3": the --prefill-stall settings compared; 0 = off, 3 = the default), the sizes above.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 source tests/e2e/lib_cluster.sh
 spec=${BENCH_STALL_MODEL:-"--size 0.8b"}
-values=${BENCH_STALL_VALUES:-"0 1"}
+values=${BENCH_STALL_VALUES:-"0 3"}
 runs=${BENCH_STALL_RUNS:-3}
 streams=${BENCH_STALL_STREAMS:-4}
 olen=${BENCH_STALL_OUTPUT:-160}
