@@ -1,7 +1,6 @@
 /* coordinator/batch_cost.c: see batch_cost.h. */
 #include "coordinator/batch_cost.h"
 
-#include <limits.h>
 #include <math.h>
 
 /* Weight of a batch after 30 more: 0.95^30 = 0.21, so the fit follows a change of speed within
@@ -9,8 +8,6 @@
 #define DECAY 0.95
 /* Least weighted spread of batch sizes (variance, tokens^2) that determines a slope. */
 #define MIN_VAR 4.0
-/* Without a fit, the least share worth a batch of its own. */
-#define MIN_SHARE_UNFITTED 16
 /* No more prompt tokens per batch than this, whatever the fit says (a wild slope). */
 #define MAX_LIMIT (1 << 20)
 
@@ -51,13 +48,4 @@ int batch_cost_prefill_limit(const struct batch_cost *c, int n_dec, int ref_dec,
     double p = ((1.0 + stall) * t_ref - (c->fixed_s + b * (n_dec > 0 ? n_dec : 0))) / b;
     if (!(p < MAX_LIMIT)) return MAX_LIMIT;
     return p >= 1.0 ? (int)p : 1;
-}
-
-int batch_cost_prefill_share(const struct batch_cost *c, int pending, int free_batches) {
-    if (free_batches < 2 || pending < 2) return INT_MAX;
-    int share = pending / free_batches + (pending % free_batches != 0);
-    if (share >= pending) return INT_MAX;
-    int worth = c->fitted ? (double)share * c->per_token_s >= c->fixed_s
-                          : share >= MIN_SHARE_UNFITTED;
-    return worth ? share : INT_MAX;
 }

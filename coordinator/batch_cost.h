@@ -15,11 +15,6 @@
  * gets stall/(1+stall) of its full rate. Without the limit one 512-token chunk holds every
  * stream for the time of 512 rows (about 26 s for a 9B model on 2 cores).
  *
- * Pipelines: prompts waiting are spread over the batches that may still go in flight
- * (batch_cost_prefill_share), so the second stage starts on the first share while the first
- * stage computes the next; one batch holding a whole wave of prompts would leave every other
- * stage idle. Not when a share would cost less than the fixed cost of a batch.
- *
  * Pure arithmetic, no locking: the scheduler thread owns its batch_cost. */
 #ifndef BT_COORDINATOR_BATCH_COST_H
 #define BT_COORDINATOR_BATCH_COST_H
@@ -40,11 +35,5 @@ int batch_cost_fit(const struct batch_cost *c, double *fixed_s, double *per_toke
  * (1 + stall) * t(ref_dec): -1 = no limit (no fit yet, stall <= 0, or ref_dec < 1), else at
  * least 1, so prompts always progress. */
 int batch_cost_prefill_limit(const struct batch_cost *c, int n_dec, int ref_dec, double stall);
-
-/* How many of `pending` prompt tokens the next batch should take when free_batches batches
- * (this one included) may still go in flight: ceil(pending / free_batches), or INT_MAX (no
- * split) when free_batches < 2, when that is all of them, or when the share would cost less
- * than the fixed cost of a batch (before the first fit: under 16 tokens). */
-int batch_cost_prefill_share(const struct batch_cost *c, int pending, int free_batches);
 
 #endif

@@ -11,7 +11,6 @@
 #include "engine/sampler.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -453,32 +452,6 @@ static void on_token(sched_t *s, sched_handle_t *h, const struct exec_result *r)
     }
 }
 
-static int prefill_ready(const sched_handle_t *h) {
-    return h && !h->in_flight && !h->has_pending && h->n_fed < h->n_prompt;
-}
-
-/* Pipeline: how many prompt tokens this batch takes so the prompts waiting spread over the
- * batches that may still go in flight (batch_cost_prefill_share). Counted in whole sequences:
- * a sequence's chunk is never cut for it, since its next chunk could not overlap anyway (a
- * sequence is in one batch at a time). INT_MAX = no split. */
-static int prefill_share(const sched_t *s, int chunk_max) {
-    int free_batches = s->caps.depth - s->fl_count;
-    if (s->caps.n_stages < 2 || free_batches < 2) return INT_MAX;
-    int pending = 0, seqs = 0;
-    for (int i = 0; i < s->caps.n_slots; i++) {
-        const sched_handle_t *h = s->active[i];
-        if (!prefill_ready(h)) continue;
-        int c = h->n_prompt - h->n_fed;
-        pending += c < chunk_max ? c : chunk_max;
-        seqs++;
-    }
-    int share = seqs > 1 ? batch_cost_prefill_share(&s->cost, pending, free_batches) : INT_MAX;
-    if (share != INT_MAX)
-        BT_LOG(DEBUG, "sched", "prompts of %d sequences (%d tokens) spread over %d batches", seqs,
-               pending, free_batches);
-    return share;
-}
-
 /* Builds and submits one micro-batch; 1 if one was submitted. */
 static int step(sched_t *s) {
     int budget = s->o.step_tokens;
@@ -515,11 +488,10 @@ static int step(sched_t *s) {
         int lim = batch_cost_prefill_limit(&s->cost, n_dec, dec_cap, s->o.prefill_stall);
         if (lim >= 0 && n_tok + lim < prefill_budget) prefill_budget = n_tok + lim;
     }
-    int share = prefill_share(s, chunk_max);
-    for (int k = 0; k < s->caps.n_slots && n_tok < prefill_budget && n_tok - n_dec < share; k++) {
+    for (int k = 0; k < s->caps.n_slots && n_tok < prefill_budget; k++) {
         int i = (s->rr + k) % s->caps.n_slots;
         sched_handle_t *h = s->active[i];
-        if (!prefill_ready(h)) continue;
+        if (!h || h->in_flight || h->has_pending || h->n_fed >= h->n_prompt) continue;
         int c = h->n_prompt - h->n_fed;
         if (c > chunk_max) c = chunk_max;
         if (c > prefill_budget - n_tok) c = prefill_budget - n_tok;

@@ -5,7 +5,6 @@
 #include "coordinator/batch_cost.h"
 
 #include <criterion/criterion.h>
-#include <limits.h>
 #include <math.h>
 
 /* t(n) = 0.070 + 0.051 n: a 9B model on 2 cores (70 ms to read the weights, 51 ms a row) */
@@ -109,28 +108,4 @@ Test(batch_cost, ignores_nonsense) {
     batch_cost_observe(&c, 1, 0.5);
     batch_cost_observe(&c, 64, 0.1);
     cr_assert_eq(batch_cost_fit(&c, &f, &b), 0);
-}
-
-Test(batch_cost, prefill_share_spreads_a_wave_over_the_pipeline) {
-    struct batch_cost c;
-    batch_cost_init(&c);
-    /* no fit: split when each share has at least 16 tokens */
-    cr_assert_eq(batch_cost_prefill_share(&c, 179, 2), 90);
-    cr_assert_eq(batch_cost_prefill_share(&c, 180, 3), 60);
-    cr_assert_eq(batch_cost_prefill_share(&c, 30, 2), INT_MAX);
-    cr_assert_eq(batch_cost_prefill_share(&c, 179, 1), INT_MAX); /* one batch left: all of it */
-    cr_assert_eq(batch_cost_prefill_share(&c, 1, 2), INT_MAX);
-    cr_assert_eq(batch_cost_prefill_share(&c, 0, 2), INT_MAX);
-    /* with a fit (fixed 70 ms, 51 ms a token): 2 tokens are worth a batch of their own */
-    batch_cost_observe(&c, 1, t9b(1));
-    batch_cost_observe(&c, 64, t9b(64));
-    cr_assert_eq(batch_cost_prefill_share(&c, 4, 2), 2);
-    cr_assert_eq(batch_cost_prefill_share(&c, 3, 3), INT_MAX); /* 1 token: 51 < 70 ms */
-    /* a machine where a batch's fixed cost is 40 tokens' worth: shares under 40 stay together */
-    struct batch_cost d;
-    batch_cost_init(&d);
-    batch_cost_observe(&d, 1, 0.041);
-    batch_cost_observe(&d, 101, 0.141);
-    cr_assert_eq(batch_cost_prefill_share(&d, 60, 2), INT_MAX);
-    cr_assert_eq(batch_cost_prefill_share(&d, 100, 2), 50);
 }
