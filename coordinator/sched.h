@@ -7,9 +7,9 @@
  * budget. Each step builds one micro-batch under a token budget: every decoding sequence that
  * is not in flight contributes its one pending token, then prompts contribute prefill chunks
  * from what is left, fewer while sequences decode so that a long prompt cannot stall their
- * streams (opts.prefill_stall); up to caps.depth batches are in flight, a sequence in at most one. So
- * requests join and leave between steps, and a sequence's tokens never depend on its company
- * (the executor computes every row the same way whatever the batch).
+ * streams (opts.prefill_stall); up to caps.depth batches are in flight, a sequence in at most
+ * one. So requests join and leave between steps, and a sequence's tokens never depend on its
+ * company (the executor computes every row the same way whatever the batch).
  *
  * Each request has a handle with its own event queue (mutex + condvar): TOKEN events carry the
  * sampled id, its logprobs and the text that became final (UTF-8 complete, and not possibly
