@@ -80,6 +80,23 @@ float *ops_check_falloc(int64_t n) {
 
 /* ---- matmul (float activations) ---------------------------------------------------------- */
 
+/* One output element of a matmul check: ref's value `want` must be the exact dot product of
+ * w and x (in doubles) and the kernel's `got` ref's, both within tol of the sum of |w*x|.
+ * at = {rows, cols, n, r, t} for the messages. */
+static void check_dot(struct ops_check *c, const float *w, const float *x, int64_t cols, float got,
+                      float want, double tol, const long at[5]) {
+    double mag = 0, exact = 0;
+    for (int64_t k = 0; k < cols; k++) {
+        mag += fabs((double)w[k] * (double)x[k]);
+        exact += (double)w[k] * (double)x[k];
+    }
+    if (!(fabs((double)want - exact) <= tol * mag + 1e-30))
+        ops_check_fail(c, "ref r=%ld t=%ld: %g vs exact %g", at[3], at[4], (double)want, exact);
+    if (!(fabs((double)got - (double)want) <= tol * mag + 1e-30))
+        ops_check_fail(c, "rows=%ld cols=%ld n=%ld r=%ld t=%ld: %g vs ref %g", at[0], at[1], at[2],
+                       at[3], at[4], (double)got, (double)want);
+}
+
 static void matmul_shape(const struct ops_table *T, enum dtype dt, int64_t rows, int64_t cols,
                          int64_t n, struct ops_check *c) {
     size_t rb = dtype_row_bytes(dt, cols);
@@ -110,17 +127,9 @@ static void matmul_shape(const struct ops_table *T, enum dtype dt, int64_t rows,
                 if (got != -7.0f) ops_check_fail(c, "row %ld outside [r0, r1) written", (long)r);
                 continue;
             }
-            double mag = 0, exact = 0; /* ref against the dequantized W, in doubles */
-            for (int64_t k = 0; k < cols; k++) {
-                mag += fabs((double)wd[r * cols + k] * (double)x[t * ldx + k]);
-                exact += (double)wd[r * cols + k] * (double)x[t * ldx + k];
-            }
-            if (!(fabs((double)want - exact) <= TOL_MATMUL * mag + 1e-30))
-                ops_check_fail(c, "ref r=%ld t=%ld: %g vs exact %g", (long)r, (long)t, (double)want,
-                               exact);
-            if (!(fabs((double)got - (double)want) <= TOL_MATMUL * mag + 1e-30))
-                ops_check_fail(c, "rows=%ld cols=%ld n=%ld r=%ld t=%ld: %g vs ref %g", (long)rows,
-                               (long)cols, (long)n, (long)r, (long)t, (double)got, (double)want);
+            /* ref against the dequantized W, in doubles */
+            check_dot(c, wd + r * cols, x + t * ldx, cols, got, want, TOL_MATMUL,
+                      (long[]){rows, cols, n, r, t});
         }
     free(wf), free(wd), free(wq), free(x), free(y), free(yr);
 }
@@ -186,17 +195,9 @@ static void matmul_q_shape(const struct ops_table *T, enum dtype dt, int64_t row
                 if (got != -7.0f) ops_check_fail(c, "row %ld outside [r0, r1) written", (long)r);
                 continue;
             }
-            double mag = 0, exact = 0; /* ref against the dequantized codes of both operands */
-            for (int64_t k = 0; k < cols; k++) {
-                mag += fabs((double)wd[r * cols + k] * (double)xd[t * cols + k]);
-                exact += (double)wd[r * cols + k] * (double)xd[t * cols + k];
-            }
-            if (!(fabs((double)want - exact) <= TOL_MATMUL_Q * mag + 1e-30))
-                ops_check_fail(c, "ref r=%ld t=%ld: %g vs exact %g", (long)r, (long)t, (double)want,
-                               exact);
-            if (!(fabs((double)got - (double)want) <= TOL_MATMUL_Q * mag + 1e-30))
-                ops_check_fail(c, "rows=%ld cols=%ld n=%ld r=%ld t=%ld: %g vs ref %g", (long)rows,
-                               (long)cols, (long)n, (long)r, (long)t, (double)got, (double)want);
+            /* ref against the dequantized codes of both operands */
+            check_dot(c, wd + r * cols, xd + t * cols, cols, got, want, TOL_MATMUL_Q,
+                      (long[]){rows, cols, n, r, t});
             double f = yf[t * ldy + r];
             e2 += ((double)got - f) * ((double)got - f);
             f2 += f * f;
