@@ -80,11 +80,16 @@ float *ops_check_falloc(int64_t n) {
 
 /* ---- matmul (float activations) ---------------------------------------------------------- */
 
-/* One output element of a matmul check: ref's value `want` must be the exact dot product of
- * w and x (in doubles) and the kernel's `got` ref's, both within tol of the sum of |w*x|.
- * at = {rows, cols, n, r, t} for the messages. */
-static void check_dot(struct ops_check *c, const float *w, const float *x, int64_t cols, float got,
-                      float want, double tol, const long at[5]) {
+/* One output element (row r, token t) of a matmul check, at = {rows, cols, n, r, t}. A row
+ * below r0 must still hold the -7 sentinel (outside [r0, r1): untouched); otherwise ref's value
+ * `want` must be the exact dot product of w and x (in doubles) and the kernel's `got` ref's,
+ * both within tol of the sum of |w*x|. Returns 1 when the element is in range (checked). */
+static int check_element(struct ops_check *c, int64_t r0, const float *w, const float *x,
+                         int64_t cols, float got, float want, double tol, const long at[5]) {
+    if (at[3] < r0) {
+        if (got != -7.0f) ops_check_fail(c, "row %ld outside [r0, r1) written", at[3]);
+        return 0;
+    }
     double mag = 0, exact = 0;
     for (int64_t k = 0; k < cols; k++) {
         mag += fabs((double)w[k] * (double)x[k]);
@@ -95,6 +100,7 @@ static void check_dot(struct ops_check *c, const float *w, const float *x, int64
     if (!(fabs((double)got - (double)want) <= tol * mag + 1e-30))
         ops_check_fail(c, "rows=%ld cols=%ld n=%ld r=%ld t=%ld: %g vs ref %g", at[0], at[1], at[2],
                        at[3], at[4], (double)got, (double)want);
+    return 1;
 }
 
 static void matmul_shape(const struct ops_table *T, enum dtype dt, int64_t rows, int64_t cols,
@@ -121,16 +127,9 @@ static void matmul_shape(const struct ops_table *T, enum dtype dt, int64_t rows,
     ops_ref.matmul[dt](&m, x, ldx, n, yr, ldy, r0, rows);
     T->matmul[dt](&m, x, ldx, n, y, ldy, r0, rows);
     for (int64_t t = 0; t < n; t++)
-        for (int64_t r = 0; r < rows; r++) {
-            float got = y[t * ldy + r], want = yr[t * ldy + r];
-            if (r < r0) {
-                if (got != -7.0f) ops_check_fail(c, "row %ld outside [r0, r1) written", (long)r);
-                continue;
-            }
-            /* ref against the dequantized W, in doubles */
-            check_dot(c, wd + r * cols, x + t * ldx, cols, got, want, TOL_MATMUL,
-                      (long[]){rows, cols, n, r, t});
-        }
+        for (int64_t r = 0; r < rows; r++) /* ref against the dequantized W, in doubles */
+            check_element(c, r0, wd + r * cols, x + t * ldx, cols, y[t * ldy + r], yr[t * ldy + r],
+                          TOL_MATMUL, (long[]){rows, cols, n, r, t});
     free(wf), free(wd), free(wq), free(x), free(y), free(yr);
 }
 
@@ -190,14 +189,11 @@ static void matmul_q_shape(const struct ops_table *T, enum dtype dt, int64_t row
     double e2 = 0, f2 = 0;
     for (int64_t t = 0; t < n; t++)
         for (int64_t r = 0; r < rows; r++) {
-            float got = y[t * ldy + r], want = yr[t * ldy + r];
-            if (r < r0) {
-                if (got != -7.0f) ops_check_fail(c, "row %ld outside [r0, r1) written", (long)r);
-                continue;
-            }
+            float got = y[t * ldy + r];
             /* ref against the dequantized codes of both operands */
-            check_dot(c, wd + r * cols, xd + t * cols, cols, got, want, TOL_MATMUL_Q,
-                      (long[]){rows, cols, n, r, t});
+            if (!check_element(c, r0, wd + r * cols, xd + t * cols, cols, got, yr[t * ldy + r],
+                               TOL_MATMUL_Q, (long[]){rows, cols, n, r, t}))
+                continue;
             double f = yf[t * ldy + r];
             e2 += ((double)got - f) * ((double)got - f);
             f2 += f * f;
