@@ -11,9 +11,10 @@
  *
  * Ending: SIGTERM/SIGINT (mpirun forwards them to every rank) stops each rank; the coordinator
  * sends Shutdown to the workers; each rank then finishes MPI (BYE to every rank, MPI_Finalize).
- * A worker rank that ends early or is lost, or a lost coordinator, ends the job: an MPI job
- * cannot re-plan, so the coordinator stops (exit 1) and mpicomm_finish aborts the job with a
- * message naming the rank when it does not come back to say BYE. */
+ * A worker rank that fails or is lost, or a lost coordinator, ends the job: an MPI job cannot
+ * re-plan, so the coordinator stops (exit 1) and mpicomm_finish aborts the job with a message
+ * naming the rank when it does not come back to say BYE. A worker rank that ends with exit 0
+ * (it was sent SIGTERM, maybe before rank 0 got its own) ends the job with exit 0. */
 #include "common/log.h"
 #include "common/parse.h"
 #include "common/signals.h"
@@ -173,8 +174,8 @@ static void on_signal(int sig) {
     stop_all();
 }
 
-/* On the comm thread: a rank said BYE or was lost. */
-static void on_rank_event(enum mpicomm_event ev, int r, const char *why, void *arg) {
+/* On the comm thread: a rank said BYE (code: its exit code) or was lost (code -1). */
+static void on_rank_event(enum mpicomm_event ev, int r, int code, const char *why, void *arg) {
     (void)arg;
     if (ev == MPICOMM_BYE && g_rank != 0 && r != 0)
         return; /* another worker finishing: the coordinator decides what happens */
@@ -184,9 +185,21 @@ static void on_rank_event(enum mpicomm_event ev, int r, const char *why, void *a
         stop_all();
         return;
     }
-    /* a worker rank that ended while we serve, or any lost rank */
+    if (ev == MPICOMM_BYE && code == 0) {
+        /* A worker rank that was told to stop (a signal; mpirun forwards SIGTERM to every rank
+         * and that rank may get there first): the job ends, cleanly, as asked. */
+        BT_LOG(INFO, "mpi", "worker rank %d finished (exit 0): ending the job", r);
+        stop_all();
+        return;
+    }
+    /* a worker rank that failed while we serve, or any lost rank */
+    char what[64];
+    if (ev == MPICOMM_LOST)
+        snprintf(what, sizeof what, "lost");
+    else
+        snprintf(what, sizeof what, "ended with exit %d", code);
     BT_LOG(ERROR, "mpi", "%s rank %d %s (%s); an MPI job cannot re-plan: ending the job",
-           r == 0 ? "coordinator" : "worker", r, ev == MPICOMM_LOST ? "lost" : "ended", why);
+           r == 0 ? "coordinator" : "worker", r, what, why);
     g_failed = 1;
     stop_all();
 }

@@ -32,8 +32,11 @@
 #define HDR_FIXED 12          /* magic, dir, n_frames, id_len, reserved */
 #define MAX_RANKS 4096
 
+/* Control messages on tag 0: PING is one byte; BYE is two, the second the rank's exit code
+ * (0..255), so a peer can tell a rank that was told to stop from one that failed. */
 enum { CTRL_PING = 'P', CTRL_BYE = 'B' };
-static const unsigned char ctrl_ping = CTRL_PING, ctrl_bye = CTRL_BYE;
+static const unsigned char ctrl_ping = CTRL_PING;
+static unsigned char ctrl_bye[2] = {CTRL_BYE, 0}; /* [1] set by finish_step before it is sent */
 
 static const struct tx_backend_ops tx_mpi_ops; /* at the end */
 
@@ -158,7 +161,7 @@ static void rank_lost(int r, const char *fmt, ...) {
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     BT_LOG(ERROR, "mpi", "rank %d lost: %s", r, why);
-    if (g.o.on_event) g.o.on_event(MPICOMM_LOST, r, why, g.o.arg);
+    if (g.o.on_event) g.o.on_event(MPICOMM_LOST, r, -1, why, g.o.arg);
 }
 
 static void post_send(struct psend *s) {
@@ -332,7 +335,7 @@ out:
 }
 
 static void on_ctrl(int src, const unsigned char *buf, int len) {
-    if (len != 1 || (buf[0] != CTRL_PING && buf[0] != CTRL_BYE)) {
+    if (!(len == 1 && buf[0] == CTRL_PING) && !(len == 2 && buf[0] == CTRL_BYE)) {
         drop(src, TAG_CTRL, len, "bad control message");
         return;
     }
@@ -343,8 +346,8 @@ static void on_ctrl(int src, const unsigned char *buf, int len) {
         pthread_cond_broadcast(&g.cv);
         pthread_mutex_unlock(&g.mu);
         if (!was) {
-            BT_LOG(INFO, "mpi", "rank %d finished", src);
-            if (g.o.on_event) g.o.on_event(MPICOMM_BYE, src, "said BYE", g.o.arg);
+            BT_LOG(INFO, "mpi", "rank %d finished (exit %d)", src, buf[1]);
+            if (g.o.on_event) g.o.on_event(MPICOMM_BYE, src, buf[1], "said BYE", g.o.arg);
         }
     }
 }
@@ -402,12 +405,12 @@ static int progress_recv(int64_t now) {
     return 1;
 }
 
-static void queue_ctrl(int dest, const unsigned char *what, int64_t now) {
+static void queue_ctrl(int dest, const unsigned char *what, int len, int64_t now) {
     struct psend *s = calloc(1, sizeof *s);
     if (!s) return; /* a missed ping; the next interval retries */
     *s = (struct psend){.dest = dest,
                         .tag = TAG_CTRL,
-                        .len = 1,
+                        .len = len,
                         .data = what,
                         .deadline = now + (int64_t)g.o.liveness_ms * 1000000};
     if (what == &ctrl_ping) c.pinging[dest] = 1;
@@ -418,7 +421,7 @@ static void heartbeat(int64_t now) {
     if (now >= c.next_ping) {
         for (int r = 0; r < g.size; r++)
             if (r != g.rank && !g.lost[r] && !g.bye[r] && !c.pinging[r])
-                queue_ctrl(r, &ctrl_ping, now);
+                queue_ctrl(r, &ctrl_ping, 1, now);
         c.next_ping = now + (int64_t)g.o.heartbeat_ms * 1000000;
     }
     for (int r = 0; r < g.size; r++)
@@ -475,8 +478,9 @@ static int finish_step(int64_t now, int64_t *deadline, int *phase) {
     for (struct psend *s = c.pending; s && !data_pending; s = s->next)
         data_pending = s->serial != 0 || s->buf != NULL;
     if (*phase == 1 && (!data_pending || now > *deadline)) {
+        ctrl_bye[1] = (unsigned char)(g.finish_code < 0 || g.finish_code > 255 ? 255 : g.finish_code);
         for (int r = 0; r < g.size; r++)
-            if (r != g.rank && !g.lost[r]) queue_ctrl(r, &ctrl_bye, now);
+            if (r != g.rank && !g.lost[r]) queue_ctrl(r, ctrl_bye, 2, now);
         *phase = 2;
     }
     if (*phase != 2) return 0;

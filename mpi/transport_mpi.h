@@ -32,8 +32,8 @@
  * for liveness_ms, an MPI error (the communicator uses MPI_ERRORS_RETURN), or an MPI transfer
  * not completed within its deadline makes the rank LOST: on_event is called, sends to it fail
  * with BT_EPEERLOST, and mpicomm_finish ends the job with MPI_Abort (an MPI job cannot go on
- * without a rank). A rank that ends calls mpicomm_finish, which sends BYE to every rank
- * (on_event BYE there), waits for the BYE of every other rank, then MPI_Finalize. */
+ * without a rank). A rank that ends calls mpicomm_finish, which sends BYE and its exit code to
+ * every rank (on_event BYE there), waits for the BYE of every other rank, then MPI_Finalize. */
 #ifndef BT_MPI_TRANSPORT_MPI_H
 #define BT_MPI_TRANSPORT_MPI_H
 #include "common/err.h"
@@ -50,8 +50,10 @@ struct mpicomm_opts {
     int liveness_ms;  /* silence that makes a rank LOST; 0 = 15000 */
     int idle_us;      /* longest sleep of an idle comm thread; 0 = 250 */
     /* Called on the comm thread when a rank said BYE or was lost: must be quick and must not
-     * use MPI transports synchronously (coord_stop / worker_stop are fine). why: detail. */
-    void (*on_event)(enum mpicomm_event ev, int rank, const char *why, void *arg);
+     * use MPI transports synchronously (coord_stop / worker_stop are fine). code: for BYE the
+     * exit code that rank passed to mpicomm_finish (255 for codes outside 0..255), -1 for
+     * LOST. why: detail. */
+    void (*on_event)(enum mpicomm_event ev, int rank, int code, const char *why, void *arg);
     void *arg;
 };
 

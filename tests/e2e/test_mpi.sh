@@ -8,7 +8,8 @@
 #     give the reference greedy tokens, and the tokens with 5 logprobs each are byte-identical
 #     to a ZeroMQ cluster (baton-coordinator + 2 baton-workers) with the same plan (--uniform).
 #  3. the official openai npm client against baton-mpi's HTTP API (as test_openai.sh).
-#  4. SIGTERM to mpirun ends every rank cleanly ("done (exit 0)" x3) within 15 s.
+#  4. SIGTERM to mpirun ends every rank cleanly ("done (exit 0)" x3) within 15 s; so does
+#     SIGTERM to one worker rank alone (its BYE carries exit 0; the job ends with exit 0).
 #  5. a worker rank stopped with SIGSTOP mid-service: the job ends within the rank liveness
 #     window with "rank 2 lost" on rank 0 (no hang).
 source "$(dirname "$0")/lib_cluster.sh"
@@ -108,6 +109,23 @@ wait "$MPI_PID" 2>/dev/null
 done_n=$(grep -c 'mpi: rank [0-9] done (exit 0)' "$TMP/mpi.log")
 [ "$done_n" -eq 3 ] || fail "SIGTERM: $done_n of 3 ranks ended with exit 0"
 echo "SIGTERM: 3 ranks ended cleanly in $(($(date +%s) - s)) s"
+
+# 4b. SIGTERM to one worker rank alone (what happens when it gets mpirun's forwarded signal
+#     before rank 0 does): its BYE says exit 0, so the job ends cleanly, not as a failure
+start_mpi term1
+w1pid=$(grep -oE 'baton-mpi\.1\[[0-9]+\]' "$TMP/term1.log" | head -1 | sed -E 's/.*\[([0-9]+)\]/\1/')
+[ -n "$w1pid" ] && kill -0 "$w1pid" 2>/dev/null || fail "term1: no pid for rank 1"
+s=$(date +%s)
+kill -TERM "$w1pid"
+for ((i = 0; i < 150; i++)); do kill -0 "$MPI_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$MPI_PID" 2>/dev/null && fail "SIGTERM to rank 1: mpirun still running after 15 s"
+wait "$MPI_PID" && rc=0 || rc=$?
+[ "$rc" -eq 0 ] || fail "SIGTERM to rank 1: the job exited $rc: $(grep -E 'ERROR|exit' "$TMP/term1.log" | tail -3)"
+grep -q 'worker rank 1 finished (exit 0): ending the job' "$TMP/term1.log" ||
+    fail "SIGTERM to rank 1: rank 0 did not log the worker's clean finish"
+done_n=$(grep -c 'mpi: rank [0-9] done (exit 0)' "$TMP/term1.log")
+[ "$done_n" -eq 3 ] || fail "SIGTERM to rank 1: $done_n of 3 ranks ended with exit 0"
+echo "SIGTERM to rank 1 alone: the job ended cleanly (exit 0) in $(($(date +%s) - s)) s"
 
 # the same plan over ZeroMQ: coordinator + workers w1, w2 (the MPI ranks 1, 2)
 start_coord zmq "$BIN/baton-coordinator" --model "$M" --bind 'tcp://127.0.0.1:*' --min-workers 2 \

@@ -24,6 +24,7 @@
 
 static int rank, size, failures;
 static volatile int lost_rank = -1, bye_count;
+static volatile int bye_code[3] = {-1, -1, -1}; /* the code in each rank's BYE */
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -38,13 +39,15 @@ static volatile int lost_rank = -1, bye_count;
         fflush(stdout);                                                                            \
     } while (0)
 
-static void on_event(enum mpicomm_event ev, int r, const char *why, void *arg) {
+static void on_event(enum mpicomm_event ev, int r, int code, const char *why, void *arg) {
     (void)arg;
     if (ev == MPICOMM_LOST)
         lost_rank = r;
     else
         bye_count++;
-    printf("rank %d event: rank %d %s: %s\n", rank, r, ev == MPICOMM_LOST ? "lost" : "bye", why);
+    if (ev == MPICOMM_BYE && r >= 0 && r < 3) bye_code[r] = code;
+    printf("rank %d event: rank %d %s (code %d): %s\n", rank, r, ev == MPICOMM_LOST ? "lost" : "bye",
+           code, why);
     fflush(stdout);
 }
 
@@ -316,7 +319,12 @@ int main(int argc, char **argv) {
             server();
         else
             client();
-        mpicomm_finish(10000, 0);
+        /* a code of its own per rank (10 + rank, or 100 + failures): each BYE must carry it */
+        mpicomm_finish(10000, failures ? 100 + failures : 10 + rank);
+        for (int r = 0; r < 3; r++)
+            if (r != rank)
+                CHECK(bye_code[r] == 10 + r, "rank %d's BYE carried its exit code (%d)", r,
+                      bye_code[r]);
         printf("rank %d: %d failed\n", rank, failures);
         return failures;
     }
