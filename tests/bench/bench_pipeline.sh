@@ -2,8 +2,12 @@
 # tests/bench/bench_pipeline.sh: a 2-worker baton pipeline on loopback against one baton process
 # and against llama.cpp with 2 rpc-servers, on the same GGUF file (issue 8); run by
 # tests/bench/run.sh after the bench binaries. Per model ($BENCH_MODELS, space-separated; default
-# build/bench/9b-q4_k_m.gguf), three phases, each keeping its daemons up across its runs:
-#   single: `baton-coordinator --local --threads T` (T = all CPUs): the single-process figure;
+# build/bench/9b-q4_k_m.gguf):
+#   single: `baton-coordinator --local --threads T` (T = all CPUs), the single-process figure,
+#     started first and kept up (idle between its runs) through every pipeline phase, so each
+#     pipeline 1-stream run is paired with a single-process run of the same minute: this host's
+#     memory bandwidth moves up to 2x within minutes, and pipe/single is the median of the
+#     per-pair ratios (memory: the model twice, plus the rpc-servers' copy in llama.cpp runs);
 #   pipe Wt (for each W in BENCH_PIPELINE_WORKER_THREADS, default "1 T"): a coordinator and 2
 #     baton-workers on 127.0.0.1 with W threads each, layers split by the planner (--uniform:
 #     the two workers are the same machine), then 2 ggml-rpc-servers with W threads each.
@@ -21,7 +25,8 @@
 #     two rpc-servers, -npl 16 -npp BENCH_PIPELINE_PROMPT_TOKENS (16, about what 8 words make)
 #     -ntg DECODE: agg_tok_s = 16 x DECODE / (prefill + decode time), the figure baton's
 #     16-stream agg_tok_s is compared with, and its decode-only aggregate tg_tok_s.
-# Baton and llama.cpp runs alternate (baton, llama.cpp, baton, ...) and medians are printed.
+# Each run of a pipe phase: single 1 stream, pipe 1 stream, pipe 16 streams, llama.cpp 1
+# sequence, llama.cpp 16 sequences; medians of the runs are printed.
 # "Same total threads": the single process uses T threads. For one stream only one stage of
 # the pipeline computes at a time, so workers with T threads each keep T threads active (the
 # fair single-stream comparison); workers with T/2 threads each (1 on this 2-core machine) use
@@ -67,6 +72,7 @@ export LD_LIBRARY_PATH=$llama${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 TMP=$(mktemp -d /tmp/bench-pipeline.XXXXXX)
 PIDS=() # daemons of the current phase, the coordinator first
 RPC_PIDS=()
+SINGLE_PIDS=() # the single process, up through the pipeline phases
 stop_pids() { # stop_pids PID...: SIGTERM, up to 10 s, then SIGKILL
     local p i
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -78,8 +84,8 @@ stop_pids() { # stop_pids PID...: SIGTERM, up to 10 s, then SIGKILL
     return 0
 }
 cleanup() {
-    stop_pids "${PIDS[@]}" "${RPC_PIDS[@]}"
-    PIDS=() RPC_PIDS=()
+    stop_pids "${PIDS[@]}" "${RPC_PIDS[@]}" "${SINGLE_PIDS[@]}"
+    PIDS=() RPC_PIDS=() SINGLE_PIDS=()
     [ -n "${KEEP:-}" ] && echo "bench_pipeline: logs kept in $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -104,14 +110,14 @@ wait_log() {
 COORD_FLAGS=(--max-seqs 16 --max-ctx 1024 --liveness 30 --load-timeout 1800)
 URL=""
 
-# start_single MODEL: one process, T threads; sets URL.
+# start_single MODEL: one process, T threads; sets SURL.
 start_single() {
     local log=$TMP/single.log port
     "$BUILD/baton-coordinator" --local --model "$1" --threads "$T" --http 127.0.0.1:0 \
         "${COORD_FLAGS[@]}" >"$TMP/single.out" 2>"$log" &
-    PIDS=("$!")
-    port=$(wait_log "$log" 'ready (local )?http_port=[0-9]+' 1800 "${PIDS[0]}") || return 1
-    URL=http://127.0.0.1:${port##*=}
+    SINGLE_PIDS=("$!")
+    port=$(wait_log "$log" 'ready (local )?http_port=[0-9]+' 1800 "${SINGLE_PIDS[0]}") || return 1
+    SURL=http://127.0.0.1:${port##*=}
 }
 
 # start_pipe MODEL W: coordinator + 2 workers with W threads each; sets URL and PLAN.
@@ -146,11 +152,11 @@ start_rpc() {
     done
 }
 
-# load_json C ARGS...: one `baton load` run at concurrency C against URL, JSON on stdout.
+# load_json URL C ARGS...: one `baton load` run at concurrency C, JSON on stdout.
 load_json() {
-    local c=$1
-    shift
-    "$BUILD/baton" load --url "$URL" --concurrency "$c" --prompt-len "$plen" \
+    local url=$1 c=$2
+    shift 2
+    "$BUILD/baton" load --url "$url" --concurrency "$c" --prompt-len "$plen" \
         --output-len "$decode" --temp 0 --timeout 600 --quiet --json "$@"
 }
 
@@ -204,26 +210,17 @@ for model in $models; do
         continue
     fi
     m=$(basename "$model")
-    # single process
+    # the single process, kept up (idle between its runs) through the pipeline phases
     t0=$(date +%s)
     if ! start_single "$model"; then
         echo "bench_pipeline: model=$m single process did not start"
         failed=1
-        stop_pids "${PIDS[@]}"
-        PIDS=()
+        stop_pids "${SINGLE_PIDS[@]}"
+        SINGLE_PIDS=()
         continue
     fi
     echo "bench_pipeline: model=$m single threads=$T load_s=$(($(date +%s) - t0))"
     single=()
-    for ((r = 0; r < runs; r++)); do
-        read -r dec out ok err <<<"$(fig "$(load_json 1 --requests 2)")"
-        echo "bench_pipeline: model=$m run=$r single 1stream decode_tok_s=$dec out_tok_s=$out ok=$ok errors=$err"
-        [ "$ok" -gt 0 ] && single+=("$dec") || failed=1
-    done
-    stop_pids "${PIDS[@]}"
-    PIDS=()
-    s_med=$(median "${single[@]}")
-    echo "bench_pipeline: model=$m single median of ${#single[@]}: decode_tok_s=$s_med (threads=$T)"
     for w in $wthreads; do
         t0=$(date +%s)
         if ! start_pipe "$model" "$w"; then
@@ -238,12 +235,18 @@ for model in $models; do
         if [ $have_llama = 1 ]; then
             start_rpc "$w" && rpc_ok=1 || echo "bench_pipeline: model=$m rpc-servers did not start"
         fi
-        p1=() p1o=() p16=() ll=() lb=() lbt=()
+        p1=() p1o=() p16=() ll=() lb=() lbt=() pair=()
         for ((r = 0; r < runs; r++)); do
-            read -r dec out ok err <<<"$(fig "$(load_json 1 --requests 2)")"
-            echo "bench_pipeline: model=$m run=$r pipe${w}t 1stream decode_tok_s=$dec out_tok_s=$out ok=$ok errors=$err"
+            read -r sdec out ok err <<<"$(fig "$(load_json "$SURL" 1 --requests 2)")"
+            echo "bench_pipeline: model=$m run=$r single 1stream decode_tok_s=$sdec out_tok_s=$out ok=$ok errors=$err"
+            [ "$ok" -gt 0 ] && single+=("$sdec") || failed=1
+            read -r dec out ok err <<<"$(fig "$(load_json "$URL" 1 --requests 2)")"
+            echo "bench_pipeline: model=$m run=$r pipe${w}t 1stream decode_tok_s=$dec out_tok_s=$out ok=$ok errors=$err" \
+                "pipe/single=$(ratio "$dec" "$sdec")"
             [ "$ok" -gt 0 ] && p1+=("$dec") p1o+=("$out") || failed=1
-            read -r dec out ok err <<<"$(fig "$(load_json 16 --duration "$secs")")"
+            pr=$(ratio "$dec" "$sdec")
+            [ "$pr" != - ] && pair+=("$pr")
+            read -r dec out ok err <<<"$(fig "$(load_json "$URL" 16 --duration "$secs")")"
             echo "bench_pipeline: model=$m run=$r pipe${w}t 16streams agg_tok_s=$out per_stream_decode_tok_s=$dec ok=$ok errors=$err"
             [ "$ok" -gt 0 ] && p16+=("$out") || failed=1
             if [ $rpc_ok = 1 ]; then
@@ -265,10 +268,14 @@ for model in $models; do
             "median of $runs: 1stream decode_tok_s=$a out_tok_s=$ao 16streams agg_tok_s=$b" \
             "llama_rpc2 tg$decode=${l:--} llama_rpc2_16seqs agg_tok_s=${lbm:--} tg_tok_s=${lbtm:--}"
         echo "bench_pipeline: model=$m ratios worker_threads=$w:" \
-            "pipe_1stream/single=$(ratio "$a" "$s_med") (target >= 0.95 at the same total threads)" \
+            "pipe_1stream/single=$(median "${pair[@]}") (median of the runs' pipe/single pairs;" \
+            "target >= 0.95 at the same total threads)" \
             "pipe_16streams/pipe_1stream=$(ratio "$b" "$ao") (out_tok_s both; target >= 6)" \
             "baton_2workers/llama_rpc2=$(ratio "$a" "$l") (1 stream decode; target >= 2)" \
             "baton_16streams/llama_rpc2_16seqs=$(ratio "$b" "$lbm") (agg_tok_s both)"
     done
+    stop_pids "${SINGLE_PIDS[@]}"
+    SINGLE_PIDS=()
+    echo "bench_pipeline: model=$m single median of ${#single[@]}: decode_tok_s=$(median "${single[@]}") (threads=$T)"
 done
 exit $failed
