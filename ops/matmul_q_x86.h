@@ -583,7 +583,8 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
  * scaled products of bytes 4l..4l+3 of every 32-value piece, which is the lane of the folded
  * k45_rows_z/q6k_rows_z sums, and the float steps are theirs lane by lane (same d * yd
  * products, same fmsub/fmadd, same add, same final hsum per half): each pair keeps its bits
- * whatever the grouping. P pairs of rows (P = 1, 2) share each activation load. */
+ * whatever the grouping. P pairs of rows (P = 1, 2) share each activation load. With VNNI
+ * the integer part is vpdpbusd per 32 values and one vpdpwssd per two of them (zpair16). */
 
 /* int16 scales of two rows: [sa | sa | sb | sb] by 128-bit lane */
 static inline QATTR __m512i QN(sc2)(__m128i sa, __m128i sb) {
@@ -594,6 +595,32 @@ static inline QATTR __m512i QN(sc2)(__m128i sa, __m128i sb) {
 static inline QATTR __m512i QN(load2x256)(const uint8_t *a, const uint8_t *b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(QN(load256)(a)), QN(load256)(b), 1);
 }
+
+#if QVNNI
+/* VNNI: vpdpbusd sums 4 byte products per lane in one instruction, where maddubs + vpdpwssd
+ * take two; the sums of two 32-value sub-blocks a, b (|sum| <= 4 * 31 * 127, an int16) are
+ * then interleaved as the int16 pairs (a_l, b_l) of lane l and one vpdpwssd applies both
+ * scales: sc_a * a_l + sc_b * b_l, the same exact lane sum with 3 multiplies per 64 values
+ * instead of 4. */
+static inline QATTR __m512i QN(zpair16)(__m512i a, __m512i b) {
+    /* word 2l of the result: word 2l of a (low half of lane l); word 2l+1: that of b */
+    const __m512i idx =
+        _mm512_set_epi32(0x003e001e, 0x003c001c, 0x003a001a, 0x00380018, 0x00360016, 0x00340014,
+                         0x00320012, 0x00300010, 0x002e000e, 0x002c000c, 0x002a000a, 0x00280008,
+                         0x00260006, 0x00240004, 0x00220002, 0x00200000);
+    return _mm512_permutex2var_epi16(a, idx, b);
+}
+/* shuffle control: in every 32-bit lane the int16 lanes sa, sb of its 128-bit lane */
+static inline QATTR __m512i QN(zsel2)(int sa, int sb) {
+    return _mm512_set1_epi32(
+        (int)((0x0100u + 0x0202u * (unsigned)sa) | (0x0100u + 0x0202u * (unsigned)sb) << 16));
+}
+/* the same, int16 lanes (a0, b0) in 128-bit lanes 0 and 2, (a1, b1) in lanes 1 and 3 */
+static inline QATTR __m512i QN(zsel2x)(int a0, int b0, int a1, int b1) {
+    __m512i lo = QN(zsel2)(a0, b0), hi = QN(zsel2)(a1, b1);
+    return _mm512_mask_blend_epi32(0xf0f0, lo, hi);
+}
+#endif
 
 /* the first zdot_scaled of a block: acc = 0 + ... */
 static inline QATTR __m512i QN(zdot_first)(__m512i u, __m512i s, __m512i sc16) {
@@ -611,10 +638,11 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                 int64_t ldy, const int P, const int g, const int Q5) {
     __m512 acc[2][QG];
     QUNROLL
-    for (int r = 0; r < P; r++)
+    for (int r = 0; r < P; r++) {
         QUNROLL
         for (int t = 0; t < g; t++)
             acc[r][t] = _mm512_setzero_ps();
+    }
     const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
     for (int64_t i = 0; i < nb; i++) {
         struct k45_parts p[4];
@@ -640,20 +668,29 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
             xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
         QUNROLL
         for (int j = 0; j < 4; j++) {
-            __m512i lo[2], hi[2], slo[2], shi[2];
+            __m512i lo[2], hi[2], slo[2];
+#if !QVNNI
+            __m512i shi[2];
+#endif
             QUNROLL
             for (int r = 0; r < P; r++) { /* sub-blocks 2j (low nibbles) and 2j+1 (high) */
                 __m512i q = QN(load2x256)(p[2 * r].qs + 32 * j, p[2 * r + 1].qs + 32 * j);
                 lo[r] = _mm512_and_si512(q, m4);
                 hi[r] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
                 if (Q5) { /* bits 2j, 2j+1 of qh are at bits 0, 1 here (shifted per piece) */
-                    lo[r] = _mm512_or_si512(lo[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 4), b5));
-                    hi[r] = _mm512_or_si512(hi[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 3), b5));
+                    lo[r] =
+                        _mm512_or_si512(lo[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 4), b5));
+                    hi[r] =
+                        _mm512_or_si512(hi[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 3), b5));
                     qh[r] = _mm512_srli_epi16(qh[r], 2);
                 }
+#if QVNNI
+                slo[r] = _mm512_shuffle_epi8(scz[r], QN(zsel2)(2 * j, 2 * j + 1)); /* both */
+#else
                 slo[r] = _mm512_shuffle_epi8(scz[r], QN(zsel)(2 * j, 2 * j, 2 * j, 2 * j));
-                shi[r] = _mm512_shuffle_epi8(
-                    scz[r], QN(zsel)(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1));
+                shi[r] = _mm512_shuffle_epi8(scz[r],
+                                             QN(zsel)(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1));
+#endif
             }
             QUNROLL
             for (int t = 0; t < g; t++) {
@@ -662,9 +699,17 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                 __m512i yhi = _mm512_broadcast_i64x4(QN(load256)(yt + 32));
                 QUNROLL
                 for (int r = 0; r < P; r++) {
+#if QVNNI
+                    __m512i c =
+                        QN(zpair16)(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], ylo),
+                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[r], yhi));
+                    k[r][t] =
+                        j ? _mm512_dpwssd_epi32(k[r][t], c, slo[r]) : _mm512_madd_epi16(c, slo[r]);
+#else
                     k[r][t] = j ? QN(zdot_scaled)(k[r][t], lo[r], ylo, slo[r])
                                 : QN(zdot_first)(lo[r], ylo, slo[r]);
                     k[r][t] = QN(zdot_scaled)(k[r][t], hi[r], yhi, shi[r]);
+#endif
                 }
             }
         }
@@ -679,17 +724,17 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
             for (int r = 0; r < P; r++) {
                 __m512i msum = _mm512_madd_epi16(bs, mnz[r]);
                 __m512 m = _mm512_mul_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmz[r], yd));
-                acc[r][t] = _mm512_add_ps(acc[r][t],
-                                          _mm512_fmsub_ps(_mm512_cvtepi32_ps(k[r][t]),
-                                                          _mm512_mul_ps(dz[r], yd), m));
+                acc[r][t] = _mm512_add_ps(acc[r][t], _mm512_fmsub_ps(_mm512_cvtepi32_ps(k[r][t]),
+                                                                     _mm512_mul_ps(dz[r], yd), m));
             }
         }
     }
     QUNROLL
-    for (int r = 0; r < P; r++)
+    for (int r = 0; r < P; r++) {
         QUNROLL
         for (int t = 0; t < g; t++)
             QN(store2)(acc[r][t], y + t * ldy + 2 * r);
+    }
 }
 
 /* Q6_K: quarter j of half h is 32 values (scales 8h+2j, 8h+2j+1 for its two 16s) from the
@@ -699,10 +744,11 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                 int64_t ldy, const int P, const int g) {
     __m512 acc[2][QG];
     QUNROLL
-    for (int r = 0; r < P; r++)
+    for (int r = 0; r < P; r++) {
         QUNROLL
         for (int t = 0; t < g; t++)
             acc[r][t] = _mm512_setzero_ps();
+    }
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     for (int64_t i = 0; i < nb; i++) {
         const struct block_q6_k *b[4];
@@ -714,12 +760,11 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                                                              (size_t)i * sizeof(struct block_q6_k));
         QUNROLL
         for (int r = 0; r < P; r++) {
-            sc[r] = _mm512_cvtepi8_epi16(
-                _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(
-                                            (const __m128i *)(const void *)b[2 * r]->scales)),
-                                        _mm_loadu_si128((const __m128i *)(const void *)b[2 * r + 1]
-                                                            ->scales),
-                                        1)); /* [sc16 of row r | of row r+1] */
+            sc[r] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)b[2 * r]->scales)),
+                _mm_loadu_si128((const __m128i *)(const void *)b[2 * r + 1]->scales),
+                1)); /* [sc16 of row r | of row r+1] */
             dz[r] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(b[2 * r]->d)),
                                        _mm256_set1_ps(_cvtsh_ss(b[2 * r + 1]->d)), 1);
         }
@@ -738,6 +783,9 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                 sch[r] = h ? _mm512_shuffle_i64x2(sc[r], sc[r], 0xf5)
                            : _mm512_shuffle_i64x2(sc[r], sc[r], 0xa0);
             }
+#if QVNNI
+            __m512i qp[2];
+#endif
             QUNROLL
             for (int j = 0; j < 4; j++) {
                 __m512i q[2], s[2];
@@ -751,8 +799,36 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                                  : j == 2 ? H[r]
                                           : _mm512_srli_epi16(H[r], 2);
                     q[r] = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_and_si512(hb, m30));
-                    s[r] = _mm512_shuffle_epi8(sch[r], QN(zsel)(2 * j, 2 * j + 1, 2 * j, 2 * j + 1));
+#if QVNNI /* quarters j-1, j in one vpdpwssd (zpair16; |lane sum| <= 4 * 63 * 127) */
+                    s[r] = _mm512_shuffle_epi8(sch[r],
+                                               QN(zsel2x)(2 * j - 2, 2 * j, 2 * j - 1, 2 * j + 1));
+#else
+                    s[r] =
+                        _mm512_shuffle_epi8(sch[r], QN(zsel)(2 * j, 2 * j + 1, 2 * j, 2 * j + 1));
+#endif
                 }
+#if QVNNI
+                if (!(j & 1)) {
+                    QUNROLL
+                    for (int r = 0; r < P; r++)
+                        qp[r] = q[r];
+                    continue;
+                }
+                QUNROLL
+                for (int t = 0; t < g; t++) {
+                    const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h + 32 * j;
+                    __m512i ya = _mm512_broadcast_i64x4(QN(load256)(yt - 32));
+                    __m512i yb = _mm512_broadcast_i64x4(QN(load256)(yt));
+                    QUNROLL
+                    for (int r = 0; r < P; r++) {
+                        __m512i c =
+                            QN(zpair16)(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qp[r], ya),
+                                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[r], yb));
+                        k[r][t] = h || j > 1 ? _mm512_dpwssd_epi32(k[r][t], c, s[r])
+                                             : _mm512_madd_epi16(c, s[r]);
+                    }
+                }
+#else
                 QUNROLL
                 for (int t = 0; t < g; t++) {
                     __m512i yv = _mm512_broadcast_i64x4(
@@ -762,6 +838,7 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
                         k[r][t] = h || j ? QN(zdot_scaled)(k[r][t], q[r], yv, s[r])
                                          : QN(zdot_first)(q[r], yv, s[r]);
                 }
+#endif
             }
         }
         QUNROLL
@@ -775,16 +852,17 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
             for (int r = 0; r < P; r++) {
                 __m512i off = _mm512_madd_epi16(bs, sc[r]);
                 __m512i isum = _mm512_sub_epi32(k[r][t], _mm512_slli_epi32(off, 5));
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dz[r], yd),
-                                            acc[r][t]);
+                acc[r][t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dz[r], yd), acc[r][t]);
             }
         }
     }
     QUNROLL
-    for (int r = 0; r < P; r++)
+    for (int r = 0; r < P; r++) {
         QUNROLL
         for (int t = 0; t < g; t++)
             QN(store2)(acc[r][t], y + t * ldy + 2 * r);
+    }
 }
 #define QK45_ROWS QN(k45_rows_z)
 #define QK6_ROWS  QN(q6k_rows_z)
