@@ -7,7 +7,9 @@
  * K-quants (Q8_K activations): per weight block the codes are unpacked once into registers
  * and multiplied with the activation blocks of up to QG tokens (u8 x s8 byte products, exact
  * int32 sums). The float part per 256-value block is acc += cvt(int32 partial sums) * d...,
- * kept in 8 lanes per token and reduced once at the end of the row.
+ * kept in 8 lanes per token and reduced once at the end of the row. The 512-bit tables take
+ * rows in pairs for batches (k45_pairs_z/q6k_pairs_z: both rows' lanes in one vector, so the
+ * float step and each activation load serve two pairs), with the same lane sums and steps.
  * Q8_0/Q4_0/Q5_0 (Q8_0 activations, 32-value blocks): tiles of (row, token) pairs whose exact
  * block sums are reduced to one lane per pair before a single convert + FMA (see "tiles of
  * (row, token) pairs" below), since per 32 values a per-pair float step would cost more than
@@ -570,6 +572,298 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
     for (int t = 0; t < g; t++)
         y[t * ldy] = QN(hsum)(acc[t]);
 }
+/* ---- pairs of rows (batched K-quant rows, AVX-512) ------------------------------------- *
+ * With many tokens per row the per-block float step of k45_rows_z (fold, two converts, the
+ * d * yd and dmin * yd products, the mins, fmsub, add) cost more than the 8 integer
+ * instructions of a (row, token) pair. Here a zmm holds rows r and r+1 side by side: 32 code
+ * bytes of row r in the low half and the same 32 positions of row r+1 in the high half,
+ * against one token's 32 activation bytes in both halves (a 256-bit broadcast). So a token's
+ * accumulator is [row r | row r+1] and needs no fold, the unpack of a piece serves two rows
+ * with one shift, and every float instruction serves both pairs. Lane l of a half sums the
+ * scaled products of bytes 4l..4l+3 of every 32-value piece, which is the lane of the folded
+ * k45_rows_z/q6k_rows_z sums, and the float steps are theirs lane by lane (same d * yd
+ * products, same fmsub/fmadd, same add, same final hsum per half): each pair keeps its bits
+ * whatever the grouping. P pairs of rows (P = 1, 2) share each activation load. With VNNI
+ * the integer part is vpdpbusd per 32 values and one vpdpwssd per two of them (zpair16). */
+
+/* int16 scales of two rows: [sa | sa | sb | sb] by 128-bit lane */
+static inline QATTR __m512i QN(sc2)(__m128i sa, __m128i sb) {
+    return _mm512_inserti64x4(_mm512_broadcast_i32x4(sa), _mm256_broadcastsi128_si256(sb), 1);
+}
+
+/* [a | b] of two 256-bit loads */
+static inline QATTR __m512i QN(load2x256)(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(QN(load256)(a)), QN(load256)(b), 1);
+}
+
+#if QVNNI
+/* VNNI: vpdpbusd sums 4 byte products per lane in one instruction, where maddubs + vpdpwssd
+ * take two; the sums of two 32-value sub-blocks a, b (|sum| <= 4 * 31 * 127, an int16) are
+ * then interleaved as the int16 pairs (a_l, b_l) of lane l and one vpdpwssd applies both
+ * scales: sc_a * a_l + sc_b * b_l, the same exact lane sum with 3 multiplies per 64 values
+ * instead of 4. */
+static inline QATTR __m512i QN(zpair16)(__m512i a, __m512i b) {
+    /* word 2l of the result: word 2l of a (low half of lane l); word 2l+1: that of b */
+    const __m512i idx =
+        _mm512_set_epi32(0x003e001e, 0x003c001c, 0x003a001a, 0x00380018, 0x00360016, 0x00340014,
+                         0x00320012, 0x00300010, 0x002e000e, 0x002c000c, 0x002a000a, 0x00280008,
+                         0x00260006, 0x00240004, 0x00220002, 0x00200000);
+    return _mm512_permutex2var_epi16(a, idx, b);
+}
+/* shuffle control: in every 32-bit lane the int16 lanes sa, sb of its 128-bit lane */
+static inline QATTR __m512i QN(zsel2)(int sa, int sb) {
+    return _mm512_set1_epi32(
+        (int)((0x0100u + 0x0202u * (unsigned)sa) | (0x0100u + 0x0202u * (unsigned)sb) << 16));
+}
+/* the same, int16 lanes (a0, b0) in 128-bit lanes 0 and 2, (a1, b1) in lanes 1 and 3 */
+static inline QATTR __m512i QN(zsel2x)(int a0, int b0, int a1, int b1) {
+    __m512i lo = QN(zsel2)(a0, b0), hi = QN(zsel2)(a1, b1);
+    return _mm512_mask_blend_epi32(0xf0f0, lo, hi);
+}
+#endif
+
+/* the first zdot_scaled of a block: acc = 0 + ... */
+static inline QATTR __m512i QN(zdot_first)(__m512i u, __m512i s, __m512i sc16) {
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), sc16);
+}
+
+/* y[0] and y[1]: the two halves of acc, each reduced as hsum does */
+static inline QATTR void QN(store2)(__m512 acc, float *y) {
+    y[0] = QN(hsum)(_mm512_castps512_ps256(acc));
+    y[1] = QN(hsum)(_mm512_extractf32x8_ps(acc, 1));
+}
+
+static inline QATTR __attribute__((always_inline)) void
+QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+                int64_t ldy, const int P, const int g, const int Q5) {
+    __m512 acc[2][QG];
+    QUNROLL
+    for (int r = 0; r < P; r++) {
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            acc[r][t] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
+    for (int64_t i = 0; i < nb; i++) {
+        struct k45_parts p[4];
+        __m512i scz[2], qh[2], mnz[2];
+        __m512 dz[2], dmz[2];
+        QUNROLL
+        for (int r = 0; r < P; r++) {
+            p[2 * r] = k45_block(row + (size_t)(2 * r) * rb, i, Q5);
+            p[2 * r + 1] = k45_block(row + (size_t)(2 * r + 1) * rb, i, Q5);
+            __m128i sa = QN(scales_k4)(p[2 * r].scales), sb = QN(scales_k4)(p[2 * r + 1].scales);
+            scz[r] = QN(sc2)(_mm_cvtepu8_epi16(sa), _mm_cvtepu8_epi16(sb));
+            mnz[r] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sa, sa))),
+                _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sb, sb)), 1);
+            qh[r] = Q5 ? QN(load2x256)(p[2 * r].qh, p[2 * r + 1].qh) : _mm512_setzero_si512();
+            dz[r] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(p[2 * r].d)),
+                                       _mm256_set1_ps(_cvtsh_ss(p[2 * r + 1].d)), 1);
+            dmz[r] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(p[2 * r].dmin)),
+                                        _mm256_set1_ps(_cvtsh_ss(p[2 * r + 1].dmin)), 1);
+        }
+        __m512i k[2][QG];
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
+        for (int j = 0; j < 4; j++) {
+            __m512i lo[2], hi[2], slo[2];
+#if !QVNNI
+            __m512i shi[2];
+#endif
+            QUNROLL
+            for (int r = 0; r < P; r++) { /* sub-blocks 2j (low nibbles) and 2j+1 (high) */
+                __m512i q = QN(load2x256)(p[2 * r].qs + 32 * j, p[2 * r + 1].qs + 32 * j);
+                lo[r] = _mm512_and_si512(q, m4);
+                hi[r] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                if (Q5) { /* bits 2j, 2j+1 of qh are at bits 0, 1 here (shifted per piece) */
+                    lo[r] =
+                        _mm512_or_si512(lo[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 4), b5));
+                    hi[r] =
+                        _mm512_or_si512(hi[r], _mm512_and_si512(_mm512_slli_epi16(qh[r], 3), b5));
+                    qh[r] = _mm512_srli_epi16(qh[r], 2);
+                }
+#if QVNNI
+                slo[r] = _mm512_shuffle_epi8(scz[r], QN(zsel2)(2 * j, 2 * j + 1)); /* both */
+#else
+                slo[r] = _mm512_shuffle_epi8(scz[r], QN(zsel)(2 * j, 2 * j, 2 * j, 2 * j));
+                shi[r] = _mm512_shuffle_epi8(scz[r],
+                                             QN(zsel)(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1));
+#endif
+            }
+            QUNROLL
+            for (int t = 0; t < g; t++) {
+                const uint8_t *yt = yq + (size_t)t * ldxq + 64 * j;
+                __m512i ylo = _mm512_broadcast_i64x4(QN(load256)(yt));
+                __m512i yhi = _mm512_broadcast_i64x4(QN(load256)(yt + 32));
+                QUNROLL
+                for (int r = 0; r < P; r++) {
+#if QVNNI
+                    __m512i c =
+                        QN(zpair16)(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], ylo),
+                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[r], yhi));
+                    k[r][t] =
+                        j ? _mm512_dpwssd_epi32(k[r][t], c, slo[r]) : _mm512_madd_epi16(c, slo[r]);
+#else
+                    k[r][t] = j ? QN(zdot_scaled)(k[r][t], lo[r], ylo, slo[r])
+                                : QN(zdot_first)(lo[r], ylo, slo[r]);
+                    k[r][t] = QN(zdot_scaled)(k[r][t], hi[r], yhi, shi[r]);
+#endif
+                }
+            }
+        }
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            __m512 yd = _mm512_set1_ps(QN(q8k_d)(yb));
+            __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(yb));
+            QUNROLL
+            for (int r = 0; r < P; r++) {
+                __m512i msum = _mm512_madd_epi16(bs, mnz[r]);
+                __m512 m = _mm512_mul_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmz[r], yd));
+                acc[r][t] = _mm512_add_ps(acc[r][t], _mm512_fmsub_ps(_mm512_cvtepi32_ps(k[r][t]),
+                                                                     _mm512_mul_ps(dz[r], yd), m));
+            }
+        }
+    }
+    QUNROLL
+    for (int r = 0; r < P; r++) {
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            QN(store2)(acc[r][t], y + t * ldy + 2 * r);
+    }
+}
+
+/* Q6_K: quarter j of half h is 32 values (scales 8h+2j, 8h+2j+1 for its two 16s) from the
+ * low or high nibbles of L0/L1 and bits 2j, 2j+1 of H, as in q6k_rows. */
+static inline QATTR __attribute__((always_inline)) void
+QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+                int64_t ldy, const int P, const int g) {
+    __m512 acc[2][QG];
+    QUNROLL
+    for (int r = 0; r < P; r++) {
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            acc[r][t] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    for (int64_t i = 0; i < nb; i++) {
+        const struct block_q6_k *b[4];
+        __m512i sc[2];
+        __m512 dz[2];
+        QUNROLL
+        for (int r = 0; r < 2 * P; r++)
+            b[r] = (const struct block_q6_k *)(const void *)(row + (size_t)r * rb +
+                                                             (size_t)i * sizeof(struct block_q6_k));
+        QUNROLL
+        for (int r = 0; r < P; r++) {
+            sc[r] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(const void *)b[2 * r]->scales)),
+                _mm_loadu_si128((const __m128i *)(const void *)b[2 * r + 1]->scales),
+                1)); /* [sc16 of row r | of row r+1] */
+            dz[r] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(b[2 * r]->d)),
+                                       _mm256_set1_ps(_cvtsh_ss(b[2 * r + 1]->d)), 1);
+        }
+        __m512i k[2][QG];
+        const uint8_t *yq =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
+        QUNROLL
+        for (int h = 0; h < 2; h++) {
+            __m512i L0[2], L1[2], H[2], sch[2];
+            QUNROLL
+            for (int r = 0; r < P; r++) {
+                L0[r] = QN(load2x256)(b[2 * r]->ql + 64 * h, b[2 * r + 1]->ql + 64 * h);
+                L1[r] = QN(load2x256)(b[2 * r]->ql + 64 * h + 32, b[2 * r + 1]->ql + 64 * h + 32);
+                H[r] = QN(load2x256)(b[2 * r]->qh + 32 * h, b[2 * r + 1]->qh + 32 * h);
+                /* int16 scales 8h..8h+7 of each row in both 128-bit lanes of its half */
+                sch[r] = h ? _mm512_shuffle_i64x2(sc[r], sc[r], 0xf5)
+                           : _mm512_shuffle_i64x2(sc[r], sc[r], 0xa0);
+            }
+#if QVNNI
+            __m512i qp[2];
+#endif
+            QUNROLL
+            for (int j = 0; j < 4; j++) {
+                __m512i q[2], s[2];
+                QUNROLL
+                for (int r = 0; r < P; r++) {
+                    __m512i L = j & 1 ? L1[r] : L0[r];
+                    if (j >= 2) L = _mm512_srli_epi16(L, 4);
+                    /* bits 2j, 2j+1 of each H byte to bits 4, 5 */
+                    __m512i hb = j == 0   ? _mm512_slli_epi16(H[r], 4)
+                                 : j == 1 ? _mm512_slli_epi16(H[r], 2)
+                                 : j == 2 ? H[r]
+                                          : _mm512_srli_epi16(H[r], 2);
+                    q[r] = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_and_si512(hb, m30));
+#if QVNNI /* quarters j-1, j in one vpdpwssd (zpair16; |lane sum| <= 4 * 63 * 127) */
+                    s[r] = _mm512_shuffle_epi8(sch[r],
+                                               QN(zsel2x)(2 * j - 2, 2 * j, 2 * j - 1, 2 * j + 1));
+#else
+                    s[r] =
+                        _mm512_shuffle_epi8(sch[r], QN(zsel)(2 * j, 2 * j + 1, 2 * j, 2 * j + 1));
+#endif
+                }
+#if QVNNI
+                if (!(j & 1)) {
+                    QUNROLL
+                    for (int r = 0; r < P; r++)
+                        qp[r] = q[r];
+                    continue;
+                }
+                QUNROLL
+                for (int t = 0; t < g; t++) {
+                    const uint8_t *yt = yq + (size_t)t * ldxq + 128 * h + 32 * j;
+                    __m512i ya = _mm512_broadcast_i64x4(QN(load256)(yt - 32));
+                    __m512i yb = _mm512_broadcast_i64x4(QN(load256)(yt));
+                    QUNROLL
+                    for (int r = 0; r < P; r++) {
+                        __m512i c =
+                            QN(zpair16)(_mm512_dpbusd_epi32(_mm512_setzero_si512(), qp[r], ya),
+                                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[r], yb));
+                        k[r][t] = h || j > 1 ? _mm512_dpwssd_epi32(k[r][t], c, s[r])
+                                             : _mm512_madd_epi16(c, s[r]);
+                    }
+                }
+#else
+                QUNROLL
+                for (int t = 0; t < g; t++) {
+                    __m512i yv = _mm512_broadcast_i64x4(
+                        QN(load256)(yq + (size_t)t * ldxq + 128 * h + 32 * j));
+                    QUNROLL
+                    for (int r = 0; r < P; r++)
+                        k[r][t] = h || j ? QN(zdot_scaled)(k[r][t], q[r], yv, s[r])
+                                         : QN(zdot_first)(q[r], yv, s[r]);
+                }
+#endif
+            }
+        }
+        QUNROLL
+        for (int t = 0; t < g; t++) {
+            const struct block_q8_k *yb =
+                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                          (size_t)i * sizeof(struct block_q8_k));
+            __m512 yd = _mm512_set1_ps(QN(q8k_d)(yb));
+            __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(yb));
+            QUNROLL
+            for (int r = 0; r < P; r++) {
+                __m512i off = _mm512_madd_epi16(bs, sc[r]);
+                __m512i isum = _mm512_sub_epi32(k[r][t], _mm512_slli_epi32(off, 5));
+                acc[r][t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dz[r], yd), acc[r][t]);
+            }
+        }
+    }
+    QUNROLL
+    for (int r = 0; r < P; r++) {
+        QUNROLL
+        for (int t = 0; t < g; t++)
+            QN(store2)(acc[r][t], y + t * ldy + 2 * r);
+    }
+}
 #define QK45_ROWS QN(k45_rows_z)
 #define QK6_ROWS  QN(q6k_rows_z)
 #else
@@ -962,6 +1256,59 @@ static inline QATTR int QN(q6_k_one)(const struct mat *w, const void *xq, int64_
     return 0;
 }
 
+#if QZ512
+/* rows r .. r + 2P - 1 (QZ512: pairs of rows in one vector, see k45_pairs_z) */
+static inline QATTR __attribute__((always_inline)) void QN(q4_k_pairs)(
+    const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+    int64_t ldy, const int P, const int g) {
+    QN(k45_pairs_z)(row, rb, nb, xq, ldxq, y, ldy, P, g, 0);
+}
+static inline QATTR __attribute__((always_inline)) void QN(q5_k_pairs)(
+    const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+    int64_t ldy, const int P, const int g) {
+    QN(k45_pairs_z)(row, rb, nb, xq, ldxq, y, ldy, P, g, 1);
+}
+static inline QATTR __attribute__((always_inline)) void QN(q6_k_pairs)(
+    const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+    int64_t ldy, const int P, const int g) {
+    QN(q6k_pairs_z)(row, rb, nb, xq, ldxq, y, ldy, P, g);
+}
+#ifndef QRC
+#define QRC 32 /* rows per chunk: a chunk's weights stay in L2 while token groups pass */
+#endif
+#ifndef QPMAX
+#define QPMAX 2 /* pairs of rows per pass */
+#endif
+#define QCASE2(T, P, k) case k: QN(T##_pairs)(row, rb, nb, xt, ldxq, yt, ldy, P, k); break;
+#define QCASES2(T, P)                                                                              \
+    QCASE2(T, P, 1) QCASE2(T, P, 2) QCASE2(T, P, 3) QCASE2(T, P, 4) QCASE2(T, P, 5)                \
+    QCASE2(T, P, 6) QCASE2(T, P, 7)                                                                \
+    default: QN(T##_pairs)(row, rb, nb, xt, ldxq, yt, ldy, P, QG); break;
+/* Rows in chunks of QRC, each chunk against the token groups of the tile in turn (a group's
+ * activations stay in L1 across the chunk's rows), 2 * QPMAX rows at a time, then a pair. */
+#define QPAIRS(T)                                                                                  \
+    for (int64_t rc = r0; rc + 2 <= r1; rc += QRC) {                                               \
+        const int64_t re = rc + (r1 - rc < QRC ? (r1 - rc) / 2 * 2 : QRC);                         \
+        for (int64_t t = t0; t < te; t += QG) {                                                    \
+            const uint8_t *xt = (const uint8_t *)xq + (size_t)t * ldxq;                            \
+            const int gn = te - t < QG ? (int)(te - t) : QG;                                       \
+            for (r = rc; r < re;) {                                                                \
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;                    \
+                float *yt = y + t * ldy + r;                                                       \
+                if (QPMAX == 2 && r + 4 <= re) {                                                   \
+                    switch (gn) { QCASES2(T, QPMAX) }                                              \
+                    r += 2 * QPMAX;                                                                \
+                } else {                                                                           \
+                    switch (gn) { QCASES2(T, 1) }                                                  \
+                    r += 2;                                                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        r = re;                                                                                    \
+    }
+#else
+#define QPAIRS(T)
+#endif
 #if QG == 8
 #define QCASES_58(T)                                                                               \
     case 4: QN(T##_rows)(row, nb, xt, ldxq, yt, ldy, 4); break;                                    \
@@ -971,17 +1318,21 @@ static inline QATTR int QN(q6_k_one)(const struct mat *w, const void *xq, int64_
 #else
 #define QCASES_58(T)
 #endif
-/* The driver: tiles of QTILE tokens, each row against groups of up to QG tokens. */
+/* The driver: tiles of QTILE tokens, each row (QZ512: pair of rows, then the odd row left)
+ * against groups of up to QG tokens. */
 #define QDEF(T)                                                                                    \
     static QATTR void QN(matmul_q_##T)(const struct mat *w, const void *restrict xq, size_t ldxq,  \
                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,      \
                                        int64_t r1) {                                               \
         int64_t nb = w->cols / dtype_traits[w->dt].block;                                          \
+        size_t rb = w->row_bytes;                                                                  \
         if (QN(T##_one)(w, xq, n, y, r0, r1)) return;                                              \
         for (int64_t t0 = 0; t0 < n; t0 += QTILE) {                                                \
-            int64_t te = n - t0 < QTILE ? n : t0 + QTILE;                                          \
-            for (int64_t r = r0; r < r1; r++) {                                                    \
-                const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;          \
+            int64_t te = n - t0 < QTILE ? n : t0 + QTILE, r = r0;                                  \
+            (void)rb;                                                                              \
+            QPAIRS(T)                                                                              \
+            for (; r < r1; r++) {                                                                  \
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;                    \
                 for (int64_t t = t0; t < te; t += QG) {                                            \
                     const uint8_t *xt = (const uint8_t *)xq + (size_t)t * ldxq;                    \
                     float *yt = y + t * ldy + r;                                                   \
@@ -1013,6 +1364,11 @@ QDEF(q6_k)
 #undef QCH
 #undef QRG
 #undef QCASES_58
+#undef QCASE2
+#undef QCASES2
+#undef QPAIRS
+#undef QRC
+#undef QPMAX
 #undef QG
 #undef QTILE
 #undef QK_SEL
