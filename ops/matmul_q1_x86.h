@@ -50,6 +50,13 @@ static const uint16_t QN(k1sc6)[2][2][2][32] __attribute__((aligned(64))) = {
     {{Q1K6(0, 0), Q1K6(0, 4)}, {Q1K6(0, 8), Q1K6(0, 12)}},
     {{Q1K6(1, 0), Q1K6(1, 4)}, {Q1K6(1, 8), Q1K6(1, 12)}}};
 static const uint16_t QN(k1mn)[32] __attribute__((aligned(64))) = {Q1MN(0), Q1MN(1)};
+/* pshufb controls: byte s of the 128-bit lane zero-extended to every int16 of the lane */
+#define Q1S8(s) (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80
+#define Q1SB(a, b) { Q1S8(a), Q1S8(a), Q1S8(b), Q1S8(b) }
+static const uint8_t QN(k1pb45)[2][2][64] __attribute__((aligned(64))) = {
+    {Q1SB(0, 2), Q1SB(1, 3)}, {Q1SB(4, 6), Q1SB(5, 7)}};
+#undef Q1S8
+#undef Q1SB
 #undef Q1W8
 #undef Q1K45
 #undef Q1K6
@@ -119,6 +126,9 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
             __m512i qh = _mm512_setzero_si512();
             if (Q5) qh = _mm512_broadcast_i64x4(QN(load256)(br + offsetof(struct block_q5_k, qh)));
             k[r] = _mm512_setzero_si512();
+#ifdef Q1PSHUFB
+            __m512i smr = _mm512_shuffle_i32x4(sm, sm, 0x55 * r); /* row r's bytes in every lane */
+#endif
             QUNROLL
             for (int h = 0; h < 2; h++) {
                 __m512i q = QN(load512)(br + qso + 64 * h);
@@ -130,8 +140,13 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
                     wh = _mm512_mask_add_epi8(wh, _mm512_test_epi8_mask(qh, Q1IDX(QN(k1qh)[h][1])),
                                               wh, b5);
                 }
+#ifdef Q1PSHUFB
+                __m512i sl = _mm512_shuffle_epi8(smr, Q1IDX(QN(k1pb45)[h][0]));
+                __m512i sh = _mm512_shuffle_epi8(smr, Q1IDX(QN(k1pb45)[h][1]));
+#else
                 __m512i sl = _mm512_permutexvar_epi16(Q1IDX(QN(k1sc45)[r & 1][h][0]), z[r >> 1]);
                 __m512i sh = _mm512_permutexvar_epi16(Q1IDX(QN(k1sc45)[r & 1][h][1]), z[r >> 1]);
+#endif
                 k[r] = QN(zdot_scaled)(k[r], wl, Y[2 * h], sl);
                 k[r] = QN(zdot_scaled)(k[r], wh, Y[2 * h + 1], sh);
             }

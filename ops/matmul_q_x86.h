@@ -934,8 +934,9 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
  * (matmul_q1_x86.h), the rows left over one at a time (k45_row1_z, q6k_rows_z with g = 1);
  * Q4_K/Q5_K read the activations reordered once (k45_perm_act). Other widths return 0. */
 #define QK1_MAX_NB 64 /* activation copy on the stack: up to 16384 columns */
-static inline QATTR int QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y,
-                                    int64_t r0, int64_t r1, const int Q5) {
+static inline QATTR __attribute__((always_inline)) int
+QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y, int64_t r0, int64_t r1,
+            const int Q5) {
 #if QZ512
     int64_t nb = w->cols / QK_K;
     if (n != 1 || nb > QK1_MAX_NB) return 0;
