@@ -866,6 +866,7 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
 }
 #define QK45_ROWS QN(k45_rows_z)
 #define QK6_ROWS  QN(q6k_rows_z)
+#include "ops/matmul_q1_x86.h"
 #else
 #define QK45_ROWS QN(k45_rows)
 #define QK6_ROWS  QN(q6k_rows)
@@ -1223,19 +1224,25 @@ static inline QATTR __attribute__((always_inline)) void QN(q6_k_rows)(
     QK6_ROWS(row, nb, xq, ldxq, y, ldy, g);
 }
 
-/* Single-token fast path of the driver (1 = done): Q4_K/Q5_K rows on the 512-bit form with
- * the activations reordered once (k45_row1_z); other types and widths return 0. */
+/* Single-token fast path of the driver (1 = done), 512-bit forms only: rows in fours
+ * (matmul_q1_x86.h), the rows left over one at a time (k45_row1_z, q6k_rows_z with g = 1);
+ * Q4_K/Q5_K read the activations reordered once (k45_perm_act). Other widths return 0. */
 #define QK1_MAX_NB 64 /* activation copy on the stack: up to 16384 columns */
-static inline QATTR int QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y,
-                                    int64_t r0, int64_t r1, const int Q5) {
+static inline QATTR __attribute__((always_inline)) int
+QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y, int64_t r0, int64_t r1,
+            const int Q5) {
 #if QZ512
     int64_t nb = w->cols / QK_K;
     if (n != 1 || nb > QK1_MAX_NB) return 0;
     uint8_t yp[QK1_MAX_NB * QK_K] __attribute__((aligned(64)));
     QN(k45_perm_act)(xq, nb, yp);
-    for (int64_t r = r0; r < r1; r++)
-        QN(k45_row1_z)((const uint8_t *)w->data + (size_t)r * w->row_bytes, nb, xq, yp, y + r,
-                       Q5);
+    const uint8_t *W = w->data;
+    const size_t rb = w->row_bytes;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4)
+        QN(k45_rows4_z)(W + (size_t)r * rb, rb, nb, xq, yp, y + r, Q5);
+    for (; r < r1; r++)
+        QN(k45_row1_z)(W + (size_t)r * rb, nb, xq, yp, y + r, Q5);
     return 1;
 #else
     (void)w, (void)xq, (void)n, (void)y, (void)r0, (void)r1, (void)Q5;
@@ -1252,8 +1259,21 @@ static inline QATTR int QN(q5_k_one)(const struct mat *w, const void *xq, int64_
 }
 static inline QATTR int QN(q6_k_one)(const struct mat *w, const void *xq, int64_t n, float *y,
                                      int64_t r0, int64_t r1) {
+#if QZ512
+    if (n != 1) return 0;
+    int64_t nb = w->cols / QK_K;
+    const uint8_t *W = w->data;
+    const size_t rb = w->row_bytes;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4)
+        QN(q6k_rows4_z)(W + (size_t)r * rb, rb, nb, xq, y + r);
+    for (; r < r1; r++)
+        QN(q6k_rows_z)(W + (size_t)r * rb, nb, xq, 0, y + r, 1, 1);
+    return 1;
+#else
     (void)w, (void)xq, (void)n, (void)y, (void)r0, (void)r1;
     return 0;
+#endif
 }
 
 #if QZ512
