@@ -30,14 +30,17 @@ static inline QATTR __m512i QN(ld4x16)(const uint8_t *p, size_t rb) {
  * followed worse than one row at a time: from memory, one thread on 128 MB of Q4_K (Q6_K),
  * base 27-30 (23-36) GB/s, four rows without this 14-24 (17), with it 31-38 (36-43). Tried
  * and slower: the same rows 512-2048 bytes ahead, two groups ahead, and the L2 hint. Lines
- * every 64 bytes from the block's start cover it, since consecutive blocks are contiguous;
- * past the end of the matrix it is a hint to nowhere (prefetches do not fault). */
-static inline QATTR __attribute__((always_inline)) void QN(k1pf)(const uint8_t *p, size_t rb,
+ * every 64 bytes from the block's start cover it, since consecutive blocks are contiguous.
+ * b is block i of this group's first row; past the end of the matrix the prefetch is a hint
+ * to nowhere (prefetches do not fault), so the address is computed as an integer: pointer
+ * arithmetic beyond the object would be undefined. */
+static inline QATTR __attribute__((always_inline)) void QN(k1pf)(const uint8_t *b, size_t rb,
                                                                  size_t bb) {
+    const uintptr_t next = (uintptr_t)b + 4 * rb;
     QUNROLL
     for (int r = 0; r < 4; r++)
         for (size_t o = 0; o < bb; o += 64)
-            _mm_prefetch((const char *)(p + (size_t)r * rb + o), _MM_HINT_T0);
+            _mm_prefetch((const char *)(next + (size_t)r * rb + o), _MM_HINT_T0);
 }
 
 /* Word-index tables for vpermw on a pair of rows' int16 vectors (row q of the pair at words
@@ -112,7 +115,7 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
     __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(k1pf)(b0 + 4 * rb, rb, bb);
+        QN(k1pf)(b0, rb, bb);
         /* [d dmin | 12 scale bytes] of the 4 rows -> scales_k4 per 128-bit lane */
         __m512i v = QN(ld4x16)(b0, rb);
         __m512i x = _mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0xED);
@@ -187,7 +190,7 @@ QN(q6k_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, fl
     __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(k1pf)(b0 + 4 * rb, rb, bb);
+        QN(k1pf)(b0, rb, bb);
         __m512i sv = QN(ld4x16)(b0 + offsetof(struct block_q6_k, scales), rb);
         __m512i z[2] = {_mm512_cvtepi8_epi16(_mm512_castsi512_si256(sv)),
                         _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sv, 1))};

@@ -1012,13 +1012,21 @@ QN(one32)(const uint8_t *row, int64_t nb, const uint8_t *x, const int kind) {
     return _mm_cvtss_f32(acc);
 }
 
-/* 8 rows x 1 token (lane = row), all blocks: the single-token path */
+/* 8 rows x 1 token (lane = row), all blocks: the single-token path. Eight rows read block by
+ * block are eight interleaved streams, which the hardware prefetcher follows badly from memory
+ * (0.8B q8_0, rows of 1088 bytes: 9.7 GB/s per thread): the next group's 8 rows, one
+ * contiguous span, are prefetched line by line spread over this group's block steps. The
+ * address is an integer: past the matrix it is a hint to nowhere (prefetches do not fault). */
 static inline QATTR __attribute__((always_inline)) void QN(tile8x1)(const uint8_t *row,
                                                                     size_t rbytes, int64_t nb,
                                                                     const uint8_t *x, float *y,
                                                                     const int kind) {
     __m256 acc = _mm256_setzero_ps();
+    const uintptr_t next = (uintptr_t)row + 8 * rbytes;
+    const size_t step = ((8 * rbytes + (size_t)nb - 1) / (size_t)nb + 63) & ~(size_t)63;
     for (int64_t i = 0; i < nb; i++) {
+        for (size_t o = (size_t)i * step; o < (size_t)(i + 1) * step && o < 8 * rbytes; o += 64)
+            _mm_prefetch((const char *)(next + o), _MM_HINT_T0);
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = x + (size_t)i * 34;
         __m256 sc = _mm256_mul_ps(QN(f16s)(wb, rbytes, 8), QN(f16s)(xb, 0, 1));
         __m256i v[8];
