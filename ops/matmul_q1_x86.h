@@ -155,8 +155,7 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
                 k[r] = QN(zdot_scaled)(k[r], wh, Y[2 * h + 1], sh);
             }
         }
-        const struct block_q8_k *xb =
-            (const struct block_q8_k *)(const void *)(xq + (size_t)i * sizeof(struct block_q8_k));
+        const struct block_q8_k *xb = QN(q8k_at)(xq, 0, 0, i);
         /* [d0 dm0 d1 dm1 d2 dm2 d3 dm3] * yd, then each broadcast over its row's 8 lanes */
         __m256 f = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(ddi, v))),
@@ -218,8 +217,7 @@ QN(q6k_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, fl
                 k[r] = QN(zdot_scaled)(k[r], q23, Y[2 * h + 1], s23);
             }
         }
-        const struct block_q8_k *xb =
-            (const struct block_q8_k *)(const void *)(xq + (size_t)i * sizeof(struct block_q8_k));
+        const struct block_q8_k *xb = QN(q8k_at)(xq, 0, 0, i);
         __m512i dv = QN(ld4x16)(b0 + bb - 16, rb);
         __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dwi, dv))),
                               _mm_set1_ps(QN(q8k_d)(xb)));

@@ -217,6 +217,12 @@ static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i 
 #endif
 }
 
+/* Block i of token t's Q8_K activation row (rows ldxq bytes apart) */
+static inline QATTR const struct block_q8_k *QN(q8k_at)(const uint8_t *xq, size_t ldxq, int64_t t,
+                                                       int64_t i) {
+    return (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
+                                                     (size_t)i * sizeof(struct block_q8_k));
+}
 /* d and the 16-value sums of a Q8_K activation block, read through bytes: activation rows
  * may sit at any stride (ops.h ldxq), so the block need not be 4-byte aligned. */
 static inline QATTR float QN(q8k_d)(const struct block_q8_k *y) {
@@ -284,9 +290,7 @@ static inline QATTR __attribute__((always_inline)) void QN(k45_rows)(const uint8
         float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(dmh);
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             acc[t] = QN(kfin_k45)(acc[t], QN(kacc_sum)(&k[t]), yb, mn16, d, dmin);
         }
     }
@@ -349,9 +353,7 @@ static inline QATTR __attribute__((always_inline)) void QN(q6k_rows)(const uint8
         float d = _cvtsh_ss(b->d);
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             __m256i off = _mm256_madd_epi16(QN(q8k_bsums)(yb), sc16);
             __m256i isum = _mm256_sub_epi32(QN(kacc_sum)(&k[t]), _mm256_slli_epi32(off, 5));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * QN(q8k_d)(yb)),
@@ -444,9 +446,7 @@ QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
         float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(dmh);
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             acc[t] = QN(kfin_k45)(acc[t], QN(zfold)(ka[t], kb[t]), yb, mn16, d, dmin);
         }
     }
@@ -506,8 +506,7 @@ QN(k45_row1_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, const uint8_t 
             ka = QN(zdot_scaled)(ka, lo, QN(load512)(yb + 128 * h), slo);
             kb = QN(zdot_scaled)(kb, hi, QN(load512)(yb + 128 * h + 64), shi);
         }
-        const struct block_q8_k *xb =
-            (const struct block_q8_k *)(const void *)(xq + (size_t)i * sizeof(struct block_q8_k));
+        const struct block_q8_k *xb = QN(q8k_at)(xq, 0, 0, i);
         acc = QN(kfin_k45)(acc, QN(zfold)(ka, kb), xb, mn16, _cvtsh_ss(p.d), _cvtsh_ss(p.dmin));
     }
     *y = QN(hsum)(acc);
@@ -559,9 +558,7 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
         float d = _cvtsh_ss(b->d);
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             __m256i off = _mm256_madd_epi16(QN(q8k_bsums)(yb), sc16);
             __m256i isum = _mm256_sub_epi32(QN(zfold)(ka[t], kb[t]), _mm256_slli_epi32(off, 5));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * QN(q8k_d)(yb)),
@@ -715,9 +712,7 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
         }
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             __m512 yd = _mm512_set1_ps(QN(q8k_d)(yb));
             __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(yb));
             QUNROLL
@@ -843,9 +838,7 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
         }
         QUNROLL
         for (int t = 0; t < g; t++) {
-            const struct block_q8_k *yb =
-                (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
-                                                          (size_t)i * sizeof(struct block_q8_k));
+            const struct block_q8_k *yb = QN(q8k_at)(xq, ldxq, t, i);
             __m512 yd = _mm512_set1_ps(QN(q8k_d)(yb));
             __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(yb));
             QUNROLL
