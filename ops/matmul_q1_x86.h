@@ -102,18 +102,19 @@ static inline QATTR void QN(k1store)(__m512 acc, float *y) {
     y[1] = QN(hsum)(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
 }
 
-/* Q4_K (Q5 = 0) / Q5_K (Q5 = 1): rows row, row + rb, row + 2 rb, row + 3 rb; yp as for
- * k45_row1_z (activation codes in the nibble order). */
+/* Q4_K (Q5 = 0) / Q5_K (Q5 = 1): blocks [i0, i1) of rows row, row + rb, row + 2 rb,
+ * row + 3 rb, added to the rows' float lanes acc[0] (rows 0, 1) and acc[1] (rows 2, 3); yp
+ * as for k45_row1_z (activation codes in the nibble order). */
 static inline QATTR __attribute__((always_inline)) void
-QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, const uint8_t *yp,
-                float *y, const int Q5) {
+QN(k45_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const uint8_t *xq,
+                   const uint8_t *yp, __m512 *acc, const int Q5) {
     const size_t bb = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     const size_t qso = Q5 ? offsetof(struct block_q5_k, qs) : offsetof(struct block_q4_k, qs);
     const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
     /* d/dmin of rows 0..3 as f16 pairs: dword 0 of each 128-bit lane */
     const __m512i ddi = _mm512_castsi128_si512(_mm_set_epi32(12, 8, 4, 0));
-    __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
+    __m512 acc01 = acc[0], acc23 = acc[1];
+    for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
         QN(k1pf)(b0, rb, bb);
         /* [d dmin | 12 scale bytes] of the 4 rows -> scales_k4 per 128-bit lane */
@@ -172,8 +173,7 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
         acc23 = _mm512_add_ps(acc23, _mm512_fmsub_ps(_mm512_cvtepi32_ps(QN(k1fold)(k[2], k[3])),
                                                      QN(k1pick)(fz, 4, 6), m23));
     }
-    QN(k1store)(acc01, y);
-    QN(k1store)(acc23, y + 2);
+    acc[0] = acc01, acc[1] = acc23;
 }
 
 /* Q6_K, four rows (q6k_rows_z's pieces: [quarter 0 | 1] and [2 | 3] of each half, against
@@ -181,13 +181,14 @@ QN(k45_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, co
  * broadcast [H | H >> 2] masked to bits 0-1 and 4-5, merged under the nibble mask by one
  * bit-select each. */
 static inline QATTR __attribute__((always_inline)) void
-QN(q6k_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, float *y) {
+QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const uint8_t *xq,
+                   __m512 *acc) {
     const size_t bb = sizeof(struct block_q6_k);
     const __m512i m4 = _mm512_set1_epi8(15), m33 = _mm512_set1_epi8(0x33);
     /* d of rows 0..3: word 7 of each 128-bit lane of the 16 bytes before the block's end */
     const __m512i dwi = _mm512_castsi128_si512(_mm_set_epi16(0, 0, 0, 0, 31, 23, 15, 7));
-    __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
+    __m512 acc01 = acc[0], acc23 = acc[1];
+    for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
         QN(k1pf)(b0, rb, bb);
         __m512i sv = QN(ld4x16)(b0 + offsetof(struct block_q6_k, scales), rb);
@@ -231,7 +232,56 @@ QN(q6k_rows4_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, fl
         acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i01), QN(k1pick)(dz, 0, 1), acc01);
         acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i23), QN(k1pick)(dz, 2, 3), acc23);
     }
-    QN(k1store)(acc01, y);
-    QN(k1store)(acc23, y + 2);
+    acc[0] = acc01, acc[1] = acc23;
 }
 #undef Q1IDX
+
+/* Rows [r0, r1) in fours (a multiple of 4 rows), each row's blocks in order. Rows of up to
+ * K1_SPAN blocks go one group at a time. Longer rows (the FFN down projection, 12288 columns)
+ * go in spans of K1_SPAN blocks over K1_GROUPS groups at a time, the groups' float lanes kept
+ * in acc between spans: a group streams 4 x 144 bytes per block, and four rows of 48 blocks
+ * (27 KB) between two uses of the same activation block pushed the activations (18 KB at
+ * 12288 columns) out of the 48 KB L1. Every row still adds its blocks in order 0..nb-1 into
+ * the same lanes, so the result has the same bits as one pass. Q = 4 (Q4_K), 5 (Q5_K), 6. */
+#define K1_SPAN 16
+#define K1_GROUPS 16
+static inline QATTR __attribute__((always_inline)) void
+QN(rows4_driver)(const uint8_t *W, size_t rb, int64_t nb, int64_t r0, int64_t r1,
+                 const uint8_t *xq, const uint8_t *yp, float *y, const int Q) {
+    if (nb <= K1_SPAN) {
+        for (int64_t r = r0; r < r1; r += 4) {
+            __m512 a[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+            const uint8_t *row = W + (size_t)r * rb;
+            if (Q == 6)
+                QN(q6k_rows4_span)(row, rb, 0, nb, xq, a);
+            else
+                QN(k45_rows4_span)(row, rb, 0, nb, xq, yp, a, Q == 5);
+            QN(k1store)(a[0], y + r);
+            QN(k1store)(a[1], y + r + 2);
+        }
+        return;
+    }
+    __m512 acc[2 * K1_GROUPS];
+    const int64_t span = K1_SPAN, groups = K1_GROUPS;
+    for (int64_t r = r0; r < r1; r += 4 * groups) {
+        int64_t ng = (r1 - r) / 4 < groups ? (r1 - r) / 4 : groups;
+        for (int64_t g = 0; g < 2 * ng; g++)
+            acc[g] = _mm512_setzero_ps();
+        for (int64_t i0 = 0; i0 < nb; i0 += span) {
+            int64_t i1 = i0 + span < nb ? i0 + span : nb;
+            for (int64_t g = 0; g < ng; g++) {
+                const uint8_t *row = W + (size_t)(r + 4 * g) * rb;
+                if (Q == 6)
+                    QN(q6k_rows4_span)(row, rb, i0, i1, xq, acc + 2 * g);
+                else
+                    QN(k45_rows4_span)(row, rb, i0, i1, xq, yp, acc + 2 * g, Q == 5);
+            }
+        }
+        for (int64_t g = 0; g < ng; g++) {
+            QN(k1store)(acc[2 * g], y + r + 4 * g);
+            QN(k1store)(acc[2 * g + 1], y + r + 4 * g + 2);
+        }
+    }
+}
+#undef K1_SPAN
+#undef K1_GROUPS

@@ -1239,9 +1239,8 @@ QN(k45_one)(const struct mat *w, const void *xq, int64_t n, float *y, int64_t r0
     QN(k45_perm_act)(xq, nb, yp);
     const uint8_t *W = w->data;
     const size_t rb = w->row_bytes;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4)
-        QN(k45_rows4_z)(W + (size_t)r * rb, rb, nb, xq, yp, y + r, Q5);
+    int64_t r = r0 + (r1 - r0) / 4 * 4;
+    QN(rows4_driver)(W, rb, nb, r0, r, xq, yp, y, Q5 ? 5 : 4);
     for (; r < r1; r++)
         QN(k45_row1_z)(W + (size_t)r * rb, nb, xq, yp, y + r, Q5);
     return 1;
@@ -1265,9 +1264,8 @@ static inline QATTR int QN(q6_k_one)(const struct mat *w, const void *xq, int64_
     int64_t nb = w->cols / QK_K;
     const uint8_t *W = w->data;
     const size_t rb = w->row_bytes;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4)
-        QN(q6k_rows4_z)(W + (size_t)r * rb, rb, nb, xq, y + r);
+    int64_t r = r0 + (r1 - r0) / 4 * 4;
+    QN(rows4_driver)(W, rb, nb, r0, r, xq, NULL, y, 6);
     for (; r < r1; r++)
         QN(q6k_rows_z)(W + (size_t)r * rb, nb, xq, 0, y + r, 1, 1);
     return 1;

@@ -248,6 +248,7 @@ struct multi_job {
     int64_t ldx, n, cols, rows, bytes; /* rows and weight bytes of all matrices */
     uint8_t *q[DT_COUNT]; /* quantized activations per activation dtype, NULL if unused */
     size_t ldq[DT_COUNT];
+    _Atomic int64_t next_row; /* first global row no thread has claimed */
 };
 
 size_t pool_matmul_qbuf_bytes(int64_t n, int64_t cols) {
@@ -286,14 +287,20 @@ static int64_t multi_row_at(const struct multi_job *j, int64_t pos) {
     return base;
 }
 
-/* Rows of all matrices as one range [0, rows), split into near-equal shares of weight bytes
- * in units of 16 rows of a matrix: the matrices of one call can differ in type (the GDN input
- * projections are Q5_K and Q4_K), and an equal split by rows gave one thread ~13% more bytes
- * to stream than the other. */
-static void multi_worker(void *arg, int ith, int nth) {
-    const struct multi_job *j = arg;
-    int64_t g0 = multi_row_at(j, j->bytes * ith / nth);
-    int64_t g1 = ith == nth - 1 ? j->rows : multi_row_at(j, j->bytes * (ith + 1) / nth);
+/* Weight bytes of global rows [0, g) (inverse of multi_row_at up to its rounding). */
+static int64_t multi_bytes_at(const struct multi_job *j, int64_t g) {
+    int64_t bytes = 0;
+    for (int k = 0; k < j->n_mm && g > 0; k++) {
+        const struct mat *w = j->mm[k].w;
+        int64_t r = g < w->rows ? g : w->rows;
+        bytes += r * (int64_t)w->row_bytes;
+        g -= r;
+    }
+    return bytes;
+}
+
+/* Runs the global rows [g0, g1) of all matrices. */
+static void multi_rows(const struct multi_job *j, int64_t g0, int64_t g1) {
     int64_t base = 0;
     for (int k = 0; k < j->n_mm && base < g1; base += j->mm[k].w->rows, k++) {
         const struct pool_mm *m = &j->mm[k];
@@ -308,6 +315,37 @@ static void multi_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* Rows of all matrices as one range [0, rows), claimed by the threads in pieces, in units of
+ * 16 rows of a matrix and sized by weight bytes (the matrices of one call can differ in type:
+ * the GDN input projections are Q5_K and Q4_K). The first pieces are 4/5 of the bytes split
+ * equally among the threads; the last fifth goes in pieces of half of what is left (at least
+ * MULTI_MIN_PIECE), taken by whichever thread is free. A fixed equal split left one thread
+ * waiting for the other at the end of every call: on this shared 2-vCPU host one vCPU
+ * streamed 5-15% slower than the other for seconds at a time, and the faster thread idled
+ * 100-590 us of a 1-1.5 ms call (Q4_K 24576 x 4096, n = 1); claimed this way the two finish
+ * within 2 us of each other. Few pieces, because each starts a stream the prefetchers must
+ * find again. Which thread computes a row does not change its result. */
+#define MULTI_MIN_PIECE (128 << 10)
+
+static void multi_worker(void *arg, int ith, int nth) {
+    struct multi_job *j = arg;
+    (void)ith;
+    for (;;) {
+        int64_t g0 = atomic_load_explicit(&j->next_row, memory_order_relaxed), g1;
+        do {
+            if (g0 >= j->rows) return;
+            int64_t left = j->bytes - multi_bytes_at(j, g0);
+            int64_t piece = left > j->bytes / 5 ? j->bytes * 4 / (5 * nth) : left / nth;
+            if (piece < MULTI_MIN_PIECE) piece = MULTI_MIN_PIECE;
+            g1 = multi_row_at(j, j->bytes - left + piece);
+            if (g1 <= g0) g1 = j->rows; /* not reached: a piece spans at least one row */
+        } while (!atomic_compare_exchange_weak_explicit(&j->next_row, &g0, g1,
+                                                        memory_order_relaxed,
+                                                        memory_order_relaxed));
+        multi_rows(j, g0, g1);
+    }
+}
+
 void pool_matmul_multi(pool_t *p, const struct pool_mm *mm, int n_mm, const float *x, int64_t ldx,
                        int64_t n, void *qbuf) {
     BT_ASSERT(n_mm >= 1 && n_mm <= MM_MAX);
@@ -318,6 +356,7 @@ void pool_matmul_multi(pool_t *p, const struct pool_mm *mm, int n_mm, const floa
                           .ldx = ldx,
                           .n = n,
                           .cols = mm[0].w->cols};
+    atomic_init(&j.next_row, 0);
     uint8_t *next = qbuf;
     for (int k = 0; k < n_mm; k++) {
         BT_ASSERT(mm[k].w->cols == j.cols);
