@@ -275,13 +275,25 @@ static void full_attn_block(forward_ctx_t *c, const struct layer_weights *L, int
 
 /* ---- MLP (spec §4) ---- */
 
+/* silu(gate) * up over all tokens, in slices of 16 floats across threads */
+static void mlp_act_job(void *ctx, int ith, int nth) {
+    forward_ctx_t *c = ctx;
+    int64_t i0, i1;
+    pool_slice(c->n_tokens * c->d.I, ith, nth, 16, &i0, &i1);
+    if (i0 < i1) ops->silu_mul(c->ffn_g + i0, c->ffn_g + i0, c->ffn_u + i0, i1 - i0);
+}
+
 static void mlp_block(forward_ctx_t *c, const struct layer_weights *L, int64_t n) {
     const struct dims *d = &c->d;
     const struct pool_mm in[2] = {{&L->ffn_gate, c->ffn_g, d->I}, {&L->ffn_up, c->ffn_u, d->I}};
     /* gate and up in one pass */
     prof_mats(c, P_MLP_IN, in, 2);
     PROF(c, P_MLP_IN, pool_matmul_multi(c->pool, in, 2, c->xb, d->H, n, c->qbuf));
-    PROF(c, P_MLP_ACT, ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I));
+    /* one token's 12288 values take a few microseconds: a hand-off would cost as much */
+    if (n * d->I >= 65536)
+        PROF(c, P_MLP_ACT, run(c, mlp_act_job));
+    else
+        PROF(c, P_MLP_ACT, ops->silu_mul(c->ffn_g, c->ffn_g, c->ffn_u, n * d->I));
     PROF(c, P_MLP_DOWN, matmul(c, P_MLP_DOWN, &L->ffn_down, c->ffn_g, d->I, n, c->hb, d->H));
 }
 

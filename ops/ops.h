@@ -133,6 +133,11 @@ static inline size_t delta_rule_chunk_scratch(int64_t dk, int64_t dv) {
 extern const struct ops_table ops_ref;
 extern const struct ops_table *ops; /* set by ops_init(); read-only afterwards */
 
+/* For the ISA tables: conv1d_step without the silu (out[c] = the causal convolution, the
+ * state shifted), so that a table applies its own vector silu to the whole range after. */
+void conv1d_taps_ref(float *out, float *state, const float *x, const float *w, int64_t k,
+                     int64_t c0, int64_t c1);
+
 /* NULL or "" = best for this CPU (or $BT_ISA when set). BT_EUNSUPPORTED if the forced ISA is
  * unknown or not supported by this CPU. Idempotent for the same choice. */
 int ops_init(const char *force_isa, bt_err *e);

@@ -247,6 +247,82 @@ static float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* e^x, Cephes' expf as in ops_avx512.c; 2^n is built in the exponent field (n is in
+ * [-126, 127] after the clamp, so the result stays normal). */
+static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 silu_avx2(__m256 x) {
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+/* lanes [0, n) of a vector from p (n < 8), the rest 0; and back */
+static inline __m256 load_part(const float *p, int64_t n) {
+    float b[8] = {0};
+    memcpy(b, p, (size_t)n * sizeof(float));
+    return _mm256_loadu_ps(b);
+}
+static inline void store_part(float *p, __m256 v, int64_t n) {
+    float b[8];
+    _mm256_storeu_ps(b, v);
+    memcpy(p, b, (size_t)n * sizeof(float));
+}
+
+/* out[i] = silu(g[i]) * u[i], or silu(g[i]) where u is NULL */
+static void silu_mul_avx2(float *out, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = silu_avx2(_mm256_loadu_ps(g + i));
+        if (u) v = _mm256_mul_ps(v, _mm256_loadu_ps(u + i));
+        _mm256_storeu_ps(out + i, v);
+    }
+    if (i < n) {
+        __m256 v = silu_avx2(load_part(g + i, n - i));
+        if (u) v = _mm256_mul_ps(v, load_part(u + i, n - i));
+        store_part(out + i, v, n - i);
+    }
+}
+
+static void gated_rmsnorm_avx2(float *y, const float *x, const float *z, const float *w,
+                               int64_t n, float eps) {
+    __m256 vi = _mm256_set1_ps(1.0f / sqrtf(dot(x, x, n) / (float)n + eps));
+    for (int64_t i = 0; i < n; i += 8) {
+        int64_t m = n - i < 8 ? n - i : 8;
+        __m256 v = _mm256_mul_ps(m == 8 ? _mm256_loadu_ps(x + i) : load_part(x + i, m), vi);
+        if (w) v = _mm256_mul_ps(v, m == 8 ? _mm256_loadu_ps(w + i) : load_part(w + i, m));
+        v = _mm256_mul_ps(v, silu_avx2(m == 8 ? _mm256_loadu_ps(z + i) : load_part(z + i, m)));
+        if (m == 8)
+            _mm256_storeu_ps(y + i, v);
+        else
+            store_part(y + i, v, m);
+    }
+}
+
+/* scalar taps, vector silu over the channel range (see conv1d_seq_avx512) */
+static void conv1d_seq_avx2(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
+                            int64_t n, const float *w, int64_t k, int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < n; t++) {
+        float *o = out + t * ldo;
+        conv1d_taps_ref(o, state, x + t * ldx, w, k, c0, c1);
+        silu_mul_avx2(o + c0, o + c0, NULL, c1 - c0);
+    }
+}
+
 static void rmsnorm_avx2(float *y, const float *x, const float *w, int64_t n, float eps) {
     float inv = 1.0f / sqrtf(dot(x, x, n) / (float)n + eps);
     __m256 vi = _mm256_set1_ps(inv);
@@ -359,4 +435,7 @@ const struct ops_table ops_avx2 = {
     .delta_rule_step = delta_rule_step_avx2,
     .delta_rule_chunk = delta_rule_chunk_avx2,
     .attention = attention_avx2,
+    .silu_mul = silu_mul_avx2,
+    .gated_rmsnorm = gated_rmsnorm_avx2,
+    .conv1d_seq = conv1d_seq_avx2,
 };

@@ -270,6 +270,64 @@ static void rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, 
     }
 }
 
+/* e^x, Cephes' expf: x = n ln2 + r (ln2 in two parts), e^r by its degree-7 polynomial, 2^n by
+ * vscalefps; within 2 ulp of expf. x is clamped to [-87.3, 88.3] (results stay normal): the
+ * callers only form 1 / (1 + e^-x), where beyond that the value no longer moves. */
+static inline __m512 exp_avx512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* x / (1 + e^-x) */
+static inline __m512 silu_avx512(__m512 x) {
+    __m512 e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* out[i] = silu(g[i]) * u[i], or silu(g[i]) where u is NULL */
+static void silu_mul_avx512(float *out, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 v = silu_avx512(_mm512_maskz_loadu_ps(m, g + i));
+        if (u) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, u + i));
+        _mm512_mask_storeu_ps(out + i, m, v);
+    }
+}
+
+static void gated_rmsnorm_avx512(float *y, const float *x, const float *z, const float *w,
+                                 int64_t n, float eps) {
+    __m512 vi = _mm512_set1_ps(1.0f / sqrtf(dot(x, x, n) / (float)n + eps));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi);
+        if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
+        v = _mm512_mul_ps(v, silu_avx512(_mm512_maskz_loadu_ps(m, z + i)));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+/* The taps stay scalar (a channel's state is k - 1 floats of its own); the silu, which cost
+ * as much as the taps in scalar expf, runs on the whole channel range at once. */
+static void conv1d_seq_avx512(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
+                              int64_t n, const float *w, int64_t k, int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < n; t++) {
+        float *o = out + t * ldo;
+        conv1d_taps_ref(o, state, x + t * ldx, w, k, c0, c1);
+        silu_mul_avx512(o + c0, o + c0, NULL, c1 - c0);
+    }
+}
+
 /* Same five steps as delta_rule_step_ref, row by row: one pass decays the row and reads
  * u = S_c.k, a second writes S_c += k*delta and reads o_c = S_c.q. */
 /* dk = 128 (every Qwen3.5 size): a state row is 8 registers, so it is loaded once, decayed,
@@ -402,5 +460,8 @@ const struct ops_table ops_avx512 = {
     .delta_rule_step = delta_rule_step_avx512,
     .delta_rule_chunk = delta_rule_chunk_avx512,
     .attention = attention_avx512,
+    .silu_mul = silu_mul_avx512,
+    .gated_rmsnorm = gated_rmsnorm_avx512,
+    .conv1d_seq = conv1d_seq_avx512,
     .add = add_avx512,
 };

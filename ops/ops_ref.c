@@ -228,8 +228,8 @@ static void rope_neox_ref(float *x, int64_t n_rot, int64_t pos, float theta) {
     }
 }
 
-static void conv1d_step_ref(float *out, float *state, const float *x, const float *w, int64_t k,
-                            int64_t c0, int64_t c1) {
+void conv1d_taps_ref(float *out, float *state, const float *x, const float *w, int64_t k,
+                     int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; c++) {
         float *st = state + c * (k - 1);
         const float *wc = w + c * k;
@@ -239,8 +239,15 @@ static void conv1d_step_ref(float *out, float *state, const float *x, const floa
         for (int64_t i = 0; i + 1 < k - 1; i++) /* drop the oldest input, append x */
             st[i] = st[i + 1];
         if (k > 1) st[k - 2] = x[c];
-        out[c] = silu(acc);
+        out[c] = acc;
     }
+}
+
+static void conv1d_step_ref(float *out, float *state, const float *x, const float *w, int64_t k,
+                            int64_t c0, int64_t c1) {
+    conv1d_taps_ref(out, state, x, w, k, c0, c1);
+    for (int64_t c = c0; c < c1; c++)
+        out[c] = silu(out[c]);
 }
 
 static void conv1d_seq_ref(float *out, int64_t ldo, float *state, const float *x, int64_t ldx,
