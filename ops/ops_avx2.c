@@ -247,6 +247,74 @@ static float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* ---- activation quantizers: bit for bit quant.c's, as in ops_avx512.c ----------------- */
+static inline __m256 absf_avx2(__m256 v) {
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+static inline float hmax_avx2(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* 8 codes from 8 rounded floats: clamp (NaN -> -127), convert, narrow to 8 bytes at q;
+ * returns their sum */
+static inline int codes8_avx2(__m256 v, int8_t *q) {
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    __m256i c = _mm256_cvtps_epi32(v);
+    __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    _mm_storel_epi64((__m128i *)(void *)q, _mm_packs_epi16(w, w));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static void quantize_act_q8_k_avx2(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(struct block_q8_k), src += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8)
+            m = _mm256_max_ps(absf_avx2(_mm256_loadu_ps(src + j)), m);
+        float amax = hmax_avx2(m);
+        struct block_q8_k b;
+        b.d = amax / 127.0f;
+        __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        for (int g = 0; g < 16; g++) {
+            int s0 = codes8_avx2(_mm256_mul_ps(_mm256_loadu_ps(src + 16 * g), id), b.qs + 16 * g);
+            int s1 = codes8_avx2(_mm256_mul_ps(_mm256_loadu_ps(src + 16 * g + 8), id),
+                                 b.qs + 16 * g + 8);
+            b.bsums[g] = (int16_t)(s0 + s1);
+        }
+        memcpy(out, &b, sizeof b);
+    }
+}
+
+static void quantize_act_q8_0_avx2(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / 32; i++, out += sizeof(struct block_q8_0), src += 32) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < 32; j += 8)
+            m = _mm256_max_ps(absf_avx2(_mm256_loadu_ps(src + j)), m);
+        float amax = hmax_avx2(m);
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        struct block_q8_0 b;
+        b.d = f32_to_fp16(d);
+        for (int j = 0; j < 32; j += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + j), _mm256_set1_ps(id));
+            /* roundf: truncate, then one step away from zero where |fraction| >= 0.5 */
+            __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(absf_avx2(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f),
+                                      _CMP_GE_OQ);
+            __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)),
+                                      _mm256_set1_ps(1.0f));
+            (void)codes8_avx2(_mm256_add_ps(t, _mm256_and_ps(up, one)), b.qs + j);
+        }
+        memcpy(out, &b, sizeof b);
+    }
+}
+
 /* e^x, Cephes' expf as in ops_avx512.c; 2^n is built in the exponent field (n is in
  * [-126, 127] after the clamp, so the result stays normal). */
 static inline __m256 exp_avx2(__m256 x) {
@@ -311,6 +379,15 @@ static void gated_rmsnorm_avx2(float *y, const float *x, const float *z, const f
         else
             store_part(y + i, v, m);
     }
+}
+
+static void l2norm_scale_avx2(float *x, int64_t n, float eps, float scale) {
+    float inv = scale / sqrtf(dot(x, x, n) + eps);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
+    for (; i < n; i++)
+        x[i] *= inv;
 }
 
 /* scalar taps, vector silu over the channel range (see conv1d_seq_avx512) */
@@ -435,7 +512,9 @@ const struct ops_table ops_avx2 = {
     .delta_rule_step = delta_rule_step_avx2,
     .delta_rule_chunk = delta_rule_chunk_avx2,
     .attention = attention_avx2,
+    .quantize_act = {[DT_Q8_0] = quantize_act_q8_0_avx2, [DT_Q8_K] = quantize_act_q8_k_avx2},
     .silu_mul = silu_mul_avx2,
     .gated_rmsnorm = gated_rmsnorm_avx2,
+    .l2norm_scale = l2norm_scale_avx2,
     .conv1d_seq = conv1d_seq_avx2,
 };

@@ -270,6 +270,63 @@ static void rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, 
     }
 }
 
+/* ---- activation quantizers ----------------------------------------------------------- *
+ * Bit for bit quant.c's (tests/ops_checks.c checks ties, zeros, NaN, infinities): the same
+ * max |x| (a NaN never wins: vmaxps returns its second operand when either is NaN), the same
+ * d and id, codes rounded as lrintf (Q8_K: the current mode, to nearest even, which
+ * vcvtps2dq uses) or roundf (Q8_0: ties away from zero), clamped to [-127, 127] with NaN ->
+ * -127 (the same vmaxps rule). Blocks are built on the stack and copied out: ops.h promises
+ * no alignment of dst. They ran as ref's scalar loops, once per matmul call on the calling
+ * thread while the others waited. */
+static inline __m512i codes_avx512(__m512 v) {
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    return _mm512_cvtps_epi32(v);
+}
+
+static void quantize_act_q8_k_avx512(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, out += sizeof(struct block_q8_k), src += QK_K) {
+        __m512 m = _mm512_setzero_ps();
+        for (int j = 0; j < QK_K; j += 16)
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(src + j)), m);
+        float amax = _mm512_reduce_max_ps(m);
+        struct block_q8_k b;
+        b.d = amax / 127.0f;
+        __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        for (int g = 0; g < 16; g++) {
+            __m512i q = codes_avx512(_mm512_mul_ps(_mm512_loadu_ps(src + 16 * g), id));
+            b.bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            _mm_storeu_si128((__m128i *)(void *)(b.qs + 16 * g), _mm512_cvtepi32_epi8(q));
+        }
+        memcpy(out, &b, sizeof b);
+    }
+}
+
+static void quantize_act_q8_0_avx512(const float *restrict src, void *restrict dst, int64_t n) {
+    uint8_t *out = dst;
+    for (int64_t i = 0; i < n / 32; i++, out += sizeof(struct block_q8_0), src += 32) {
+        __m512 x[2] = {_mm512_loadu_ps(src), _mm512_loadu_ps(src + 16)};
+        __m512 m = _mm512_max_ps(_mm512_abs_ps(x[0]), _mm512_setzero_ps());
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x[1]), m));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        struct block_q8_0 b;
+        b.d = f32_to_fp16(d);
+        for (int h = 0; h < 2; h++) {
+            __m512 v = _mm512_mul_ps(x[h], _mm512_set1_ps(id));
+            /* roundf: truncate, then one step away from zero where |fraction| >= 0.5 */
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)),
+                                              _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+            __m512 one = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)),
+                _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+            t = _mm512_mask_add_ps(t, up, t, one);
+            _mm_storeu_si128((__m128i *)(void *)(b.qs + 16 * h), _mm512_cvtepi32_epi8(codes_avx512(t)));
+        }
+        memcpy(out, &b, sizeof b);
+    }
+}
+
 /* e^x, Cephes' expf: x = n ln2 + r (ln2 in two parts), e^r by its degree-7 polynomial, 2^n by
  * vscalefps; within 2 ulp of expf. x is clamped to [-87.3, 88.3] (results stay normal): the
  * callers only form 1 / (1 + e^-x), where beyond that the value no longer moves. */
@@ -314,6 +371,14 @@ static void gated_rmsnorm_avx512(float *y, const float *x, const float *z, const
         if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
         v = _mm512_mul_ps(v, silu_avx512(_mm512_maskz_loadu_ps(m, z + i)));
         _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+static void l2norm_scale_avx512(float *x, int64_t n, float eps, float scale) {
+    __m512 vi = _mm512_set1_ps(scale / sqrtf(dot(x, x, n) + eps));
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi));
     }
 }
 
@@ -460,8 +525,10 @@ const struct ops_table ops_avx512 = {
     .delta_rule_step = delta_rule_step_avx512,
     .delta_rule_chunk = delta_rule_chunk_avx512,
     .attention = attention_avx512,
+    .quantize_act = {[DT_Q8_0] = quantize_act_q8_0_avx512, [DT_Q8_K] = quantize_act_q8_k_avx512},
     .silu_mul = silu_mul_avx512,
     .gated_rmsnorm = gated_rmsnorm_avx512,
+    .l2norm_scale = l2norm_scale_avx512,
     .conv1d_seq = conv1d_seq_avx512,
     .add = add_avx512,
 };

@@ -299,7 +299,8 @@ void ops_check_quantize_act(const struct ops_table *T, enum dtype at, struct ops
             for (int64_t i = 0; i < n; i++)
                 x[i] = i % 32 == 0 || i % 256 == 0 ? 127.0f : (float)(i % 9) - 4.5f;
         if (k == 2) memset(x, 0, (size_t)n * sizeof(float)); /* zero blocks */
-        if (k == 3) x[5] = NAN, x[300] = NAN;                /* NaN is ignored / -127 */
+        if (k == 3) /* NaN is ignored / -127; last in its block too, after every other value */
+            x[5] = NAN, x[300] = NAN, x[255] = NAN;
         if (k == 4) x[40] = INFINITY, x[700] = -INFINITY;
         if (k == 5)
             for (int64_t i = 0; i < n; i++) /* tiny and huge magnitudes */
