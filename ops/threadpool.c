@@ -321,7 +321,7 @@ static void multi_rows(const struct multi_job *j, int64_t g0, int64_t g1) {
  * equally among the threads; the last fifth goes in pieces of half of what is left (at least
  * MULTI_MIN_PIECE), taken by whichever thread is free. A fixed equal split left one thread
  * waiting for the other at the end of every call: on this shared 2-vCPU host one vCPU
- * streamed 5-15% slower than the other for seconds at a time, and the faster thread idled
+ * streamed 3-67% slower than the other, pass by pass, and the faster thread idled
  * 100-590 us of a 1-1.5 ms call (Q4_K 24576 x 4096, n = 1); claimed this way the two finish
  * within 2 us of each other. Few pieces, because each starts a stream the prefetchers must
  * find again. Which thread computes a row does not change its result. */
