@@ -246,36 +246,34 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
 #define K1_SPAN 16
 #define K1_GROUPS 16
 static inline QATTR __attribute__((always_inline)) void
+QN(rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const uint8_t *xq,
+               const uint8_t *yp, __m512 *acc, const int Q) {
+    if (Q == 6)
+        QN(q6k_rows4_span)(row, rb, i0, i1, xq, acc);
+    else
+        QN(k45_rows4_span)(row, rb, i0, i1, xq, yp, acc, Q == 5);
+}
+static inline QATTR __attribute__((always_inline)) void
 QN(rows4_driver)(const uint8_t *W, size_t rb, int64_t nb, int64_t r0, int64_t r1,
                  const uint8_t *xq, const uint8_t *yp, float *y, const int Q) {
     if (nb <= K1_SPAN) {
         for (int64_t r = r0; r < r1; r += 4) {
             __m512 a[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-            const uint8_t *row = W + (size_t)r * rb;
-            if (Q == 6)
-                QN(q6k_rows4_span)(row, rb, 0, nb, xq, a);
-            else
-                QN(k45_rows4_span)(row, rb, 0, nb, xq, yp, a, Q == 5);
+            QN(rows4_span)(W + (size_t)r * rb, rb, 0, nb, xq, yp, a, Q);
             QN(k1store)(a[0], y + r);
             QN(k1store)(a[1], y + r + 2);
         }
         return;
     }
     __m512 acc[2 * K1_GROUPS];
-    const int64_t span = K1_SPAN, groups = K1_GROUPS;
-    for (int64_t r = r0; r < r1; r += 4 * groups) {
-        int64_t ng = (r1 - r) / 4 < groups ? (r1 - r) / 4 : groups;
+    for (int64_t r = r0; r < r1; r += 4 * K1_GROUPS) {
+        int64_t ng = (r1 - r) / 4 < K1_GROUPS ? (r1 - r) / 4 : K1_GROUPS;
         for (int64_t g = 0; g < 2 * ng; g++)
             acc[g] = _mm512_setzero_ps();
-        for (int64_t i0 = 0; i0 < nb; i0 += span) {
-            int64_t i1 = i0 + span < nb ? i0 + span : nb;
-            for (int64_t g = 0; g < ng; g++) {
-                const uint8_t *row = W + (size_t)(r + 4 * g) * rb;
-                if (Q == 6)
-                    QN(q6k_rows4_span)(row, rb, i0, i1, xq, acc + 2 * g);
-                else
-                    QN(k45_rows4_span)(row, rb, i0, i1, xq, yp, acc + 2 * g, Q == 5);
-            }
+        for (int64_t i0 = 0; i0 < nb; i0 += K1_SPAN) {
+            int64_t i1 = i0 + K1_SPAN < nb ? i0 + K1_SPAN : nb;
+            for (int64_t g = 0; g < ng; g++)
+                QN(rows4_span)(W + (size_t)(r + 4 * g) * rb, rb, i0, i1, xq, yp, acc + 2 * g, Q);
         }
         for (int64_t g = 0; g < ng; g++) {
             QN(k1store)(acc[2 * g], y + r + 4 * g);

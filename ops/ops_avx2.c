@@ -339,30 +339,31 @@ static inline __m256 silu_avx2(__m256 x) {
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
-/* lanes [0, n) of a vector from p (n < 8), the rest 0; and back */
-static inline __m256 load_part(const float *p, int64_t n) {
+/* lanes [0, m) of a vector from p (m <= 8; the rest 0), and back: the tail of a loop over
+ * 8-float steps goes through a stack copy so nothing past p + m is touched */
+static inline __m256 load_n(const float *p, int64_t m) {
+    if (m == 8) return _mm256_loadu_ps(p);
     float b[8] = {0};
-    memcpy(b, p, (size_t)n * sizeof(float));
+    memcpy(b, p, (size_t)m * sizeof(float));
     return _mm256_loadu_ps(b);
 }
-static inline void store_part(float *p, __m256 v, int64_t n) {
+static inline void store_n(float *p, __m256 v, int64_t m) {
+    if (m == 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
     float b[8];
     _mm256_storeu_ps(b, v);
-    memcpy(p, b, (size_t)n * sizeof(float));
+    memcpy(p, b, (size_t)m * sizeof(float));
 }
 
 /* out[i] = silu(g[i]) * u[i], or silu(g[i]) where u is NULL */
 static void silu_mul_avx2(float *out, const float *g, const float *u, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = silu_avx2(_mm256_loadu_ps(g + i));
-        if (u) v = _mm256_mul_ps(v, _mm256_loadu_ps(u + i));
-        _mm256_storeu_ps(out + i, v);
-    }
-    if (i < n) {
-        __m256 v = silu_avx2(load_part(g + i, n - i));
-        if (u) v = _mm256_mul_ps(v, load_part(u + i, n - i));
-        store_part(out + i, v, n - i);
+    for (int64_t i = 0; i < n; i += 8) {
+        int64_t m = n - i < 8 ? n - i : 8;
+        __m256 v = silu_avx2(load_n(g + i, m));
+        if (u) v = _mm256_mul_ps(v, load_n(u + i, m));
+        store_n(out + i, v, m);
     }
 }
 
@@ -371,13 +372,9 @@ static void gated_rmsnorm_avx2(float *y, const float *x, const float *z, const f
     __m256 vi = _mm256_set1_ps(1.0f / sqrtf(dot(x, x, n) / (float)n + eps));
     for (int64_t i = 0; i < n; i += 8) {
         int64_t m = n - i < 8 ? n - i : 8;
-        __m256 v = _mm256_mul_ps(m == 8 ? _mm256_loadu_ps(x + i) : load_part(x + i, m), vi);
-        if (w) v = _mm256_mul_ps(v, m == 8 ? _mm256_loadu_ps(w + i) : load_part(w + i, m));
-        v = _mm256_mul_ps(v, silu_avx2(m == 8 ? _mm256_loadu_ps(z + i) : load_part(z + i, m)));
-        if (m == 8)
-            _mm256_storeu_ps(y + i, v);
-        else
-            store_part(y + i, v, m);
+        __m256 v = _mm256_mul_ps(load_n(x + i, m), vi);
+        if (w) v = _mm256_mul_ps(v, load_n(w + i, m));
+        store_n(y + i, _mm256_mul_ps(v, silu_avx2(load_n(z + i, m))), m);
     }
 }
 
