@@ -46,6 +46,8 @@ struct mnode { /* one received message, frames pointing into buf */
     struct mnode *next;
     char peer[TX_PEER_MAX + 1];
     int n, proto_err;
+    int src, port, wire_len; /* where it came from and went, and its bytes on the wire */
+    int64_t parked_at;  /* when it was parked for a port nobody had bound */
     const void *data[TX_MAX_FRAMES];
     size_t len[TX_MAX_FRAMES];
     void *buf;
@@ -90,6 +92,8 @@ static struct {
     int evfd;
     struct psend *sub_head, *sub_tail; /* submitted, not yet posted */
     struct mbe *reg;
+    struct mnode *park_head, *park_tail; /* for ports not bound yet, oldest first */
+    size_t park_bytes;
     uint64_t next_serial;
     unsigned char *lost, *bye; /* per rank */
     int finishing, finish_timeout_ms, finish_code, finish_rc, finish_done;
@@ -253,6 +257,54 @@ static void learn_client(struct mbe *b, const char *id, int rank) {
     b->clients[b->n_clients++].rank = rank;
 }
 
+/* Queues nd on b and wakes b's reader; a server learns the sender's rank. g.mu held. */
+static void deliver(struct mbe *b, struct mnode *nd) {
+    if (b->server)
+        learn_client(b, nd->peer, nd->src);
+    else
+        nd->peer[0] = 0; /* a client's only peer is its server: "" */
+    nd->next = NULL;
+    if (b->tail)
+        b->tail->next = nd;
+    else
+        b->head = nd;
+    b->tail = nd;
+    uint64_t one = 1;
+    ssize_t w = write(b->evfd, &one, sizeof one);
+    (void)w;
+}
+
+/* A client may send before its server binds (ranks start in any order), as a ZeroMQ client
+ * may connect before the bind: the message waits for the bind, within bounds. g.mu held. */
+static void park(struct mnode *nd) {
+    nd->next = NULL;
+    nd->parked_at = bt_now_ns();
+    if (g.park_tail)
+        g.park_tail->next = nd;
+    else
+        g.park_head = nd;
+    g.park_tail = nd;
+    g.park_bytes += (size_t)nd->wire_len;
+    BT_LOG(DEBUG, "mpi", "a message from rank %d waits for a server on port %d", nd->src, nd->port);
+}
+
+/* Hands b every parked message for its port, in arrival order. g.mu held. */
+static void unpark(struct mbe *b) {
+    struct mnode **pp = &g.park_head, *last = NULL;
+    while (*pp) {
+        struct mnode *nd = *pp;
+        if (nd->port != b->port) {
+            last = nd;
+            pp = &nd->next;
+            continue;
+        }
+        *pp = nd->next;
+        g.park_bytes -= (size_t)nd->wire_len;
+        deliver(b, nd);
+    }
+    g.park_tail = last;
+}
+
 static unsigned long n_dropped;
 
 static void drop(int src, int tag, int len, const char *why) {
@@ -308,30 +360,50 @@ static void dispatch(int src, int tag, unsigned char *buf, int len) {
         nd->n = n;
     }
     nd->buf = buf;
+    nd->src = src;
+    nd->port = tag;
+    nd->wire_len = len;
+    int parked = 0;
     pthread_mutex_lock(&g.mu);
     struct mbe *b = dir == 0 ? find_server(tag) : find_client(src, tag, nd->peer);
     if (b) {
-        if (dir == 0)
-            learn_client(b, nd->peer, src);
-        else
-            nd->peer[0] = 0; /* a client's only peer is its server: "" */
-        if (b->tail)
-            b->tail->next = nd;
-        else
-            b->head = nd;
-        b->tail = nd;
-        uint64_t one = 1;
-        ssize_t w = write(b->evfd, &one, sizeof one);
-        (void)w;
+        deliver(b, nd);
+    } else if (dir == 0 && g.park_bytes + (size_t)len <= TX_MPI_PARK_BYTES) {
+        park(nd);
+        parked = 1;
     }
     pthread_mutex_unlock(&g.mu);
-    if (b) return;
-    /* like a TCP connection refused: nobody bound there (yet); clients ping again */
-    BT_LOG(DEBUG, "mpi", "no transport for a message from rank %d port %d (%s)", src, tag,
-           dir == 0 ? "server" : "client");
+    if (b || parked) return;
+    if (dir == 0) /* more early messages than the park holds */
+        drop(src, tag, len, "no server bound on that port yet, and the park is full");
+    else /* a reply to a client that has closed, as ZeroMQ drops one to a gone peer */
+        BT_LOG(DEBUG, "mpi", "no client for a message from rank %d port %d", src, tag);
 out:
     if (nd) free(nd);
     free(buf);
+}
+
+/* Drops parked messages older than the liveness window (all of them when now is INT64_MAX).
+ * Comm thread. */
+static void expire_parked(int64_t now, const char *why) {
+    struct mnode *old = NULL;
+    pthread_mutex_lock(&g.mu);
+    while (g.park_head && now - g.park_head->parked_at > (int64_t)g.o.liveness_ms * 1000000) {
+        struct mnode *nd = g.park_head;
+        g.park_head = nd->next;
+        if (!g.park_head) g.park_tail = NULL;
+        g.park_bytes -= (size_t)nd->wire_len;
+        nd->next = old;
+        old = nd;
+    }
+    pthread_mutex_unlock(&g.mu);
+    while (old) {
+        struct mnode *next = old->next;
+        drop(old->src, old->port, old->wire_len, why);
+        free(old->buf);
+        free(old);
+        old = next;
+    }
 }
 
 static void on_ctrl(int src, const unsigned char *buf, int len) {
@@ -423,6 +495,7 @@ static void heartbeat(int64_t now) {
             if (r != g.rank && !g.lost[r] && !g.bye[r] && !c.pinging[r])
                 queue_ctrl(r, &ctrl_ping, 1, now);
         c.next_ping = now + (int64_t)g.o.heartbeat_ms * 1000000;
+        expire_parked(now, "no server bound that port within the liveness window");
     }
     for (int r = 0; r < g.size; r++)
         if (r != g.rank && !g.lost[r] && !g.bye[r] &&
@@ -591,6 +664,7 @@ static void *comm_main(void *arg) {
             us = 20; /* MPI moves a large transfer only while we call into it */
         comm_sleep(us);
     }
+    expire_parked(INT64_MAX, "no server bound that port before MPI finished");
     pthread_mutex_lock(&g.mu);
     g.finish_done = 1;
     pthread_cond_broadcast(&g.cv);
@@ -768,6 +842,7 @@ static int mopen(transport_t *t, bt_err *e) {
         b->serial = ++g.next_serial;
         b->next = g.reg;
         g.reg = b;
+        if (server) unpark(b);
     }
     pthread_mutex_unlock(&g.mu);
     if (rc) {

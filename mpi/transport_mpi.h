@@ -17,6 +17,11 @@
  * little-endian (all ranks of one job share a byte order). A message is at most INT_MAX bytes.
  * Received messages are validated (sizes, magic, identity) and dropped with a warning when
  * malformed; more than TX_MAX_FRAMES frames reach the server as BT_EPROTO naming the sender.
+ * Ranks start in any order, so a client may send before its server binds (as a ZeroMQ client
+ * may connect first): such a message is parked and handed to the server when it binds the
+ * port, in arrival order. The park holds TX_MPI_PARK_BYTES at most, each message for
+ * liveness_ms at most; beyond either it is dropped with a warning. A reply to a client that has
+ * closed is dropped (a debug line), as ZeroMQ drops one to a peer that has gone.
  *
  * transport_send packs the frames into one buffer (a copy: free_fn frames are released at
  * once) and queues it to the comm thread (at most TX_MPI_HWM messages in flight per transport,
@@ -42,6 +47,7 @@
 
 #define TX_MPI_HWM      1000  /* queued + in-flight messages per transport */
 #define TX_MPI_MAX_PORT 30000 /* below MPI's guaranteed MPI_TAG_UB of 32767 */
+#define TX_MPI_PARK_BYTES (64u << 20) /* held for ports not bound yet, all ports together */
 
 enum mpicomm_event { MPICOMM_BYE, MPICOMM_LOST };
 

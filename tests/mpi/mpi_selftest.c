@@ -3,7 +3,8 @@
  * rank runs; each check prints "ok"/"FAIL" with the rank, and the exit code is the number of
  * failures (mpirun returns non-zero when any rank does).
  *
- *   mpirun -np 3 mpi_selftest          send/recv, frames, large message, order, timeouts,
+ *   mpirun -np 3 mpi_selftest          send/recv, frames, large message, order, a send before
+ *                                       the bind, timeouts,
  *                                       wakeup, mixed poll, errors, malformed input, a rank-to-rank
  *                                       data channel, clean finish
  *   mpirun -np 3 mpi_selftest stop     rank 2 stops (SIGSTOP) after a first exchange: rank 0
@@ -146,6 +147,15 @@ static void server(void) {
     }
     CHECK(big_ok == 1, "64 MiB frame intact in %.2f s", big_s);
     CHECK(next == 500, "500 messages in order (%d)", next);
+    /* 3b. w1 sent to port 3 before anything else, long before this bind: the message waited
+     * for the server, and the server learnt where to answer it */
+    transport_t *late = open_t(TRANSPORT_SERVER, "mpi:*:3", NULL);
+    rc = recv_msg(late, 1000, &m);
+    CHECK(rc == 0 && is(&m, 0, "early") && strcmp(m.peer, "early-w1") == 0,
+          "a message sent before the bind is delivered at the bind (%d, from %s)", rc,
+          rc == 0 ? m.peer : "-");
+    CHECK(send1(late, "early-w1", "seen", 4) == 0, "answer to the early client");
+    transport_close(late);
     /* 4. a receive timeout: nobody sends now */
     t0 = bt_now_ns();
     rc = recv_msg(s, 300, &m);
@@ -210,6 +220,9 @@ static void server(void) {
 static void client(void) {
     char id[16], ep_data[32];
     snprintf(id, sizeof id, "w%d", rank);
+    /* rank 1 speaks to port 3 first; rank 0 binds it only after step 2 (3b) */
+    transport_t *early = rank == 1 ? open_t(TRANSPORT_CLIENT, "mpi:0:3", "early-w1") : NULL;
+    if (early) send1(early, NULL, "early", 5);
     transport_t *c = open_t(TRANSPORT_CLIENT, "mpi:0:1", id);
     struct tx_msg m;
     unsigned char *blob = malloc(1000);
@@ -285,6 +298,9 @@ static void client(void) {
         rc = recv_msg(c, 30000, &m);
         CHECK(rc == 0 && is(&m, 0, "done"), "done");
         transport_close(d);
+        rc = recv_msg(early, 10000, &m);
+        CHECK(rc == 0 && is(&m, 0, "seen"), "the early message was answered");
+        transport_close(early);
     } else {
         snprintf(ep_data, sizeof ep_data, "mpi:%d:2", 1);
         transport_t *d = open_t(TRANSPORT_CLIENT, ep_data, "stage2");
