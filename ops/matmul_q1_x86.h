@@ -25,24 +25,6 @@ static inline QATTR __m512i QN(ld4x16)(const uint8_t *p, size_t rb) {
     return _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(const void *)(p + 3 * rb)), 3);
 }
 
-/* Prefetch block i of the next four rows (rows r + 4 .. r + 7) while this group computes.
- * Four rows read block by block are four interleaved streams, which the hardware prefetcher
- * followed worse than one row at a time: from memory, one thread on 128 MB of Q4_K (Q6_K),
- * base 27-30 (23-36) GB/s, four rows without this 14-24 (17), with it 31-38 (36-43). Tried
- * and slower: the same rows 512-2048 bytes ahead, two groups ahead, and the L2 hint. Lines
- * every 64 bytes from the block's start cover it, since consecutive blocks are contiguous.
- * b is block i of this group's first row; past the end of the matrix the prefetch is a hint
- * to nowhere (prefetches do not fault), so the address is computed as an integer: pointer
- * arithmetic beyond the object would be undefined. */
-static inline QATTR __attribute__((always_inline)) void QN(k1pf)(const uint8_t *b, size_t rb,
-                                                                 size_t bb) {
-    const uintptr_t next = (uintptr_t)b + 4 * rb;
-    QUNROLL
-    for (int r = 0; r < 4; r++)
-        for (size_t o = 0; o < bb; o += 64)
-            _mm_prefetch((const char *)(next + (size_t)r * rb + o), _MM_HINT_T0);
-}
-
 /* Word-index tables for vpermw on a pair of rows' int16 vectors (row q of the pair at words
  * 16q..16q+15). Q4_K/Q5_K pair vector: [sc 0..7, mn 0..7] per row; a piece's scale vector
  * broadcasts one sub-block scale per 128-bit lane (lanes of piece (h, lo): sub-blocks 4h, 4h,
@@ -116,7 +98,7 @@ QN(k45_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
     __m512 acc01 = acc[0], acc23 = acc[1];
     for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(k1pf)(b0, rb, bb);
+        QN(rows4_prefetch)(b0, rb, bb);
         /* [d dmin | 12 scale bytes] of the 4 rows -> scales_k4 per 128-bit lane */
         __m512i v = QN(ld4x16)(b0, rb);
         __m512i x = _mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0xED);
@@ -190,7 +172,7 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
     __m512 acc01 = acc[0], acc23 = acc[1];
     for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(k1pf)(b0, rb, bb);
+        QN(rows4_prefetch)(b0, rb, bb);
         __m512i sv = QN(ld4x16)(b0 + offsetof(struct block_q6_k, scales), rb);
         __m512i z[2] = {_mm512_cvtepi8_epi16(_mm512_castsi512_si256(sv)),
                         _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sv, 1))};
