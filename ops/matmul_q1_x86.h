@@ -98,7 +98,7 @@ QN(k45_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
     __m512 acc01 = acc[0], acc23 = acc[1];
     for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(rows4_prefetch)(b0, rb, bb);
+        QN(next_rows_prefetch)(b0, rb, bb, 4);
         /* [d dmin | 12 scale bytes] of the 4 rows -> scales_k4 per 128-bit lane */
         __m512i v = QN(ld4x16)(b0, rb);
         __m512i x = _mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0xED);
@@ -172,7 +172,7 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
     __m512 acc01 = acc[0], acc23 = acc[1];
     for (int64_t i = i0; i < i1; i++) {
         const uint8_t *b0 = row + (size_t)i * bb;
-        QN(rows4_prefetch)(b0, rb, bb);
+        QN(next_rows_prefetch)(b0, rb, bb, 4);
         __m512i sv = QN(ld4x16)(b0 + offsetof(struct block_q6_k, scales), rb);
         __m512i z[2] = {_mm512_cvtepi8_epi16(_mm512_castsi512_si256(sv)),
                         _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sv, 1))};

@@ -31,6 +31,7 @@
 #define QG 4
 #endif
 #define QTILE 32 /* tokens per tile */
+#define QUNROLL _Pragma("GCC unroll 8")
 
 #define QCAT2(a, b) a##_##b
 #define QCAT(a, b)  QCAT2(a, b)
@@ -65,6 +66,29 @@ static inline QATTR float QN(hsum)(__m256 v) {
 
 static inline QATTR __m256i QN(load256)(const void *p) {
     return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* Prefetch block i of the next m rows (rows r + m .. r + 2m - 1) while this group computes.
+ * Four rows read block by block are four interleaved streams, which the hardware prefetcher
+ * followed worse than one row at a time. Single token (matmul_q1_x86.h), from memory, one
+ * thread on 128 MB of Q4_K (Q6_K): base 27-30 (23-36) GB/s, four rows without this 14-24
+ * (17), with it 31-38 (36-43); tried and slower: the same rows 512-2048 bytes ahead, two
+ * groups ahead, and the L2 hint. Batched pairs (two pairs = four rows), 2 threads, 512 MB
+ * cycled: Q4_K 12288 x 4096 at n = 8 went from 380 to 520 GOP/s, Q6_K 4096 x 12288 from 340
+ * to 500, n = 2 +50-90%, n = 64 +10-20%. When a chunk of rows is revisited by a later token
+ * group (QPAIRS), its lines are in L2 already and the hint costs little. Lines every 64
+ * bytes from the block's start cover it, since consecutive blocks are contiguous.
+ * b is block i of this group's first row; past the end of the matrix the prefetch is a hint
+ * to nowhere (prefetches do not fault), so the address is computed as an integer: pointer
+ * arithmetic beyond the object would be undefined. */
+static inline QATTR __attribute__((always_inline)) void QN(next_rows_prefetch)(const uint8_t *b,
+                                                                               size_t rb, size_t bb,
+                                                                               const int m) {
+    const uintptr_t next = (uintptr_t)b + (size_t)m * rb;
+    QUNROLL
+    for (int r = 0; r < m; r++)
+        for (size_t o = 0; o < bb; o += 64)
+            _mm_prefetch((const char *)(next + (size_t)r * rb + o), _MM_HINT_T0);
 }
 
 /* ---- Q8_0-activation types: one block of 32 signed codes ------------------------------ */
@@ -121,7 +145,6 @@ static inline QATTR void QN(unpack_q5_0)(const uint8_t *p, struct QN(u32) * u) {
  * exact, so only the float step differs from ops_ref (and not with the group size). */
 
 /* shuffle control that broadcasts int16 lane s of each 128-bit lane */
-#define QUNROLL    _Pragma("GCC unroll 8")
 #define QK_BC16(s) _mm_set1_epi16((short)(0x0100 + 0x0202 * (s)))
 /* The same controls as a table in memory, so they are instruction operands: built in
  * registers (_mm_set1), 16 ymm registers are too few to keep them and the compiler rebuilt
@@ -583,28 +606,6 @@ QN(q6k_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
  * whatever the grouping. P pairs of rows (P = 1, 2) share each activation load. With VNNI
  * the integer part is vpdpbusd per 32 values and one vpdpwssd per two of them (zpair16). */
 
-/* Prefetch block i of the next four rows (rows r + 4 .. r + 7) while this group computes.
- * Four rows read block by block are four interleaved streams, which the hardware prefetcher
- * followed worse than one row at a time. Single token (matmul_q1_x86.h), from memory, one
- * thread on 128 MB of Q4_K (Q6_K): base 27-30 (23-36) GB/s, four rows without this 14-24
- * (17), with it 31-38 (36-43); tried and slower: the same rows 512-2048 bytes ahead, two
- * groups ahead, and the L2 hint. Batched pairs (two pairs = four rows), 2 threads, 512 MB
- * cycled: Q4_K 12288 x 4096 at n = 8 went from 380 to 520 GOP/s, Q6_K 4096 x 12288 from 340
- * to 500, n = 2 +50-90%, n = 64 +10-20%. When a chunk of rows is revisited by a later token
- * group (QPAIRS), its lines are in L2 already and the hint costs little. Lines every 64
- * bytes from the block's start cover it, since consecutive blocks are contiguous.
- * b is block i of this group's first row; past the end of the matrix the prefetch is a hint
- * to nowhere (prefetches do not fault), so the address is computed as an integer: pointer
- * arithmetic beyond the object would be undefined. */
-static inline QATTR __attribute__((always_inline)) void QN(rows4_prefetch)(const uint8_t *b,
-                                                                           size_t rb, size_t bb) {
-    const uintptr_t next = (uintptr_t)b + 4 * rb;
-    QUNROLL
-    for (int r = 0; r < 4; r++)
-        for (size_t o = 0; o < bb; o += 64)
-            _mm_prefetch((const char *)(next + (size_t)r * rb + o), _MM_HINT_T0);
-}
-
 /* int16 scales of two rows: [sa | sa | sb | sb] by 128-bit lane */
 static inline QATTR __m512i QN(sc2)(__m128i sa, __m128i sb) {
     return _mm512_inserti64x4(_mm512_broadcast_i32x4(sa), _mm256_broadcastsi128_si256(sb), 1);
@@ -665,7 +666,7 @@ QN(k45_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
     const __m512i m4 = _mm512_set1_epi8(15), b5 = _mm512_set1_epi8(16);
     const size_t bb = Q5 ? sizeof(struct block_q5_k) : sizeof(struct block_q4_k);
     for (int64_t i = 0; i < nb; i++) {
-        if (P == 2) QN(rows4_prefetch)(row + (size_t)i * bb, rb, bb);
+        if (P == 2) QN(next_rows_prefetch)(row + (size_t)i * bb, rb, bb, 4);
         struct k45_parts p[4];
         __m512i scz[2], qh[2], mnz[2];
         __m512 dz[2], dmz[2];
@@ -771,8 +772,8 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     for (int64_t i = 0; i < nb; i++) {
         if (P == 2)
-            QN(rows4_prefetch)(row + (size_t)i * sizeof(struct block_q6_k), rb,
-                               sizeof(struct block_q6_k));
+            QN(next_rows_prefetch)(row + (size_t)i * sizeof(struct block_q6_k), rb,
+                                   sizeof(struct block_q6_k), 4);
         const struct block_q6_k *b[4];
         __m512i sc[2];
         __m512 dz[2];
@@ -1067,10 +1068,13 @@ static inline QATTR __attribute__((always_inline)) void QN(tile8x1)(const uint8_
  * chunks (stored and reloaded as floats: the same bits as one pass). */
 #define QCH 128
 
-/* 2 rows x 4 tokens (lane = 4 * row + token); dw holds [d0 x4, d1 x4] per block */
+/* 2 rows x 4 tokens (lane = 4 * row + token); dw holds [d0 x4, d1 x4] per block. pf: as in
+ * tile4x4, for the next two rows; AVX2, 2 threads from memory, Q8_0 12288 x 4096: n = 8 from
+ * 145 to 205 GOP/s, n = 64 +10%. */
 static inline QATTR __attribute__((always_inline)) void
 QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
-            const float *dw, const float *dx, float *y, int64_t ldy, int first, const int kind) {
+            const float *dw, const float *dx, float *y, int64_t ldy, int first, int pf,
+            const int kind) {
     __m256 acc;
     if (first) {
         acc = _mm256_setzero_ps();
@@ -1080,6 +1084,7 @@ QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
     }
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
+        if (pf) QN(next_rows_prefetch)(wb, rbytes, QBB(kind), 2);
         __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(dw + 8 * i),
                                   _mm256_broadcast_ps((const __m128 *)(const void *)(dx + 4 * i)));
         struct QN(u32) u0, u1;
@@ -1103,7 +1108,7 @@ QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
 
 #if QZ512
 /* 4 rows x 4 tokens (lane = 4 * token + row); dw holds d0..d3 per block. pf: the first token
- * quad of a row group prefetches the next group's blocks (rows4_prefetch); 2 threads, weights
+ * quad of a row group prefetches the next group's blocks (next_rows_prefetch); 2 threads, weights
  * from memory, Q8_0 12288 x 4096: n = 8 from 190-230 to 250-320 GOP/s, n = 64 +25%. */
 static inline QATTR __attribute__((always_inline)) void
 QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
@@ -1119,7 +1124,7 @@ QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
     const __m512i perm = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *wb = row + (size_t)i * QBB(kind), *xb = xq + (size_t)i * 34;
-        if (pf) QN(rows4_prefetch)(wb, rbytes, QBB(kind));
+        if (pf) QN(next_rows_prefetch)(wb, rbytes, QBB(kind), 4);
         __m512 sc = _mm512_mul_ps(
             _mm512_broadcast_f32x4(_mm_loadu_ps(dw + 4 * i)),
             _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(_mm_loadu_ps(dx + 4 * i))));
@@ -1206,7 +1211,7 @@ QN(matmul32)(const struct mat *w, const uint8_t *xq, size_t ldxq, int64_t n, flo
 #else
                     QN(tile2x4)
                     (wr, rb, nc, xt, ldxq, dws, dxs[(t - t0) / 4], y + t * ldy + r, ldy, c0 == 0,
-                     kind);
+                     t == t0, kind);
 #endif
                 }
             }
