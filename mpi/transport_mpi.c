@@ -47,7 +47,7 @@ struct mnode { /* one received message, frames pointing into buf */
     char peer[TX_PEER_MAX + 1];
     int n, proto_err;
     int src, port, wire_len; /* where it came from and went, and its bytes on the wire */
-    int64_t parked_at;  /* when it was parked for a port nobody had bound */
+    int64_t parked_at;       /* when it was parked for a port nobody had bound */
     const void *data[TX_MAX_FRAMES];
     size_t len[TX_MAX_FRAMES];
     void *buf;
@@ -551,7 +551,8 @@ static int finish_step(int64_t now, int64_t *deadline, int *phase) {
     for (struct psend *s = c.pending; s && !data_pending; s = s->next)
         data_pending = s->serial != 0 || s->buf != NULL;
     if (*phase == 1 && (!data_pending || now > *deadline)) {
-        ctrl_bye[1] = (unsigned char)(g.finish_code < 0 || g.finish_code > 255 ? 255 : g.finish_code);
+        ctrl_bye[1] =
+            (unsigned char)(g.finish_code < 0 || g.finish_code > 255 ? 255 : g.finish_code);
         for (int r = 0; r < g.size; r++)
             if (r != g.rank && !g.lost[r]) queue_ctrl(r, ctrl_bye, 2, now);
         *phase = 2;

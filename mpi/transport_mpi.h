@@ -45,8 +45,8 @@
 
 #include <stddef.h>
 
-#define TX_MPI_HWM      1000  /* queued + in-flight messages per transport */
-#define TX_MPI_MAX_PORT 30000 /* below MPI's guaranteed MPI_TAG_UB of 32767 */
+#define TX_MPI_HWM        1000        /* queued + in-flight messages per transport */
+#define TX_MPI_MAX_PORT   30000       /* below MPI's guaranteed MPI_TAG_UB of 32767 */
 #define TX_MPI_PARK_BYTES (64u << 20) /* held for ports not bound yet, all ports together */
 
 enum mpicomm_event { MPICOMM_BYE, MPICOMM_LOST };

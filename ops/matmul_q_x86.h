@@ -30,7 +30,7 @@
 #else
 #define QG 4
 #endif
-#define QTILE 32 /* tokens per tile */
+#define QTILE   32 /* tokens per tile */
 #define QUNROLL _Pragma("GCC unroll 8")
 
 #define QCAT2(a, b) a##_##b
@@ -81,9 +81,8 @@ static inline QATTR __m256i QN(load256)(const void *p) {
  * b is block i of this group's first row; past the end of the matrix the prefetch is a hint
  * to nowhere (prefetches do not fault), so the address is computed as an integer: pointer
  * arithmetic beyond the object would be undefined. */
-static inline QATTR __attribute__((always_inline)) void QN(next_rows_prefetch)(const uint8_t *b,
-                                                                               size_t rb, size_t bb,
-                                                                               const int m) {
+static inline QATTR __attribute__((always_inline)) void
+QN(next_rows_prefetch)(const uint8_t *b, size_t rb, size_t bb, const int m) {
     const uintptr_t next = (uintptr_t)b + (size_t)m * rb;
     QUNROLL
     for (int r = 0; r < m; r++)
@@ -242,7 +241,7 @@ static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i 
 
 /* Block i of token t's Q8_K activation row (rows ldxq bytes apart) */
 static inline QATTR const struct block_q8_k *QN(q8k_at)(const uint8_t *xq, size_t ldxq, int64_t t,
-                                                       int64_t i) {
+                                                        int64_t i) {
     return (const struct block_q8_k *)(const void *)(xq + (size_t)t * ldxq +
                                                      (size_t)i * sizeof(struct block_q8_k));
 }
@@ -487,8 +486,8 @@ QN(k45_rows_z)(const uint8_t *row, int64_t nb, const uint8_t *xq, size_t ldxq, f
  * from the Q8_K blocks in xq. The integer sums are the same, so results equal the g = 1 path. */
 static inline QATTR void QN(k45_perm_act)(const uint8_t *xq, int64_t nb, uint8_t *yp) {
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *q = xq + (size_t)i * sizeof(struct block_q8_k) +
-                           offsetof(struct block_q8_k, qs);
+        const uint8_t *q =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
         static const int src[8] = {0, 2, 1, 3, 4, 6, 5, 7};
         for (int p = 0; p < 8; p++)
             _mm256_storeu_si256((__m256i *)(void *)(yp + (size_t)i * QK_K + 32 * p),
@@ -770,10 +769,9 @@ QN(q6k_pairs_z)(const uint8_t *row, size_t rb, int64_t nb, const uint8_t *xq, si
             acc[r][t] = _mm512_setzero_ps();
     }
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const size_t bb = sizeof(struct block_q6_k);
     for (int64_t i = 0; i < nb; i++) {
-        if (P == 2)
-            QN(next_rows_prefetch)(row + (size_t)i * sizeof(struct block_q6_k), rb,
-                                   sizeof(struct block_q6_k), 4);
+        if (P == 2) QN(next_rows_prefetch)(row + (size_t)i * bb, rb, bb, 4);
         const struct block_q6_k *b[4];
         __m512i sc[2];
         __m512 dz[2];
@@ -1109,7 +1107,8 @@ QN(tile2x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, si
 #if QZ512
 /* 4 rows x 4 tokens (lane = 4 * token + row); dw holds d0..d3 per block. pf: the first token
  * quad of a row group prefetches the next group's blocks (next_rows_prefetch); 2 threads, weights
- * from memory, Q8_0 12288 x 4096: n = 8 from 190-230 to 250-320 GOP/s, n = 64 +25%. */
+ * from memory, Q8_0 12288 x 4096: n = 8 from 190-230 to 250-320 GOP/s, n = 64 even in one
+ * alternating round, +25% in another. */
 static inline QATTR __attribute__((always_inline)) void
 QN(tile4x4)(const uint8_t *row, size_t rbytes, int64_t nb, const uint8_t *xq, size_t ldxq,
             const float *dw, const float *dx, const int32_t *sx, float *y, int64_t ldy, int first,

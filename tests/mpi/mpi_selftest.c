@@ -4,9 +4,8 @@
  * failures (mpirun returns non-zero when any rank does).
  *
  *   mpirun -np 3 mpi_selftest          send/recv, frames, large message, order, a send before
- *                                       the bind, timeouts,
- *                                       wakeup, mixed poll, errors, malformed input, a rank-to-rank
- *                                       data channel, clean finish
+ *                                       the bind, timeouts, wakeup, mixed poll, errors, malformed
+ *                                       input, a rank-to-rank data channel, clean finish
  *   mpirun -np 3 mpi_selftest stop     rank 2 stops (SIGSTOP) after a first exchange: rank 0
  *                                       must see it LOST within the liveness window and end the
  *                                       job through MPI_Abort (the script checks time and text)
@@ -47,8 +46,8 @@ static void on_event(enum mpicomm_event ev, int r, int code, const char *why, vo
     else
         bye_count++;
     if (ev == MPICOMM_BYE && r >= 0 && r < 3) bye_code[r] = code;
-    printf("rank %d event: rank %d %s (code %d): %s\n", rank, r, ev == MPICOMM_LOST ? "lost" : "bye",
-           code, why);
+    printf("rank %d event: rank %d %s (code %d): %s\n", rank, r,
+           ev == MPICOMM_LOST ? "lost" : "bye", code, why);
     fflush(stdout);
 }
 
