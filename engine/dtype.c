@@ -17,11 +17,12 @@ const struct dtype_traits dtype_traits[DT_COUNT] = {
     [DT_Q5_K] = {"q5_k", 256, 176},
     [DT_Q6_K] = {"q6_k", 256, 210},
     [DT_Q8_K] = {"q8_k", 256, 292},
+    [DT_Q4_K_X16] = {"q4_k_x16", 256, 144},
 };
 // clang-format on
 
 int dtype_supported(uint32_t id) {
-    return id < DT_COUNT && dtype_traits[id].block > 0 && id != DT_Q8_K;
+    return id < DT_COUNT && dtype_traits[id].block > 0 && id != DT_Q8_K && id != DT_Q4_K_X16;
 }
 
 const char *dtype_name(uint32_t id) {
@@ -30,7 +31,7 @@ const char *dtype_name(uint32_t id) {
 
 int dtype_from_name(const char *name) {
     for (int t = 0; t < DT_COUNT; t++)
-        if (dtype_traits[t].name && !strcasecmp(dtype_traits[t].name, name))
+        if (t != DT_Q4_K_X16 && dtype_traits[t].name && !strcasecmp(dtype_traits[t].name, name))
             return t;
     return -1;
 }

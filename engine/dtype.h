@@ -20,7 +20,11 @@ enum dtype {
     DT_Q6_K = 14,
     DT_Q8_K = 15,
     DT_BF16 = 30,
-    DT_COUNT = 31 /* size of tables indexed by dtype; unsupported ids have block == 0 */
+    /* baton's own in-memory layout, never in a file: Q4_K rows interleaved 16 at a time
+     * (ops/repack.h). Its traits give Q4_K's sizes; dtype_supported() and dtype_from_name()
+     * do not know it, so no file or option can claim it. */
+    DT_Q4_K_X16 = 31,
+    DT_COUNT = 32 /* size of tables indexed by dtype; unsupported ids have block == 0 */
 };
 
 struct dtype_traits {

@@ -8,6 +8,7 @@
 #include "engine/hf.h"
 #include "engine/loader.h"
 #include "engine/xform.h"
+#include "ops/repack.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -460,6 +461,32 @@ static int check_kernel(const struct mat *w, const char *name, bt_err *e) {
     return 0;
 }
 
+/* Q4_K layer matrices take the x16 layout (ops/repack.h) where the active kernels multiply it
+ * faster: on AVX-512, batches of 8 tokens about twice as fast and single tokens at the read
+ * bandwidth. Only layer matrices, which nothing but matmul reads; token_embd (also read row by
+ * row for the embedding lookup, and the LM head when tied) keeps its GGUF layout. The loaded
+ * bytes are this process's own copy, so the regrouping is in place. BT_REPACK=0 keeps every
+ * matrix as stored (for comparisons). */
+static int repack_layers(struct weights *w, int lo, int hi, bt_err *e) {
+    const char *env = getenv("BT_REPACK");
+    if ((env && !strcmp(env, "0")) || !repack_q4_k_x16_wanted()) return 0;
+    int n_repacked = 0;
+    for (int l = lo; l < hi; l++) {
+        struct layer_weights *L = &w->layers[l];
+        struct mat *mats[] = {&L->ffn_gate, &L->ffn_up, &L->ffn_down, &L->wq,
+                              &L->wk,       &L->wv,     &L->wo,       &L->wqkv,
+                              &L->wz,       &L->wbeta,  &L->walpha,   &L->ssm_out};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            if (!mats[i]->data || !repack_q4_k_x16_fits(mats[i])) continue;
+            int rc = repack_q4_k_x16(mats[i], e);
+            if (rc) return rc;
+            n_repacked++;
+        }
+    }
+    BT_LOG(DEBUG, "model", "layers %d..%d: %d q4_k matrices in the x16 layout", lo, hi, n_repacked);
+    return 0;
+}
+
 int weights_load(struct weights **out, const struct model_desc *m, int lo, int hi,
                  const struct weights_opts *o, bt_err *e) {
     *out = NULL;
@@ -539,6 +566,7 @@ int weights_load(struct weights **out, const struct model_desc *m, int lo, int h
             if ((rc = check_kernel(mats[i], name, e))) goto fail;
         }
     }
+    if ((rc = repack_layers(w, lo, hi, e))) goto fail;
     BT_LOG(DEBUG, "model", "weights layers=%d..%d tensors=%d bytes=%llu converted=%d", lo, hi, r.n,
            (unsigned long long)r.bytes, wi->n_owned);
     free(reqs);

@@ -4,8 +4,10 @@
  * group of 8 tokens. Each token keeps its own two accumulators in a fixed order, so its result
  * does not depend on n, on the token's group, or on the row split. Differences from ops_ref
  * are summation order (and fused multiply-adds) only. Slots left NULL come from ops_ref. */
+#include "common/assert.h"
 #include "ops/ops.h"
 #include "ops/quant.h"
+#include "ops/repack.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -495,6 +497,8 @@ static void add_avx512(float *y, const float *x, int64_t n) {
 #define QVNNI 0
 #define QZ512 1
 #include "ops/matmul_q_x86.h"
+/* after it: the x16 kernels use its helpers */
+#include "ops/matmul_q_x16_x86.h"
 #undef QSFX
 #undef QATTR
 #undef QVNNI
@@ -504,12 +508,15 @@ static void add_avx512(float *y, const float *x, int64_t n) {
 #define QVNNI 1
 #define QZ512 1
 #include "ops/matmul_q_x86.h"
+/* after it: the x16 kernels use its helpers */
+#include "ops/matmul_q_x16_x86.h"
 
-const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {QSLOTS(avx512vnni)};
+const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {
+    QSLOTS(avx512vnni), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512vnni};
 
 const struct ops_table ops_avx512 = {
     .isa = "avx512",
-    .matmul_q = {QSLOTS(avx512)},
+    .matmul_q = {QSLOTS(avx512), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx512,

@@ -4,6 +4,7 @@
  * keep their precision. */
 #include "ops/ops.h"
 #include "ops/quant.h"
+#include "ops/repack.h"
 
 #include <math.h>
 #include <string.h>
@@ -194,6 +195,43 @@ DEF_MATMUL_Q_REF(q5_0)
 DEF_MATMUL_Q_REF(q4_k)
 DEF_MATMUL_Q_REF(q5_k)
 DEF_MATMUL_Q_REF(q6_k)
+
+/* Q4_K x16 (ops/repack.h): each block is restored to its GGUF bytes and multiplied as Q4_K,
+ * block by block in the same order, so the sums are Q4_K's bit for bit. */
+static void matmul_q_q4_k_x16_ref(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                  int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                  int64_t r1) {
+    int64_t nb = w->cols / QK_K;
+    struct block_q4_k b;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t t = 0; t < n; t++) {
+            const uint8_t *x = (const uint8_t *)xq + (size_t)t * ldxq;
+            float sum = 0.0f;
+            for (int64_t i = 0; i < nb; i++) {
+                repack_q4_k_x16_block(w, r, i, &b);
+                sum += vdot_q4_k_ref((const uint8_t *)&b, x + (size_t)i * sizeof(struct block_q8_k),
+                                     1);
+            }
+            y[t * ldy + r] = sum;
+        }
+}
+
+/* f32 activations (exact mode): as matmul_ref, one restored block of 256 at a time */
+static void matmul_q4_k_x16_ref(const struct mat *w, const float *restrict x, int64_t ldx,
+                                int64_t n, float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
+    float buf[QK_K];
+    struct block_q4_k b;
+    for (int64_t r = r0; r < r1; r++) {
+        for (int64_t t = 0; t < n; t++)
+            y[t * ldy + r] = 0.0f;
+        for (int64_t c = 0; c < w->cols; c += QK_K) {
+            repack_q4_k_x16_block(w, r, c / QK_K, &b);
+            dequantize_row_q4_k(&b, buf, QK_K);
+            for (int64_t t = 0; t < n; t++)
+                y[t * ldy + r] += dot(buf, x + t * ldx + c, QK_K);
+        }
+    }
+}
 
 static void rmsnorm_ref(float *y, const float *x, const float *w, int64_t n, float eps) {
     float ss = dot(x, x, n);
@@ -397,6 +435,7 @@ const struct ops_table ops_ref = {
             [DT_Q5_1] = matmul_ref,
             [DT_Q8_0] = matmul_ref,
             [DT_Q4_K] = matmul_ref,
+            [DT_Q4_K_X16] = matmul_q4_k_x16_ref,
             [DT_Q5_K] = matmul_ref,
             [DT_Q6_K] = matmul_ref,
         },
@@ -406,6 +445,7 @@ const struct ops_table ops_ref = {
             [DT_Q4_0] = matmul_q_q4_0_ref,
             [DT_Q5_0] = matmul_q_q5_0_ref,
             [DT_Q4_K] = matmul_q_q4_k_ref,
+            [DT_Q4_K_X16] = matmul_q_q4_k_x16_ref,
             [DT_Q5_K] = matmul_q_q5_k_ref,
             [DT_Q6_K] = matmul_q_q6_k_ref,
         },

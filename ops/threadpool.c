@@ -15,6 +15,7 @@
 #include "common/assert.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ops/repack.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -222,11 +223,12 @@ struct matmul_job {
     int64_t ldy;
 };
 
-/* Rows move in units of 8 so two threads rarely write the same cache line of y. */
+/* Rows move in units of 8 so two threads rarely write the same cache line of y (of 16 for
+ * the x16 layout, whose kernels take whole groups). */
 static void matmul_worker(void *arg, int ith, int nth) {
     const struct matmul_job *j = arg;
     int64_t r0, r1;
-    pool_slice(j->w->rows, ith, nth, 8, &r0, &r1);
+    pool_slice(j->w->rows, ith, nth, j->w->dt == DT_Q4_K_X16 ? X16_ROWS : 8, &r0, &r1);
     if (r0 < r1) j->t->matmul[j->w->dt](j->w, j->x, j->ldx, j->n, j->y, j->ldy, r0, r1);
 }
 

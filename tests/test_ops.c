@@ -339,6 +339,16 @@ Test(ops, matmul_q_extreme_codes) {
     }
 }
 
+Test(ops, matmul_q4_k_x16_every_isa) {
+    struct ops_check c;
+    EVERY_ISA(T) {
+        ops_check_matmul_q4_k_x16(T, &c);
+        expect_pass(&c);
+    }
+    cr_expect(!dtype_supported(DT_Q4_K_X16), "an in-memory layout is no file type");
+    cr_expect_eq(dtype_from_name("q4_k_x16"), -1);
+}
+
 Test(ops, quantize_act_bit_exact_every_isa) {
     struct ops_check c;
     EVERY_ISA(T) {

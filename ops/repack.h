@@ -1,0 +1,47 @@
+/* ops/repack.h: the Q4_K x16 layout (DT_Q4_K_X16), Q4_K rows regrouped in memory for the
+ * batched integer kernels.
+ *
+ * Why: in the GGUF layout a row's 32 values of a sub-block sit together, so a 512-bit dot
+ * product ends a sub-block every one or two instructions and must apply the sub-block's
+ * scale right away (a permute and a multiply per two dot products): the AVX-512 batched
+ * kernels spent two of every four instructions on scales. Here lane r of a vector is row r
+ * of a group of 16, and 4 bytes of every row sit side by side, so eight dot products (each
+ * against 4 broadcast activation bytes) finish one sub-block of 16 rows and one multiply
+ * scales it: about twice the arithmetic per instruction.
+ *
+ * The layout: a matrix of R rows (R a multiple of 16) and C columns is R/16 groups, each
+ * the C/256 blocks of its 16 rows; block i of a group is a struct block_q4_k_x16 made of the
+ * same bytes as block i of the 16 rows: d and dmin of every row, the 12 packed scale bytes
+ * transposed (scales[k][r] = byte k of row r), and the code bytes qs[j][b][r][0..3] = bytes
+ * 32j + 4b .. 32j + 4b + 3 of row r. So the matrix keeps its size (row_bytes, the bytes of
+ * R rows) and is repacked in place. A row's values are no longer contiguous: only matmul and
+ * matmul_q read this dtype (every table has both; the scalar ones restore a row's blocks), and
+ * rows are split between threads in whole groups (r0 and r1 multiples of 16, or r1 = rows). */
+#ifndef BT_OPS_REPACK_H
+#define BT_OPS_REPACK_H
+#include "common/err.h"
+#include "ops/ops.h"
+#include "ops/quant.h"
+
+#define X16_ROWS 16
+
+struct block_q4_k_x16 {
+    uint16_t d[X16_ROWS], dmin[X16_ROWS];
+    uint8_t scales[12][X16_ROWS];
+    uint8_t qs[4][8][X16_ROWS][4];
+};
+_Static_assert(sizeof(struct block_q4_k_x16) == X16_ROWS * sizeof(struct block_q4_k), "q4_k_x16");
+
+/* 1 if w (Q4_K, rows a multiple of 16) can take the x16 layout. */
+int repack_q4_k_x16_fits(const struct mat *w);
+/* Regroups w's bytes in place (w->data must be writable) and sets w->dt = DT_Q4_K_X16.
+ * Fails with BT_EINVAL, changing nothing, when !repack_q4_k_x16_fits(w); -ENOMEM if a
+ * group's scratch (16 rows) cannot be allocated. */
+int repack_q4_k_x16(struct mat *w, bt_err *e);
+/* Whether the active ops table multiplies DT_Q4_K_X16 faster than DT_Q4_K (the AVX-512
+ * tables); elsewhere repacking would only slow the scalar fallback down. */
+int repack_q4_k_x16_wanted(void);
+/* Block i of row r (r in [0, rows)) of an x16 matrix, restored to its GGUF bytes. */
+void repack_q4_k_x16_block(const struct mat *w, int64_t r, int64_t i, struct block_q4_k *out);
+
+#endif
