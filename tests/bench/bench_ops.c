@@ -15,6 +15,7 @@
  * single-token kernel to compare against. */
 #include "common/clock.h"
 #include "ops/ops.h"
+#include "ops/repack.h"
 #include "ops/threadpool.h"
 
 #include <stdio.h>
@@ -195,6 +196,26 @@ int main(void) {
                        (double)rb * ROWS / sec * 1e-9, 2.0 * ROWS * COLS * (double)n / sec * 1e-9);
                 fflush(stdout);
             }
+            /* the same matrix in the x16 layout (ops/repack.h), where T has its own kernel */
+            if (dt != DT_Q4_K || T->matmul_q[DT_Q4_K_X16] == ops_ref.matmul_q[DT_Q4_K_X16])
+                continue;
+            uint8_t *wx = malloc(rb * ROWS);
+            struct mat mx = {dt, wx, ROWS, COLS, rb};
+            if (!wx || (memcpy(wx, wq, rb * ROWS), repack_q4_k_x16(&mx, NULL))) {
+                fprintf(stderr, "bench_ops: q4_k_x16: no memory\n");
+                free(wx);
+                continue;
+            }
+            for (int64_t n = 1; n <= NMAX; n *= 8) {
+                double sec = time_matmul_q(T->matmul_q[DT_Q4_K_X16], &mx, xq, ldq, n, y, budget,
+                                           cputime);
+                printf("bench_ops: isa=%s dtype=q4_k_x16 act=q rows=%d cols=%d n=%ld ms=%.3f "
+                       "gbps=%.2f gflops=%.2f\n",
+                       T->isa, ROWS, COLS, (long)n, sec * 1e3, (double)rb * ROWS / sec * 1e-9,
+                       2.0 * ROWS * COLS * (double)n / sec * 1e-9);
+                fflush(stdout);
+            }
+            free(wx);
         }
         enum dtype a = ops_act_dtype(dt);
         if ((ggml_dot = ggml_find(ggml, dt)) && listed(only_isa, "ggml")) {
