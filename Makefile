@@ -203,7 +203,7 @@ test-deploy: all
 CROSS_CC    ?= aarch64-linux-gnu-gcc
 CROSS_QEMU  ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
 CROSS_SRCS   = common/err.c common/log.c engine/dtype.c ops/ops.c ops/ops_ref.c ops/quant.c \
-               ops/repack.c ops/ops_neon.c ops/threadpool.c tests/ops_checks.c tests/cross/test_ops_cross.c
+               ops/repack.c ops/ops_neon.c ops/threadpool.c ops/fpmode.c tests/ops_checks.c tests/cross/test_ops_cross.c
 $(BUILD)/cross/test_ops_cross: $(CROSS_SRCS) $(wildcard common/*.h engine/dtype.h ops/*.h) \
                                tests/ops_checks.h
 	@mkdir -p $(@D)

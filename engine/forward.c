@@ -112,11 +112,9 @@ static float softplusf(float x) {
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
+/* Through pool_run even without a pool: jobs run in its floating-point mode (threadpool.h). */
 static void run(forward_ctx_t *c, pool_fn fn) {
-    if (c->pool)
-        pool_run(c->pool, fn, c);
-    else
-        fn(c, 0, 1);
+    pool_run(c->pool, fn, c);
 }
 
 /* One matrix; ph: the profile phase its weight bytes count to. */

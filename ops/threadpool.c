@@ -15,6 +15,7 @@
 #include "common/assert.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ops/fpmode.h"
 #include "ops/repack.h"
 
 #include <errno.h>
@@ -98,6 +99,7 @@ static void *worker_main(void *arg) {
     struct worker *w = arg;
     struct pool *p = w->p;
     uint64_t seen = 0;
+    fpmode_flush_denormals(); /* this thread only runs jobs (threadpool.h) */
     for (;;) {
         uint64_t g = spin_while_gen(p, seen);
         if (g == seen && !atomic_load(&p->stop)) {
@@ -181,8 +183,10 @@ int pool_size(const pool_t *p) {
 }
 
 void pool_run(pool_t *p, pool_fn fn, void *ctx) {
+    fpmode_t caller_mode = fpmode_flush_denormals();
     if (!p || p->n == 1) {
         fn(ctx, 0, 1);
+        fpmode_restore(caller_mode);
         return;
     }
     /* every worker has finished the previous job (pending was 0), so fn/ctx are free */
@@ -195,6 +199,7 @@ void pool_run(pool_t *p, pool_fn fn, void *ctx) {
     pthread_mutex_unlock(&p->mu);
 
     fn(ctx, 0, p->n);
+    fpmode_restore(caller_mode);
 
     if (spin_while_pending(p)) {
         pthread_mutex_lock(&p->mu);
@@ -372,9 +377,11 @@ void pool_matmul_multi(pool_t *p, const struct pool_mm *mm, int n_mm, const floa
     }
     /* a token's quantization is the same on any thread: small batches skip a wake-up */
     if (next != (uint8_t *)qbuf) {
-        if (n <= 2)
+        if (n <= 2) {
+            fpmode_t caller_mode = fpmode_flush_denormals(); /* as in pool_run */
             quantize_job(&j, 0, 1);
-        else
+            fpmode_restore(caller_mode);
+        } else
             pool_run(p, quantize_job, &j);
     }
     pool_run(p, multi_worker, &j);

@@ -2,7 +2,10 @@
  * jobs. pool_run(p, fn, ctx) calls fn(ctx, ith, nth) once for every ith in [0, nth) where
  * nth = pool_size(p), on the caller plus nth-1 workers, and returns when all are done.
  * Work is split by the callee from (ith, nth): rows, heads or sequences, never a reduction,
- * so results do not depend on nth. One thread calls pool_run at a time. */
+ * so results do not depend on nth. One thread calls pool_run at a time.
+ * Every job runs with subnormal floats flushed to zero (ops/fpmode.h), on the workers and on
+ * the caller's share alike, also with p NULL or one thread; the caller's own mode is restored
+ * before pool_run returns. */
 #ifndef BT_OPS_THREADPOOL_H
 #define BT_OPS_THREADPOOL_H
 #include "common/err.h"

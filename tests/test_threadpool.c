@@ -1,5 +1,7 @@
 /* tests/test_threadpool.c: pool_run coverage of (ith, nth), slices, repeated jobs, shutdown,
- * and pool_matmul bit-exactness across thread counts. Run under TSan too (make tsan). */
+ * the floating-point mode of jobs, and pool_matmul bit-exactness across thread counts. Run
+ * under TSan too (make tsan). */
+#include "ops/fpmode.h"
 #include "ops/ops.h"
 #include "ops/quant.h"
 #include "ops/threadpool.h"
@@ -41,6 +43,50 @@ Test(threadpool, run_calls_every_ith_once) {
     }
     pool_close(NULL);
 }
+
+/* A subnormal result and a subnormal input, each zero when the thread flushes (ops/fpmode.h). */
+static int thread_flushes_subnormals(void) {
+    volatile float tiny = 1e-30f, small = 1e-10f, sub = 1e-40f, one = 1.0f;
+    float product = tiny * small, passed = sub * one;
+    return product == 0.0f && passed == 0.0f;
+}
+
+struct fpmode_ctx {
+    int flushed[16];
+};
+
+static void fpmode_fn(void *arg, int ith, int nth) {
+    (void)nth;
+    ((struct fpmode_ctx *)arg)->flushed[ith] = thread_flushes_subnormals();
+}
+
+#if defined(__x86_64__) || defined(__aarch64__)
+Test(threadpool, jobs_flush_subnormals_and_caller_mode_is_restored) {
+    cr_assert_not(thread_flushes_subnormals(), "the test thread starts in the default mode");
+    for (int n = 0; n <= 3; n++) { /* n = 0: no pool, the caller runs the job alone */
+        pool_t *p = NULL;
+        bt_err e = {0};
+        if (n) cr_assert_eq(pool_open(&p, n, &e), 0, "%s", e.msg);
+        for (int rep = 0; rep < 3; rep++) {
+            struct fpmode_ctx c;
+            memset(&c, 0, sizeof c);
+            pool_run(p, fpmode_fn, &c);
+            for (int i = 0; i < pool_size(p); i++)
+                cr_assert(c.flushed[i], "threads=%d ith=%d ran a job with subnormals kept", n, i);
+            cr_assert_not(thread_flushes_subnormals(), "threads=%d: caller's mode not restored", n);
+        }
+        pool_close(p);
+    }
+    /* a caller that already flushes keeps flushing */
+    fpmode_t saved = fpmode_flush_denormals();
+    struct fpmode_ctx c = {{0}};
+    pool_run(NULL, fpmode_fn, &c);
+    cr_assert(c.flushed[0]);
+    cr_assert(thread_flushes_subnormals());
+    fpmode_restore(saved);
+    cr_assert_not(thread_flushes_subnormals());
+}
+#endif
 
 Test(threadpool, default_size_is_cpu_count) {
     pool_t *p = NULL;
