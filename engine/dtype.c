@@ -18,11 +18,18 @@ const struct dtype_traits dtype_traits[DT_COUNT] = {
     [DT_Q6_K] = {"q6_k", 256, 210},
     [DT_Q8_K] = {"q8_k", 256, 292},
     [DT_Q4_K_X16] = {"q4_k_x16", 256, 144},
+    [DT_Q5_K_X16] = {"q5_k_x16", 256, 176},
+    [DT_Q6_K_X16] = {"q6_k_x16", 256, 210},
 };
 // clang-format on
 
+/* baton's in-memory layouts (dtype.h), which no file holds and no option names */
+static int in_memory_layout(uint32_t id) {
+    return id == DT_Q4_K_X16 || id == DT_Q5_K_X16 || id == DT_Q6_K_X16;
+}
+
 int dtype_supported(uint32_t id) {
-    return id < DT_COUNT && dtype_traits[id].block > 0 && id != DT_Q8_K && id != DT_Q4_K_X16;
+    return id < DT_COUNT && dtype_traits[id].block > 0 && id != DT_Q8_K && !in_memory_layout(id);
 }
 
 const char *dtype_name(uint32_t id) {
@@ -31,7 +38,8 @@ const char *dtype_name(uint32_t id) {
 
 int dtype_from_name(const char *name) {
     for (int t = 0; t < DT_COUNT; t++)
-        if (t != DT_Q4_K_X16 && dtype_traits[t].name && !strcasecmp(dtype_traits[t].name, name))
+        if (!in_memory_layout((uint32_t)t) && dtype_traits[t].name &&
+            !strcasecmp(dtype_traits[t].name, name))
             return t;
     return -1;
 }

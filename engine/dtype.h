@@ -20,11 +20,13 @@ enum dtype {
     DT_Q6_K = 14,
     DT_Q8_K = 15,
     DT_BF16 = 30,
-    /* baton's own in-memory layout, never in a file: Q4_K rows interleaved 16 at a time
-     * (ops/repack.h). Its traits give Q4_K's sizes; dtype_supported() and dtype_from_name()
-     * do not know it, so no file or option can claim it. */
+    /* baton's own in-memory layouts, never in a file: K-quant rows interleaved 16 at a time
+     * (ops/repack.h). Their traits give the GGUF type's sizes; dtype_supported() and
+     * dtype_from_name() do not know them, so no file or option can claim them. */
     DT_Q4_K_X16 = 31,
-    DT_COUNT = 32 /* size of tables indexed by dtype; unsupported ids have block == 0 */
+    DT_Q5_K_X16 = 32,
+    DT_Q6_K_X16 = 33,
+    DT_COUNT = 34 /* size of tables indexed by dtype; unsupported ids have block == 0 */
 };
 
 struct dtype_traits {

@@ -1,5 +1,6 @@
-/* ops/matmul_q_x16_x86.h: matmul_q for DT_Q4_K_X16 (ops/repack.h) on AVX-512, included by
- * ops_avx512.c after matmul_q_x86.h (whose QN, QATTR, QVNNI and QSFX it uses) once per table.
+/* ops/matmul_q_x16_x86.h: matmul_q for DT_Q4_K_X16, DT_Q5_K_X16 and DT_Q6_K_X16 (ops/repack.h)
+ * on AVX-512, included by ops_avx512.c after matmul_q_x86.h (whose QN, QATTR, QVNNI and QSFX
+ * it uses) once per table.
  *
  * A zmm holds 4 code bytes of each of 16 rows (lane r = row r), so a dot product against 4
  * activation bytes broadcast to every lane adds 4 products to each row's sub-block sum, and
@@ -15,7 +16,16 @@
  * partial sums of a sub-block (the dot products have a 4-cycle latency and two issue per
  * cycle) that are added before the scale, so the integer sums, and with them every result
  * bit, do not depend on g, n or the row split. Without VNNI the byte dot product is maddubs
- * (at most 2 * 15 * 127, no saturation) plus madd, the same exact sums. */
+ * (at most 2 * 31 * 127, no saturation) plus madd, the same exact sums.
+ *
+ * Q5_K x16 runs the same loop: its fifth bits complete each code vector before the dot
+ * products (a byte test against bit s and a masked add of 16), once per 8 tokens.
+ *
+ * Q6_K x16 has its own loop (x16q6_group): a code is a ql nibble with two qh bits rotated
+ * above it (0..63, unsigned for the dot product), a sub-block is 16 values (four dot
+ * products) scaled by its signed byte, and the -32 of every code comes off once per block
+ * as 32 * sum_s scale_s * bsum_s (vpdpwssd on scale pairs against the activation's 16-value
+ * sums). */
 
 static inline QATTR __m512i QN(x16_dpbusd)(__m512i acc, __m512i u, __m512i s) {
 #if QVNNI
@@ -69,16 +79,18 @@ static inline QATTR __m512i QN(x16_min)(const struct block_q4_k_x16 *B, int s) {
 
 /* y[t * ldy + r] for the 16 rows of a group and g tokens of xq (rows ldxq bytes apart) */
 static inline QATTR __attribute__((always_inline)) void
-QN(x16_group)(const struct block_q4_k_x16 *grp, int64_t nb, const uint8_t *xq, size_t ldxq,
-              float *y, int64_t ldy, const int g) {
+QN(x16_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+              int64_t ldy, const int g, const int five) {
     const int C = 8 / g; /* partial sums per token */
     __m512 acc[8];
     X16_UNROLL
     for (int t = 0; t < g; t++)
         acc[t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i m4 = _mm512_set1_epi8(15), b16 = _mm512_set1_epi8(16);
     for (int64_t i = 0; i < nb; i++) {
-        const struct block_q4_k_x16 *B = grp + i;
+        const struct block_q4_k_x16 *B =
+            (const struct block_q4_k_x16 *)(const void *)(grp + (size_t)i * bsz);
+        const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
         const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
         __m512i isum[8];
         X16_UNROLL
@@ -86,9 +98,9 @@ QN(x16_group)(const struct block_q4_k_x16 *grp, int64_t nb, const uint8_t *xq, s
             isum[t] = _mm512_setzero_si512();
 #pragma GCC unroll 1
         for (int j = 0; j < 4; j++) {
-            const char *pf = (const char *)(B + X16_PF_AHEAD) + j * (sizeof *B / 4);
+            const char *pf = (const char *)B + X16_PF_AHEAD * bsz + j * (bsz / 4);
             X16_UNROLL
-            for (int l = 0; l < (int)(sizeof *B / 4 / 64); l++)
+            for (int l = 0; l < (int)((bsz / 4 + 63) / 64); l++)
                 _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
             X16_UNROLL
             for (int h = 0; h < 2; h++) { /* sub-block 2j + h: low (h = 0) or high nibbles */
@@ -101,6 +113,11 @@ QN(x16_group)(const struct block_q4_k_x16 *grp, int64_t nb, const uint8_t *xq, s
                     __m512i w = _mm512_loadu_si512(B->qs[j][b]);
                     __m512i q =
                         h ? _mm512_and_si512(_mm512_srli_epi16(w, 4), m4) : _mm512_and_si512(w, m4);
+                    if (five) { /* bit 2j + h of the fifth-bit bytes is worth 16 */
+                        __mmask64 k = _mm512_test_epi8_mask(_mm512_loadu_si512(B5->qh[b]),
+                                                            _mm512_set1_epi8((char)(1 << (2 * j + h))));
+                        q = _mm512_mask_add_epi8(q, k, q, b16);
+                    }
                     X16_UNROLL
                     for (int t = 0; t < g; t++) {
                         const uint8_t *x = xb + (size_t)t * ldxq + offsetof(struct block_q8_k, qs) +
@@ -149,29 +166,148 @@ QN(x16_group)(const struct block_q4_k_x16 *grp, int64_t nb, const uint8_t *xq, s
         _mm512_storeu_ps(y + t * ldy, acc[t]);
 }
 
-static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
-                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
-                                        int64_t r1) {
+/* y[t * ldy + r] for the 16 rows of a Q6_K x16 group and g tokens. Each 16-value sub-block
+ * keeps K = min(4, 8 / g) partial sums per token (at least 8 dot-product chains in flight),
+ * added before its scale, so the sums do not depend on g, n or the row split. */
+static inline QATTR __attribute__((always_inline)) void
+QN(x16q6_group)(const uint8_t *grp, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+                int64_t ldy, const int g) {
+    const int K = 8 / g < 4 ? 8 / g : 4;
+    __m512 acc[8];
+    X16_UNROLL
+    for (int t = 0; t < g; t++)
+        acc[t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    for (int64_t i = 0; i < nb; i++) {
+        const struct block_q6_k_x16 *B =
+            (const struct block_q6_k_x16 *)(const void *)(grp + (size_t)i * sizeof *B);
+        const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
+        __m512i isum[8];
+        X16_UNROLL
+        for (int t = 0; t < g; t++)
+            isum[t] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+        for (int j = 0; j < 4; j++) { /* ql bytes 32j.. : values 128(j/2) + 32(j%2) + 64h + l */
+            const char *pf = (const char *)(B + X16_PF_AHEAD) + j * (sizeof *B / 4);
+            X16_UNROLL
+            for (int l = 0; l < (int)((sizeof *B / 4 + 63) / 64); l++)
+                _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+            X16_UNROLL
+            for (int h = 0; h < 2; h++) {
+                /* qh bits 2p, 2p + 1 with p = j % 2 + 2h go to bits 4, 5 of each byte */
+                const __m512i rot = _mm512_set1_epi32((4 - 2 * ((j & 1) + 2 * h)) & 31);
+                X16_UNROLL
+                for (int half = 0; half < 2; half++) { /* sub-block of l in 16 half .. +15 */
+                    __m512i P[8];
+                    X16_UNROLL
+                    for (int k = 0; k < 8; k++)
+                        P[k] = _mm512_setzero_si512();
+                    X16_UNROLL
+                    for (int b = 4 * half; b < 4 * half + 4; b++) {
+                        __m512i w = _mm512_loadu_si512(B->ql[j][b]);
+                        __m512i nib = h ? _mm512_and_si512(_mm512_srli_epi16(w, 4), m4)
+                                        : _mm512_and_si512(w, m4);
+                        __m512i hi = _mm512_rolv_epi32(_mm512_loadu_si512(B->qh[j >> 1][b]), rot);
+                        __m512i q = _mm512_ternarylogic_epi32(nib, hi, m30, 0xF8); /* a|(b&c) */
+                        X16_UNROLL
+                        for (int t = 0; t < g; t++) {
+                            const uint8_t *x = xb + (size_t)t * ldxq +
+                                               offsetof(struct block_q8_k, qs) + 128 * (j >> 1) +
+                                               32 * (j & 1) + 64 * h + 4 * b;
+                            int k = t * K + b % K;
+                            P[k] = QN(x16_dpbusd)(P[k], q, QN(x16_bcast4)(x));
+                        }
+                    }
+                    int s = 8 * (j >> 1) + 2 * (j & 1) + 4 * h + half;
+                    __m512i S = _mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(const void *)B->scales[s]));
+                    X16_UNROLL
+                    for (int t = 0; t < g; t++) {
+                        __m512i p = P[t * K];
+                        X16_UNROLL
+                        for (int c = 1; c < K; c++)
+                            p = _mm512_add_epi32(p, P[t * K + c]);
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, S));
+                    }
+                }
+            }
+        }
+        /* the codes' -32: 32 * sum_s scale_s * bsum_s, on (scale_2k, scale_2k+1) int16 pairs */
+        __m512i SP[8];
+        X16_UNROLL
+        for (int k = 0; k < 8; k++) {
+            __m512i lo = _mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)B->scales[2 * k]));
+            __m512i hi = _mm512_cvtepi8_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)B->scales[2 * k + 1]));
+            SP[k] = _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi32(0xffff)),
+                                    _mm512_slli_epi32(hi, 16));
+        }
+        __m512 D = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)B->d));
+        X16_UNROLL
+        for (int t = 0; t < g; t++) {
+            const uint8_t *yb = xb + (size_t)t * ldxq;
+            __m512i ms = _mm512_setzero_si512();
+            X16_UNROLL
+            for (int k = 0; k < 8; k++)
+                ms = QN(x16_dpwssd)(
+                    ms, SP[k],
+                    QN(x16_bcast4)(yb + offsetof(struct block_q8_k, bsums) + 4 * (size_t)k));
+            __m512i sum = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(ms, 5));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                                     _mm512_mul_ps(D, _mm512_set1_ps(q8k_d(yb))), acc[t]);
+        }
+    }
+    X16_UNROLL
+    for (int t = 0; t < g; t++)
+        _mm512_storeu_ps(y + t * ldy, acc[t]);
+}
+
+/* rows [r0, r1) (whole groups) of a Q4_K x16 (kind 4), Q5_K x16 (5) or Q6_K x16 (6) matrix */
+#define X16_GROUP(kind, g)                                                                         \
+    ((kind) == 6 ? QN(x16q6_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g)  \
+                 : QN(x16_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, \
+                                 g, (kind) == 5))
+static inline QATTR __attribute__((always_inline)) void
+QN(x16_rows)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, float *y, int64_t ldy,
+             int64_t r0, int64_t r1, const int kind) {
     BT_ASSERT(r0 % X16_ROWS == 0 && r1 % X16_ROWS == 0); /* whole groups (repack.h) */
     int64_t nb = w->cols / QK_K;
-    const uint8_t *x = xq;
+    size_t bsz = kind == 5 ? sizeof(struct block_q5_k_x16) : sizeof(struct block_q4_k_x16);
     for (int64_t r = r0; r < r1; r += X16_ROWS) {
-        const struct block_q4_k_x16 *grp =
-            (const struct block_q4_k_x16 *)(const void *)((const uint8_t *)w->data +
-                                                          (size_t)r * w->row_bytes);
+        const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         int64_t t = 0;
         for (; t + 8 <= n; t += 8)
-            QN(x16_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 8);
+            X16_GROUP(kind, 8);
         if (n - t >= 4) {
-            QN(x16_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 4);
+            X16_GROUP(kind, 4);
             t += 4;
         }
         if (n - t >= 2) {
-            QN(x16_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 2);
+            X16_GROUP(kind, 2);
             t += 2;
         }
-        if (n - t >= 1) QN(x16_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 1);
+        if (n - t >= 1) X16_GROUP(kind, 1);
     }
+}
+#undef X16_GROUP
+
+static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
+    QN(x16_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 4);
+}
+
+static QATTR void QN(matmul_q_q5_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
+    QN(x16_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 5);
+}
+
+static QATTR void QN(matmul_q_q6_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
+    QN(x16_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 6);
 }
 
 #undef X16_PF_AHEAD

@@ -50,7 +50,9 @@ static inline enum dtype ops_act_dtype(enum dtype w) {
     case DT_Q4_K:
     case DT_Q4_K_X16:
     case DT_Q5_K:
-    case DT_Q6_K: return DT_Q8_K;
+    case DT_Q5_K_X16:
+    case DT_Q6_K:
+    case DT_Q6_K_X16: return DT_Q8_K;
     default: return DT_F32;
     }
 }

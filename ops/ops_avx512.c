@@ -512,11 +512,13 @@ static void add_avx512(float *y, const float *x, int64_t n) {
 #include "ops/matmul_q_x16_x86.h"
 
 const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {
-    QSLOTS(avx512vnni), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512vnni};
+    QSLOTS(avx512vnni), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512vnni,
+    [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx512vnni, [DT_Q6_K_X16] = matmul_q_q6_k_x16_avx512vnni};
 
 const struct ops_table ops_avx512 = {
     .isa = "avx512",
-    .matmul_q = {QSLOTS(avx512), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512},
+    .matmul_q = {QSLOTS(avx512), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512,
+                 [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx512, [DT_Q6_K_X16] = matmul_q_q6_k_x16_avx512},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx512,

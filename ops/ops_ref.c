@@ -196,37 +196,58 @@ DEF_MATMUL_Q_REF(q4_k)
 DEF_MATMUL_Q_REF(q5_k)
 DEF_MATMUL_Q_REF(q6_k)
 
-/* Q4_K x16 (ops/repack.h): each block is restored to its GGUF bytes and multiplied as Q4_K,
- * block by block in the same order, so the sums are Q4_K's bit for bit. */
-static void matmul_q_q4_k_x16_ref(const struct mat *w, const void *restrict xq, size_t ldxq,
-                                  int64_t n, float *restrict y, int64_t ldy, int64_t r0,
-                                  int64_t r1) {
+/* K-quant x16 (ops/repack.h): each block is restored to its GGUF bytes and multiplied as
+ * that type, block by block in the same order, so the sums are the GGUF type's bit for bit. */
+union x16_restored {
+    struct block_q4_k k4;
+    struct block_q5_k k5;
+    struct block_q6_k k6;
+};
+
+static void x16_restore(const struct mat *w, int64_t r, int64_t i, union x16_restored *b) {
+    if (w->dt == DT_Q6_K_X16)
+        repack_q6_k_x16_block(w, r, i, &b->k6);
+    else if (w->dt == DT_Q5_K_X16)
+        repack_q5_k_x16_block(w, r, i, &b->k5);
+    else
+        repack_q4_k_x16_block(w, r, i, &b->k4);
+}
+
+static void matmul_q_x16_ref(const struct mat *w, const void *restrict xq, size_t ldxq, int64_t n,
+                             float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
     int64_t nb = w->cols / QK_K;
-    struct block_q4_k b;
+    union x16_restored b;
     for (int64_t r = r0; r < r1; r++)
         for (int64_t t = 0; t < n; t++) {
             const uint8_t *x = (const uint8_t *)xq + (size_t)t * ldxq;
             float sum = 0.0f;
             for (int64_t i = 0; i < nb; i++) {
-                repack_q4_k_x16_block(w, r, i, &b);
-                sum += vdot_q4_k_ref((const uint8_t *)&b, x + (size_t)i * sizeof(struct block_q8_k),
-                                     1);
+                const uint8_t *xb = x + (size_t)i * sizeof(struct block_q8_k);
+                x16_restore(w, r, i, &b);
+                sum += w->dt == DT_Q6_K_X16   ? vdot_q6_k_ref((const uint8_t *)&b.k6, xb, 1)
+                       : w->dt == DT_Q5_K_X16 ? vdot_q5_k_ref((const uint8_t *)&b.k5, xb, 1)
+                                              : vdot_q4_k_ref((const uint8_t *)&b.k4, xb, 1);
             }
             y[t * ldy + r] = sum;
         }
 }
 
 /* f32 activations (exact mode): as matmul_ref, one restored block of 256 at a time */
-static void matmul_q4_k_x16_ref(const struct mat *w, const float *restrict x, int64_t ldx,
-                                int64_t n, float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
+static void matmul_x16_ref(const struct mat *w, const float *restrict x, int64_t ldx, int64_t n,
+                           float *restrict y, int64_t ldy, int64_t r0, int64_t r1) {
     float buf[QK_K];
-    struct block_q4_k b;
+    union x16_restored b;
     for (int64_t r = r0; r < r1; r++) {
         for (int64_t t = 0; t < n; t++)
             y[t * ldy + r] = 0.0f;
         for (int64_t c = 0; c < w->cols; c += QK_K) {
-            repack_q4_k_x16_block(w, r, c / QK_K, &b);
-            dequantize_row_q4_k(&b, buf, QK_K);
+            x16_restore(w, r, c / QK_K, &b);
+            if (w->dt == DT_Q6_K_X16)
+                dequantize_row_q6_k(&b.k6, buf, QK_K);
+            else if (w->dt == DT_Q5_K_X16)
+                dequantize_row_q5_k(&b.k5, buf, QK_K);
+            else
+                dequantize_row_q4_k(&b.k4, buf, QK_K);
             for (int64_t t = 0; t < n; t++)
                 y[t * ldy + r] += dot(buf, x + t * ldx + c, QK_K);
         }
@@ -435,7 +456,9 @@ const struct ops_table ops_ref = {
             [DT_Q5_1] = matmul_ref,
             [DT_Q8_0] = matmul_ref,
             [DT_Q4_K] = matmul_ref,
-            [DT_Q4_K_X16] = matmul_q4_k_x16_ref,
+            [DT_Q4_K_X16] = matmul_x16_ref,
+            [DT_Q5_K_X16] = matmul_x16_ref,
+            [DT_Q6_K_X16] = matmul_x16_ref,
             [DT_Q5_K] = matmul_ref,
             [DT_Q6_K] = matmul_ref,
         },
@@ -445,7 +468,9 @@ const struct ops_table ops_ref = {
             [DT_Q4_0] = matmul_q_q4_0_ref,
             [DT_Q5_0] = matmul_q_q5_0_ref,
             [DT_Q4_K] = matmul_q_q4_k_ref,
-            [DT_Q4_K_X16] = matmul_q_q4_k_x16_ref,
+            [DT_Q4_K_X16] = matmul_q_x16_ref,
+            [DT_Q5_K_X16] = matmul_q_x16_ref,
+            [DT_Q6_K_X16] = matmul_q_x16_ref,
             [DT_Q5_K] = matmul_q_q5_k_ref,
             [DT_Q6_K] = matmul_q_q6_k_ref,
         },

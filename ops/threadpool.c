@@ -233,7 +233,7 @@ struct matmul_job {
 static void matmul_worker(void *arg, int ith, int nth) {
     const struct matmul_job *j = arg;
     int64_t r0, r1;
-    pool_slice(j->w->rows, ith, nth, j->w->dt == DT_Q4_K_X16 ? X16_ROWS : 8, &r0, &r1);
+    pool_slice(j->w->rows, ith, nth, repack_is_x16(j->w->dt) ? X16_ROWS : 8, &r0, &r1);
     if (r0 < r1) j->t->matmul[j->w->dt](j->w, j->x, j->ldx, j->n, j->y, j->ldy, r0, r1);
 }
 

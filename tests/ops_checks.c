@@ -570,10 +570,10 @@ void ops_check_delta_rule_chunk(const struct ops_table *T, struct ops_check *c) 
 /* ---- pool_matmul_multi ------------------------------------------------------------------- */
 
 void ops_check_matmul_multi(struct ops_check *c) {
-    enum { NM = 5 };
-    /* the last is Q4_K taken to the x16 layout: thread slices in whole groups of 16 rows */
-    const enum dtype dts[NM] = {DT_Q4_K, DT_Q8_0, DT_F16, DT_F32, DT_Q4_K};
-    const int64_t rows[NM] = {40, 17, 9, 6, 48}, cols = 512, n = 5;
+    enum { NM = 7 };
+    /* the last three take the x16 layouts: thread slices in whole groups of 16 rows */
+    const enum dtype dts[NM] = {DT_Q4_K, DT_Q8_0, DT_F16, DT_F32, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    const int64_t rows[NM] = {40, 17, 9, 6, 48, 32, 16}, cols = 512, n = 5;
     ops_check_begin(c, "%s pool_matmul_multi (1-3 threads, exact mode)", ops->isa);
     struct mat m[NM];
     struct pool_mm mm[NM];
@@ -587,7 +587,7 @@ void ops_check_matmul_multi(struct ops_check *c) {
         for (int64_t r = 0; r < rows[k]; r++)
             ops_ref.quantize_row[dts[k]](wf + r * cols, wq[k] + (size_t)r * rb, cols);
         m[k] = (struct mat){dts[k], wq[k], rows[k], cols, rb};
-        if (k == NM - 1 && repack_q4_k_x16(&m[k], NULL)) ops_check_fail(c, "repack failed");
+        if (k >= NM - 3 && repack_x16(&m[k], NULL)) ops_check_fail(c, "repack failed");
         y[k] = falloc(n * rows[k]);
         want[k] = falloc(n * rows[k]);
         mm[k] = (struct pool_mm){&m[k], y[k], rows[k]};
@@ -634,15 +634,17 @@ void ops_check_matmul_multi(struct ops_check *c) {
     free(qbuf), free(wf), free(x), free(f);
 }
 
-/* ---- the Q4_K x16 layout (ops/repack.h) --------------------------------------------------- */
+/* ---- the x16 layouts (ops/repack.h) ------------------------------------------------------ */
 
-/* W is Q4_K quantized once and taken to the x16 layout. ref's x16 kernels (matmul_q and the
- * f32 matmul) must give Q4_K's bits; T's matmul_q must be within TOL_MATMUL_Q of the exact
- * sums of the dequantized operands, write only its rows [r0, r1) (whole groups), and give a
- * token the same bits alone, in any batch and in any group of rows. */
-static void x16_shape(const struct ops_table *T, int64_t rows, int64_t cols, int64_t n, int extreme,
-                      struct ops_check *c) {
-    size_t rb = dtype_row_bytes(DT_Q4_K, cols), ab = ops_act_row_bytes(DT_Q4_K, cols);
+/* W is quantized once as src (Q4_K, Q5_K or Q6_K) and taken to its x16 layout. ref's x16 kernels
+ * (matmul_q and the f32 matmul) must give src's bits; T's matmul_q must be within TOL_MATMUL_Q
+ * of the exact sums of the dequantized operands, write only its rows [r0, r1) (whole groups),
+ * and give a token the same bits alone, in any batch and in any group of rows. */
+static void x16_shape(const struct ops_table *T, enum dtype src, int64_t rows, int64_t cols,
+                      int64_t n, int extreme, struct ops_check *c) {
+    enum dtype xdt = repack_x16_dtype(src);
+    size_t rb = dtype_row_bytes(src, cols), ab = ops_act_row_bytes(src, cols);
+    size_t bb = dtype_traits[src].block_bytes;
     size_t ldq = ab + 6;
     int64_t ldx = cols + 3, ldy = rows + 5;
     float *wf = falloc(rows * cols), *wd = falloc(rows * cols), *x = falloc(n * ldx);
@@ -653,55 +655,58 @@ static void x16_shape(const struct ops_table *T, int64_t rows, int64_t cols, int
     fill(wf, rows * cols, 1.0f);
     fill(x, n * ldx, 1.0f);
     for (int64_t r = 0; r < rows; r++)
-        ops_ref.quantize_row[DT_Q4_K](wf + r * cols, wq + (size_t)r * rb, cols);
-    if (extreme) { /* largest codes, scales and mins against activations of one sign */
+        ops_ref.quantize_row[src](wf + r * cols, wq + (size_t)r * rb, cols);
+    if (extreme) { /* largest codes, scales (Q6_K: -1) and mins against activations of one sign */
         memset(wq, 0xff, (size_t)rows * rb);
         uint16_t d16 = f32_to_fp16(0.01f);
         for (int64_t b = 0; b < rows * cols / QK_K; b++)
-            memcpy(wq + (size_t)b * sizeof(struct block_q4_k), &d16, 2),
-                memcpy(wq + (size_t)b * sizeof(struct block_q4_k) + 2, &d16, 2);
+            if (src == DT_Q6_K) /* d last */
+                memcpy(wq + (size_t)b * bb + bb - 2, &d16, 2);
+            else /* d, dmin first */
+                memcpy(wq + (size_t)b * bb, &d16, 2), memcpy(wq + (size_t)b * bb + 2, &d16, 2);
         for (int64_t i = 0; i < n * ldx; i++)
             x[i] = i / ldx % 2 ? 1.0f : -1.0f;
     }
     for (int64_t r = 0; r < rows; r++)
-        ops_ref.dequantize_row[DT_Q4_K](wq + (size_t)r * rb, wd + r * cols, cols);
+        ops_ref.dequantize_row[src](wq + (size_t)r * rb, wd + r * cols, cols);
     for (int64_t t = 0; t < n; t++) {
         ops_ref.quantize_act[DT_Q8_K](x + t * ldx, xq + (size_t)t * ldq, cols);
         ops_ref.dequantize_row[DT_Q8_K](xq + (size_t)t * ldq, xd + t * cols, cols);
     }
     memcpy(wx, wq, (size_t)rows * rb);
-    struct mat m = {DT_Q4_K, wq, rows, cols, rb}, mx = {DT_Q4_K, wx, rows, cols, rb};
+    struct mat m = {src, wq, rows, cols, rb}, mx = {src, wx, rows, cols, rb};
     bt_err e = {0};
-    if (repack_q4_k_x16(&mx, &e) || mx.dt != DT_Q4_K_X16) {
+    if (repack_x16(&mx, &e) || mx.dt != xdt) {
         ops_check_fail(c, "rows=%ld: repack: %s", (long)rows, e.msg);
         goto out;
     }
     int64_t r0 = rows > X16_ROWS ? X16_ROWS : 0;
     for (int64_t i = 0; i < n * ldy; i++)
         y[i] = yr[i] = yx[i] = -7.0f;
-    ops_ref.matmul_q[DT_Q4_K](&m, xq, ldq, n, yr, ldy, r0, rows);
-    ops_ref.matmul_q[DT_Q4_K_X16](&mx, xq, ldq, n, yx, ldy, r0, rows);
+    ops_ref.matmul_q[src](&m, xq, ldq, n, yr, ldy, r0, rows);
+    ops_ref.matmul_q[xdt](&mx, xq, ldq, n, yx, ldy, r0, rows);
     if (memcmp(yr, yx, (size_t)(n * ldy) * sizeof(float)))
-        ops_check_fail(c, "rows=%ld n=%ld: ref x16 is not ref q4_k bit for bit", (long)rows,
-                       (long)n);
-    ops_ref.matmul[DT_Q4_K](&m, x, ldx, n, y, ldy, r0, rows);
-    ops_ref.matmul[DT_Q4_K_X16](&mx, x, ldx, n, yx, ldy, r0, rows);
+        ops_check_fail(c, "%s rows=%ld n=%ld: ref x16 is not ref's bit for bit", dtype_name(src),
+                       (long)rows, (long)n);
+    ops_ref.matmul[src](&m, x, ldx, n, y, ldy, r0, rows);
+    ops_ref.matmul[xdt](&mx, x, ldx, n, yx, ldy, r0, rows);
     if (memcmp(y, yx, (size_t)(n * ldy) * sizeof(float)))
-        ops_check_fail(c, "rows=%ld n=%ld: ref x16 f32 matmul is not q4_k's", (long)rows, (long)n);
+        ops_check_fail(c, "%s rows=%ld n=%ld: ref x16 f32 matmul is not ref's", dtype_name(src),
+                       (long)rows, (long)n);
     for (int64_t i = 0; i < n * ldy; i++)
         y[i] = -7.0f;
-    T->matmul_q[DT_Q4_K_X16](&mx, xq, ldq, n, y, ldy, r0, rows);
+    T->matmul_q[xdt](&mx, xq, ldq, n, y, ldy, r0, rows);
     for (int64_t t = 0; t < n; t++)
         for (int64_t r = 0; r < rows; r++)
             check_element(c, r0, wd + r * cols, xd + t * cols, cols, y[t * ldy + r],
                           yr[t * ldy + r], TOL_MATMUL_Q, (long[]){rows, cols, n, r, t});
     for (int64_t t = 0; t < n; t++) { /* alone, and one group of rows at a time */
         for (int64_t g = r0; g < rows; g += X16_ROWS)
-            T->matmul_q[DT_Q4_K_X16](&mx, xq + (size_t)t * ldq, ldq, 1, y1, ldy, g, g + X16_ROWS);
+            T->matmul_q[xdt](&mx, xq + (size_t)t * ldq, ldq, 1, y1, ldy, g, g + X16_ROWS);
         for (int64_t r = r0; r < rows; r++)
             if (quant_f32_bits(y1[r]) != quant_f32_bits(y[t * ldy + r])) {
-                ops_check_fail(c, "rows=%ld t=%ld r=%ld alone %g, in a batch of %ld %g",
-                               (long)rows, (long)t, (long)r, (double)y1[r], (long)n,
+                ops_check_fail(c, "%s rows=%ld t=%ld r=%ld alone %g, in a batch of %ld %g",
+                               dtype_name(src), (long)rows, (long)t, (long)r, (double)y1[r], (long)n,
                                (double)y[t * ldy + r]);
                 break;
             }
@@ -711,20 +716,26 @@ out:
     free(wq), free(wx), free(xq);
 }
 
-void ops_check_matmul_q4_k_x16(const struct ops_table *T, struct ops_check *c) {
-    ops_check_begin(c, "%s matmul_q q4_k_x16", T->isa);
-    if (!T->matmul_q[DT_Q4_K_X16] || !T->matmul[DT_Q4_K_X16]) {
-        ops_check_fail(c, "no kernel");
-        return;
+void ops_check_matmul_x16(const struct ops_table *T, struct ops_check *c) {
+    ops_check_begin(c, "%s matmul_q q4_k_x16 q5_k_x16 q6_k_x16", T->isa);
+    const enum dtype srcs[] = {DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    for (int k = 0; k < 3; k++) {
+        enum dtype x = repack_x16_dtype(srcs[k]);
+        if (!T->matmul_q[x] || !T->matmul[x]) {
+            ops_check_fail(c, "%s: no kernel", dtype_name(x));
+            return;
+        }
     }
     const int64_t shapes[][3] = {
         {16, QK_K, 1},      {32, QK_K * 2, 2},  {48, QK_K * 3, 3}, {32, QK_K, 4},
         {48, QK_K * 2, 5},  {32, QK_K * 2, 8},  {64, QK_K, 9},     {48, QK_K * 2, 15},
         {32, QK_K * 5, 17}, {16, QK_K * 2, 70}, /* every token group: 8, 4, 2, 1 */
     };
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        x16_shape(T, shapes[s][0], shapes[s][1], shapes[s][2], 0, c);
-    x16_shape(T, 32, QK_K * 2, 9, 1, c);
+    for (int k = 0; k < 3; k++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            x16_shape(T, srcs[k], shapes[s][0], shapes[s][1], shapes[s][2], 0, c);
+        x16_shape(T, srcs[k], 32, QK_K * 2, 9, 1, c);
+    }
     /* a matrix without the layout is refused and left as it was */
     size_t rb = dtype_row_bytes(DT_Q4_K, QK_K);
     uint8_t *w = xalloc(24 * rb), *copy = xalloc(24 * rb);
@@ -732,10 +743,12 @@ void ops_check_matmul_q4_k_x16(const struct ops_table *T, struct ops_check *c) {
         w[i] = copy[i] = (uint8_t)ops_check_rand();
     struct mat m = {DT_Q4_K, w, 24, QK_K, rb};
     bt_err e = {0};
-    if (repack_q4_k_x16(&m, &e) != BT_EINVAL || m.dt != DT_Q4_K || memcmp(w, copy, 24 * rb))
+    if (repack_x16(&m, &e) != BT_EINVAL || m.dt != DT_Q4_K || memcmp(w, copy, 24 * rb))
         ops_check_fail(c, "24 rows: not refused untouched (%s)", e.msg);
     m.dt = DT_Q8_0, m.rows = 32;
-    if (repack_q4_k_x16(&m, &e) != BT_EINVAL) ops_check_fail(c, "q8_0 accepted");
+    if (repack_x16(&m, &e) != BT_EINVAL) ops_check_fail(c, "q8_0 accepted");
+    m.dt = DT_Q5_0;
+    if (repack_x16(&m, &e) != BT_EINVAL) ops_check_fail(c, "q5_0 accepted");
     free(w), free(copy);
 }
 
@@ -757,7 +770,7 @@ int ops_check_table(const struct ops_table *T, void (*report)(const struct ops_c
     for (size_t k = 0; k < ops_check_n_q_types; k++)
         RUN(ops_check_matmul_q(T, ops_check_q_types[k], &c));
     RUN(ops_check_matmul_q_extreme(T, &c));
-    RUN(ops_check_matmul_q4_k_x16(T, &c));
+    RUN(ops_check_matmul_x16(T, &c));
     for (size_t k = 0; k < ops_check_n_types; k++)
         RUN(ops_check_matmul(T, ops_check_types[k], &c));
     RUN(ops_check_small_kernels(T, &c));

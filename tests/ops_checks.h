@@ -44,9 +44,10 @@ extern const size_t ops_check_n_q_types;
 void ops_check_matmul(const struct ops_table *T, enum dtype dt, struct ops_check *c);
 void ops_check_matmul_q(const struct ops_table *T, enum dtype dt, struct ops_check *c);
 void ops_check_matmul_q_extreme(const struct ops_table *T, struct ops_check *c);
-/* DT_Q4_K_X16 (ops/repack.h): ref's kernels give Q4_K's bits, T's match within tolerance and
- * do not depend on the batch or the row groups; repack refuses what has no x16 layout. */
-void ops_check_matmul_q4_k_x16(const struct ops_table *T, struct ops_check *c);
+/* DT_Q4_K_X16, DT_Q5_K_X16, DT_Q6_K_X16 (ops/repack.h): ref's kernels give the GGUF type's
+ * bits, T's match within tolerance and do not depend on the batch or the row groups; repack
+ * refuses what has no x16 layout. */
+void ops_check_matmul_x16(const struct ops_table *T, struct ops_check *c);
 void ops_check_quantize_act(const struct ops_table *T, enum dtype at, struct ops_check *c);
 void ops_check_small_kernels(const struct ops_table *T, struct ops_check *c);
 void ops_check_attention(const struct ops_table *T, struct ops_check *c);

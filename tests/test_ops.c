@@ -339,14 +339,18 @@ Test(ops, matmul_q_extreme_codes) {
     }
 }
 
-Test(ops, matmul_q4_k_x16_every_isa) {
+Test(ops, matmul_x16_every_isa) {
     struct ops_check c;
     EVERY_ISA(T) {
-        ops_check_matmul_q4_k_x16(T, &c);
+        ops_check_matmul_x16(T, &c);
         expect_pass(&c);
     }
     cr_expect(!dtype_supported(DT_Q4_K_X16), "an in-memory layout is no file type");
+    cr_expect(!dtype_supported(DT_Q5_K_X16), "an in-memory layout is no file type");
     cr_expect_eq(dtype_from_name("q4_k_x16"), -1);
+    cr_expect_eq(dtype_from_name("q5_k_x16"), -1);
+    cr_expect(!dtype_supported(DT_Q6_K_X16), "an in-memory layout is no file type");
+    cr_expect_eq(dtype_from_name("q6_k_x16"), -1);
 }
 
 Test(ops, quantize_act_bit_exact_every_isa) {

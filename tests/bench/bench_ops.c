@@ -197,22 +197,21 @@ int main(void) {
                 fflush(stdout);
             }
             /* the same matrix in the x16 layout (ops/repack.h), where T has its own kernel */
-            if (dt != DT_Q4_K || T->matmul_q[DT_Q4_K_X16] == ops_ref.matmul_q[DT_Q4_K_X16])
-                continue;
+            enum dtype xdt = repack_x16_dtype(dt);
+            if (xdt == DT_COUNT || T->matmul_q[xdt] == ops_ref.matmul_q[xdt]) continue;
             uint8_t *wx = malloc(rb * ROWS);
             struct mat mx = {dt, wx, ROWS, COLS, rb};
-            if (!wx || (memcpy(wx, wq, rb * ROWS), repack_q4_k_x16(&mx, NULL))) {
-                fprintf(stderr, "bench_ops: q4_k_x16: no memory\n");
+            if (!wx || (memcpy(wx, wq, rb * ROWS), repack_x16(&mx, NULL))) {
+                fprintf(stderr, "bench_ops: %s: no memory\n", dtype_name(xdt));
                 free(wx);
                 continue;
             }
             for (int64_t n = 1; n <= NMAX; n *= 8) {
-                double sec = time_matmul_q(T->matmul_q[DT_Q4_K_X16], &mx, xq, ldq, n, y, budget,
-                                           cputime);
-                printf("bench_ops: isa=%s dtype=q4_k_x16 act=q rows=%d cols=%d n=%ld ms=%.3f "
+                double sec = time_matmul_q(T->matmul_q[xdt], &mx, xq, ldq, n, y, budget, cputime);
+                printf("bench_ops: isa=%s dtype=%s act=q rows=%d cols=%d n=%ld ms=%.3f "
                        "gbps=%.2f gflops=%.2f\n",
-                       T->isa, ROWS, COLS, (long)n, sec * 1e3, (double)rb * ROWS / sec * 1e-9,
-                       2.0 * ROWS * COLS * (double)n / sec * 1e-9);
+                       T->isa, dtype_name(xdt), ROWS, COLS, (long)n, sec * 1e3,
+                       (double)rb * ROWS / sec * 1e-9, 2.0 * ROWS * COLS * (double)n / sec * 1e-9);
                 fflush(stdout);
             }
             free(wx);
