@@ -1,10 +1,10 @@
 /* tests/bench/bench_forward.c: whole-model speed of baton against llama.cpp on the same file
  * and thread count, in one run (issue 8). Per model (default: the mkmodel 9B q4_k_m and q8_0
  * files cached in build/bench/; written by tests/bench/run.sh via `baton mkmodel` if absent):
- *   decode tokens/s at batch 1 (one sequence) and batch 8 (8 sequences, one token each per
- *   step), prefill tokens/s of a 512-token prompt, effective GB/s = weight bytes read per
- *   decode step / step time, and that as a fraction of a STREAM-style triad; then llama-bench
- *   (-p 512 -n DECODE) and the ratio baton / llama.cpp per figure.
+ *   decode tokens/s at batch 1 (one sequence) and batch B (B sequences, one token each per
+ *   step; BENCH_BATCH, 8), prefill tokens/s of a 512-token prompt, effective GB/s = weight
+ *   bytes read per decode step / step time, and that as a fraction of a STREAM-style triad;
+ *   then llama-bench (-p 512 -n DECODE) and the ratio baton / llama.cpp per figure.
  * The host's memory bandwidth drifts by 2x between minutes, so a triad measured once at start
  * says little about a decode run minutes later: every baton run measures a triad right before
  * and right after its batch-1 decode (model loaded, same pool; triad_pre=, triad_post=), takes
@@ -15,8 +15,9 @@
  * Runs are interleaved (baton, llama.cpp, baton, ...) because the machine is shared, and
  * medians are printed. Environment: BENCH_MODELS (space-separated paths), BENCH_THREADS
  * (default: all CPUs), BENCH_RUNS (3), BENCH_DECODE (decode steps, 16: a 9B decodes at a few
- * tokens/s on 2 cores), BENCH_PREFILL (512), LLAMA_BIN (directory with llama-bench; default
- * build/llama.cpp/bin). Output: one `bench_forward:` line per figure, key=value. */
+ * tokens/s on 2 cores), BENCH_PREFILL (512), BENCH_BATCH (8, at most 16), LLAMA_BIN
+ * (directory with llama-bench; default build/llama.cpp/bin). Output: one `bench_forward:`
+ * line per figure, key=value. */
 #include "common/clock.h"
 #include "engine/forward.h"
 #include "engine/model.h"
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #define MAXR 16
+#define MAXB 16 /* BENCH_BATCH */
 
 static double now_s(void) {
     return (double)bt_now_ns() * 1e-9;
@@ -117,12 +119,12 @@ static uint64_t step_bytes(const struct weights *w) {
 }
 
 struct figures {
-    double tg1, tg8, pp, gbps1;
+    double tg1, tgb, pp, gbps1; /* tgb: decode tok/s at batch B */
     double triad_pre, triad_post, triad; /* GB/s right before / after the b1 decode; mean */
 };
 
-static int baton_run(const char *path, pool_t *pool, int decode, int prefill, struct figures *f,
-                     uint64_t *bytes_out) {
+static int baton_run(const char *path, pool_t *pool, int B, int decode, int prefill,
+                     struct figures *f, uint64_t *bytes_out) {
     bt_err e = {0};
     struct model_desc *m = NULL;
     struct weights *w = NULL;
@@ -130,7 +132,7 @@ static int baton_run(const char *path, pool_t *pool, int decode, int prefill, st
     forward_ctx_t *fc = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
-    int rc = -1, B = 8, pre = 16;
+    int rc = -1, pre = 16;
     struct weights_opts wo = {.use_io_uring = 1};
     if (model_open(&m, path, &e) || weights_load(&w, m, 0, m->hp.n_layer, &wo, &e) ||
         seqstate_pool_new(&st, &m->hp, 0, m->hp.n_layer, B + 1, prefill + decode + pre + 8, &e) ||
@@ -146,7 +148,7 @@ static int baton_run(const char *path, pool_t *pool, int decode, int prefill, st
     for (int i = 0; i < prefill + B * pre; i++)
         ids[i] = (int32_t)((i * 7919 + 13) % (V < 1000 ? V : 1000));
 
-    int slot[9];
+    int slot[MAXB + 1];
     for (int s = 0; s < B + 1; s++)
         if (seqstate_acquire(st, &slot[s], &e)) goto out;
 
@@ -157,23 +159,23 @@ static int baton_run(const char *path, pool_t *pool, int decode, int prefill, st
     if (forward(fc, &b, &e)) goto fail;
     f->pp = prefill / (now_s() - t0);
 
-    /* batch 8: prefill 8 sequences of `pre` tokens together, then `decode` steps of 8 */
-    struct fwd_seq sqs[8];
+    /* batch B: prefill B sequences of `pre` tokens together, then `decode` / 2 steps of B */
+    struct fwd_seq sqs[MAXB];
     for (int s = 0; s < B; s++)
         sqs[s] = (struct fwd_seq){slot[s], pre, FWD_OUT_LAST};
     b = (struct fwd_batch){B, sqs, ids, NULL, logits, NULL};
     if (forward(fc, &b, &e)) goto fail;
     for (int s = 0; s < B; s++)
         sqs[s].n_tokens = 1;
-    int32_t tok[8];
+    int32_t tok[MAXB];
     t0 = now_s();
-    for (int i = 0; i < decode / 2; i++) { /* half the steps: 8x the tokens */
+    for (int i = 0; i < decode / 2; i++) { /* half the steps: B times the tokens */
         for (int s = 0; s < B; s++)
             tok[s] = ids[(i + s) % 64];
         b = (struct fwd_batch){B, sqs, tok, NULL, logits, NULL};
         if (forward(fc, &b, &e)) goto fail;
     }
-    f->tg8 = B * (decode / 2) / (now_s() - t0);
+    f->tgb = B * (decode / 2) / (now_s() - t0);
 
     /* batch 1: `decode` steps of one sequence after its 16-token prompt (slot 0's context) */
     seqstate_reset(st, slot[0]);
@@ -256,7 +258,11 @@ int main(int argc, char **argv) {
     int threads = env_int("BENCH_THREADS", 0);
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     int runs = env_int("BENCH_RUNS", 3), decode = env_int("BENCH_DECODE", 16);
-    int prefill = env_int("BENCH_PREFILL", 512);
+    int prefill = env_int("BENCH_PREFILL", 512), B = env_int("BENCH_BATCH", 8);
+    if (B < 2 || B > MAXB) {
+        fprintf(stderr, "bench_forward: BENCH_BATCH=%d: must be 2..%d\n", B, MAXB);
+        return 1;
+    }
     if (runs < 1) runs = 1;
     if (runs > MAXR) runs = MAXR;
     if (decode < 2) decode = 2;
@@ -291,18 +297,18 @@ int main(int argc, char **argv) {
                    path);
             continue;
         }
-        double tg1[MAXR], tg8[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR],
+        double tg1[MAXR], tgb[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR],
             lpp[MAXR];
         int nb = 0, nl = 0;
         uint64_t bytes = 0;
         for (int r = 0; r < runs; r++) { /* interleaved: baton, then llama.cpp */
             struct figures f = {0};
-            if (baton_run(path, pool, decode, prefill, &f, &bytes) == 0) {
-                tg1[nb] = f.tg1, tg8[nb] = f.tg8, pp[nb] = f.pp, gb[nb] = f.gbps1;
+            if (baton_run(path, pool, B, decode, prefill, &f, &bytes) == 0) {
+                tg1[nb] = f.tg1, tgb[nb] = f.tgb, pp[nb] = f.pp, gb[nb] = f.gbps1;
                 tr[nb] = f.triad, fr[nb] = f.triad > 0 ? f.gbps1 / f.triad : 0.0;
-                printf("bench_forward: model=%s run=%d baton tg1=%.3f tg8=%.3f pp%d=%.2f "
+                printf("bench_forward: model=%s run=%d baton tg1=%.3f tg%d=%.3f pp%d=%.2f "
                        "gbps=%.1f triad_gbps=%.1f frac=%.3f triad_pre=%.1f triad_post=%.1f\n",
-                       path, r, f.tg1, f.tg8, prefill, f.pp, f.gbps1, f.triad, fr[nb], f.triad_pre,
+                       path, r, f.tg1, B, f.tgb, prefill, f.pp, f.gbps1, f.triad, fr[nb], f.triad_pre,
                        f.triad_post);
                 nb++;
             } else {
@@ -323,20 +329,20 @@ int main(int argc, char **argv) {
             }
         }
         if (!nb) continue;
-        double mtg1 = median(tg1, nb), mtg8 = median(tg8, nb), mpp = median(pp, nb);
+        double mtg1 = median(tg1, nb), mtgb = median(tgb, nb), mpp = median(pp, nb);
         double mgb = median(gb, nb), mtr = median(tr, nb), mfr = median(fr, nb);
         printf("bench_forward: model=%s weights_per_token=%.2fGB baton median of %d: "
-               "decode_b1=%.3f tok/s decode_b8=%.3f tok/s prefill%d=%.2f tok/s "
+               "decode_b1=%.3f tok/s decode_b%d=%.3f tok/s prefill%d=%.2f tok/s "
                "eff_gbps=%.1f triad_frac=%.3f triad_gbps_median=%.1f triad_frac_start=%.3f\n",
-               path, (double)bytes * 1e-9, nb, mtg1, mtg8, prefill, mpp, mgb, mfr, mtr,
+               path, (double)bytes * 1e-9, nb, mtg1, B, mtgb, prefill, mpp, mgb, mfr, mtr,
                triad > 0 ? mgb / triad : 0.0);
         if (nl) {
             double ltg1 = median(ltg, nl), lpp1 = median(lpp, nl);
             printf("bench_forward: model=%s llama.cpp median of %d: tg%d=%.3f tok/s pp%d=%.2f "
-                   "tok/s eff_gbps=%.1f | ratio baton/llama.cpp: decode_b1=%.2f decode_b8=%.2f "
+                   "tok/s eff_gbps=%.1f | ratio baton/llama.cpp: decode_b1=%.2f decode_b%d=%.2f "
                    "(vs llama tg at batch 1) prefill=%.2f\n",
                    path, nl, decode, ltg1, prefill, lpp1, (double)bytes * ltg1 * 1e-9,
-                   ltg1 > 0 ? mtg1 / ltg1 : 0.0, ltg1 > 0 ? mtg8 / ltg1 : 0.0,
+                   ltg1 > 0 ? mtg1 / ltg1 : 0.0, B, ltg1 > 0 ? mtgb / ltg1 : 0.0,
                    lpp1 > 0 ? mpp / lpp1 : 0.0);
         }
         fflush(stdout);
