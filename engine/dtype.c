@@ -46,7 +46,6 @@ int dtype_from_name(const char *name) {
 
 size_t dtype_row_bytes(enum dtype t, int64_t n) {
     const struct dtype_traits *tr = &dtype_traits[t];
-    if (tr->block <= 0 || n < 0 || n % tr->block)
-        return 0;
+    if (tr->block <= 0 || n < 0 || n % tr->block) return 0;
     return (size_t)(n / tr->block) * tr->block_bytes;
 }

@@ -114,8 +114,9 @@ QN(x16_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, siz
                     __m512i q =
                         h ? _mm512_and_si512(_mm512_srli_epi16(w, 4), m4) : _mm512_and_si512(w, m4);
                     if (five) { /* bit 2j + h of the fifth-bit bytes is worth 16 */
-                        __mmask64 k = _mm512_test_epi8_mask(_mm512_loadu_si512(B5->qh[b]),
-                                                            _mm512_set1_epi8((char)(1 << (2 * j + h))));
+                        __mmask64 k =
+                            _mm512_test_epi8_mask(_mm512_loadu_si512(B5->qh[b]),
+                                                  _mm512_set1_epi8((char)(1 << (2 * j + h))));
                         q = _mm512_mask_add_epi8(q, k, q, b16);
                     }
                     X16_UNROLL
@@ -265,8 +266,8 @@ QN(x16q6_group)(const uint8_t *grp, int64_t nb, const uint8_t *xq, size_t ldxq, 
 
 /* rows [r0, r1) (whole groups) of a Q4_K x16 (kind 4), Q5_K x16 (5) or Q6_K x16 (6) matrix */
 #define X16_GROUP(kind, g)                                                                         \
-    ((kind) == 6 ? QN(x16q6_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g)  \
-                 : QN(x16_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, \
+    ((kind) == 6 ? QN(x16q6_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g)   \
+                 : QN(x16_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy,   \
                                  g, (kind) == 5))
 static inline QATTR __attribute__((always_inline)) void
 QN(x16_rows)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, float *y, int64_t ldy,

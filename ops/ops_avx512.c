@@ -323,7 +323,8 @@ static void quantize_act_q8_0_avx512(const float *restrict src, void *restrict d
                 _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)),
                 _mm512_castps_si512(_mm512_set1_ps(1.0f))));
             t = _mm512_mask_add_ps(t, up, t, one);
-            _mm_storeu_si128((__m128i *)(void *)(b.qs + 16 * h), _mm512_cvtepi32_epi8(codes_avx512(t)));
+            _mm_storeu_si128((__m128i *)(void *)(b.qs + 16 * h),
+                             _mm512_cvtepi32_epi8(codes_avx512(t)));
         }
         memcpy(out, &b, sizeof b);
     }
@@ -492,7 +493,7 @@ static void add_avx512(float *y, const float *x, int64_t n) {
 /* Quantized-activation kernels: 256-bit integer code (the loads are 32-byte pieces of
  * blocks anyway), once plain and once with VNNI (vpdpbusd/vpdpwssd) for CPUs that have
  * avx512_vnni; ops.c installs the VNNI slots as ISA "avx512vnni" after a CPUID check. */
-#define QSFX  avx512
+#define QSFX avx512
 #define QATTR
 #define QVNNI 0
 #define QZ512 1
@@ -517,8 +518,9 @@ const matmul_q_fn ops_avx512vnni_matmul_q[DT_COUNT] = {
 
 const struct ops_table ops_avx512 = {
     .isa = "avx512",
-    .matmul_q = {QSLOTS(avx512), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512,
-                 [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx512, [DT_Q6_K_X16] = matmul_q_q6_k_x16_avx512},
+    .matmul_q =
+        {QSLOTS(avx512), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx512,
+         [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx512, [DT_Q6_K_X16] = matmul_q_q6_k_x16_avx512},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx512,

@@ -7,10 +7,14 @@
 
 enum dtype repack_x16_dtype(enum dtype dt) {
     switch (dt) {
-    case DT_Q4_K: return DT_Q4_K_X16;
-    case DT_Q5_K: return DT_Q5_K_X16;
-    case DT_Q6_K: return DT_Q6_K_X16;
-    default: return DT_COUNT;
+    case DT_Q4_K:
+        return DT_Q4_K_X16;
+    case DT_Q5_K:
+        return DT_Q5_K_X16;
+    case DT_Q6_K:
+        return DT_Q6_K_X16;
+    default:
+        return DT_COUNT;
     }
 }
 

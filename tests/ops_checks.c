@@ -413,8 +413,8 @@ void ops_check_small_kernels(const struct ops_table *T, struct ops_check *c) {
     }
     /* silu where e^-x leaves float range: each value against ref on its own scale (the SIMD
      * exp clamps its argument; below about -87 both give 0 to within 1e-30) */
-    const float far[] = {-1e4f, -200.0f, -104.0f, -89.0f, -88.0f, -87.0f, -30.0f, -1e-3f,
-                         0.0f,  1e-3f,   30.0f,   87.0f,  88.0f,  89.0f,  200.0f, 1e4f, 3e38f};
+    const float far[] = {-1e4f, -200.0f, -104.0f, -89.0f, -88.0f, -87.0f, -30.0f, -1e-3f, 0.0f,
+                         1e-3f, 30.0f,   87.0f,   88.0f,  89.0f,  200.0f, 1e4f,   3e38f};
     const int64_t nf = (int64_t)(sizeof far / sizeof far[0]);
     float one[sizeof far / sizeof far[0]], a[sizeof far / sizeof far[0]], b[sizeof a / sizeof a[0]];
     for (int64_t i = 0; i < nf; i++)
@@ -706,8 +706,8 @@ static void x16_shape(const struct ops_table *T, enum dtype src, int64_t rows, i
         for (int64_t r = r0; r < rows; r++)
             if (quant_f32_bits(y1[r]) != quant_f32_bits(y[t * ldy + r])) {
                 ops_check_fail(c, "%s rows=%ld t=%ld r=%ld alone %g, in a batch of %ld %g",
-                               dtype_name(src), (long)rows, (long)t, (long)r, (double)y1[r], (long)n,
-                               (double)y[t * ldy + r]);
+                               dtype_name(src), (long)rows, (long)t, (long)r, (double)y1[r],
+                               (long)n, (double)y[t * ldy + r]);
                 break;
             }
     }

@@ -18,9 +18,9 @@
 #include "ops/repack.h"
 #include "ops/threadpool.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <dlfcn.h>
 #include <string.h>
 #include <time.h>
 
@@ -188,8 +188,8 @@ int main(void) {
             for (int64_t t = 0; t < NMAX; t++)
                 T->quantize_act[a](x + t * COLS, xq + t * ldq, COLS);
             for (int64_t n = 1; n <= NMAX && !(is_ref && n > 8); n *= 8) {
-                double sec =
-                    time_matmul_q(T->matmul_q[dt], &w, xq, ldq, n, y, is_ref ? 0.0 : budget, cputime);
+                double sec = time_matmul_q(T->matmul_q[dt], &w, xq, ldq, n, y,
+                                           is_ref ? 0.0 : budget, cputime);
                 printf("bench_ops: isa=%s dtype=%s act=q rows=%d cols=%d n=%ld ms=%.3f gbps=%.2f "
                        "gflops=%.2f\n",
                        T->isa, dtype_name(dt), ROWS, COLS, (long)n, sec * 1e3,
