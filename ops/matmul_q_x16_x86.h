@@ -71,6 +71,30 @@ static inline QATTR __m512i QN(x16_min)(const struct block_q4_k_x16 *B, int s) {
     return _mm512_or_si512(lo, hi);
 }
 
+/* A finished sub-block: isum[t] += (token t's C partial sums, added) * S, for each t < g. */
+#define X16_SCALE_ADD(isum, P, S, g, C)                                                            \
+    do {                                                                                           \
+        X16_UNROLL                                                                                 \
+        for (int t_ = 0; t_ < (g); t_++) {                                                         \
+            __m512i p_ = (P)[t_ * (C)];                                                            \
+            X16_UNROLL                                                                             \
+            for (int c_ = 1; c_ < (C); c_++)                                                       \
+                p_ = _mm512_add_epi32(p_, (P)[t_ * (C) + c_]);                                     \
+            (isum)[t_] = _mm512_add_epi32((isum)[t_], _mm512_mullo_epi32(p_, (S)));                \
+        }                                                                                          \
+    } while (0)
+
+/* sum over k < 8 of pairs[k] (two int16 per row) . the activation's 16-value sums 2k, 2k + 1 */
+static inline QATTR __attribute__((always_inline)) __m512i QN(x16_bsum_dot)(const __m512i *pairs,
+                                                                            const uint8_t *yb) {
+    __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        acc = QN(x16_dpwssd)(
+            acc, pairs[k], QN(x16_bcast4)(yb + offsetof(struct block_q8_k, bsums) + 4 * (size_t)k));
+    return acc;
+}
+
 /* Blocks two ahead are fetched while this one computes, a quarter per 64 values: the
  * hardware prefetcher alone left the kernel at half its rate from memory (520 -> 1000
  * GOP/s with it, 2 threads, 8 tokens). */
@@ -128,14 +152,7 @@ QN(x16_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, siz
                     }
                 }
                 __m512i S = QN(x16_scale)(B, 2 * j + h);
-                X16_UNROLL
-                for (int t = 0; t < g; t++) {
-                    __m512i p = P[t * C];
-                    X16_UNROLL
-                    for (int c = 1; c < C; c++)
-                        p = _mm512_add_epi32(p, P[t * C + c]);
-                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, S));
-                }
+                X16_SCALE_ADD(isum, P, S, g, C);
             }
         }
         /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s */
@@ -150,12 +167,7 @@ QN(x16_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, siz
         X16_UNROLL
         for (int t = 0; t < g; t++) {
             const uint8_t *yb = xb + (size_t)t * ldxq;
-            __m512i ms = _mm512_setzero_si512();
-            X16_UNROLL
-            for (int s = 0; s < 8; s++)
-                ms = QN(x16_dpwssd)(
-                    ms, MM[s],
-                    QN(x16_bcast4)(yb + offsetof(struct block_q8_k, bsums) + 4 * (size_t)s));
+            __m512i ms = QN(x16_bsum_dot)(MM, yb);
             __m512 yd = _mm512_set1_ps(q8k_d(yb));
             __m512 m = _mm512_mul_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(DM, yd));
             acc[t] = _mm512_add_ps(
@@ -222,14 +234,7 @@ QN(x16q6_group)(const uint8_t *grp, int64_t nb, const uint8_t *xq, size_t ldxq, 
                     int s = 8 * (j >> 1) + 2 * (j & 1) + 4 * h + half;
                     __m512i S = _mm512_cvtepi8_epi32(
                         _mm_loadu_si128((const __m128i *)(const void *)B->scales[s]));
-                    X16_UNROLL
-                    for (int t = 0; t < g; t++) {
-                        __m512i p = P[t * K];
-                        X16_UNROLL
-                        for (int c = 1; c < K; c++)
-                            p = _mm512_add_epi32(p, P[t * K + c]);
-                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, S));
-                    }
+                    X16_SCALE_ADD(isum, P, S, g, K);
                 }
             }
         }
@@ -248,12 +253,7 @@ QN(x16q6_group)(const uint8_t *grp, int64_t nb, const uint8_t *xq, size_t ldxq, 
         X16_UNROLL
         for (int t = 0; t < g; t++) {
             const uint8_t *yb = xb + (size_t)t * ldxq;
-            __m512i ms = _mm512_setzero_si512();
-            X16_UNROLL
-            for (int k = 0; k < 8; k++)
-                ms = QN(x16_dpwssd)(
-                    ms, SP[k],
-                    QN(x16_bcast4)(yb + offsetof(struct block_q8_k, bsums) + 4 * (size_t)k));
+            __m512i ms = QN(x16_bsum_dot)(SP, yb);
             __m512i sum = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(ms, 5));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
                                      _mm512_mul_ps(D, _mm512_set1_ps(q8k_d(yb))), acc[t]);
@@ -311,5 +311,6 @@ static QATTR void QN(matmul_q_q6_k_x16)(const struct mat *w, const void *restric
     QN(x16_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 6);
 }
 
+#undef X16_SCALE_ADD
 #undef X16_PF_AHEAD
 #undef X16_UNROLL
