@@ -3,8 +3,10 @@
  * up to 4 tokens at once; each token keeps two accumulators (pieces 0+2 and 1+3) in a fixed
  * order, so its result does not depend on n, on its token group, or on the row split. Slots
  * left NULL come from ops_ref. */
+#include "common/assert.h"
 #include "ops/ops.h"
 #include "ops/quant.h"
+#include "ops/repack.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -305,10 +307,10 @@ static void quantize_act_q8_0_avx2(const float *restrict src, void *restrict dst
             __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + j), _mm256_set1_ps(id));
             /* roundf: truncate, then one step away from zero where |fraction| >= 0.5 */
             __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            __m256 up = _mm256_cmp_ps(absf_avx2(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f),
-                                      _CMP_GE_OQ);
-            __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)),
-                                      _mm256_set1_ps(1.0f));
+            __m256 up =
+                _mm256_cmp_ps(absf_avx2(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+            __m256 one =
+                _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
             (void)codes8_avx2(_mm256_add_ps(t, _mm256_and_ps(up, one)), b.qs + j);
         }
         memcpy(out, &b, sizeof b);
@@ -330,7 +332,8 @@ static inline __m256 exp_avx2(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -367,8 +370,8 @@ static void silu_mul_avx2(float *out, const float *g, const float *u, int64_t n)
     }
 }
 
-static void gated_rmsnorm_avx2(float *y, const float *x, const float *z, const float *w,
-                               int64_t n, float eps) {
+static void gated_rmsnorm_avx2(float *y, const float *x, const float *z, const float *w, int64_t n,
+                               float eps) {
     __m256 vi = _mm256_set1_ps(1.0f / sqrtf(dot(x, x, n) / (float)n + eps));
     for (int64_t i = 0; i < n; i += 8) {
         int64_t m = n - i < 8 ? n - i : 8;
@@ -485,15 +488,18 @@ static void attention_avx2(float *o, const float *q, const float *k_cache, const
     }
 }
 
-#define QSFX  avx2
+#define QSFX avx2
 #define QATTR
 #define QVNNI 0
 #define QZ512 0
 #include "ops/matmul_q_x86.h"
+/* after it: the x16 kernels use its helpers */
+#include "ops/matmul_q_x8_avx2.h"
 
 const struct ops_table ops_avx2 = {
     .isa = "avx2",
-    .matmul_q = {QSLOTS(avx2)},
+    .matmul_q = {QSLOTS(avx2), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx2,
+                 [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx2},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx2,

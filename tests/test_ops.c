@@ -4,6 +4,7 @@
  * test), including the chunked delta rule against token-by-token steps. */
 #include "ops/ops.h"
 #include "ops/quant.h"
+#include "ops/repack.h"
 #include "tests/ops_checks.h"
 
 #include <criterion/criterion.h>
@@ -351,6 +352,48 @@ Test(ops, matmul_x16_every_isa) {
     cr_expect_eq(dtype_from_name("q5_k_x16"), -1);
     cr_expect(!dtype_supported(DT_Q6_K_X16), "an in-memory layout is no file type");
     cr_expect_eq(dtype_from_name("q6_k_x16"), -1);
+}
+
+/* The integer kernels of the x16 layouts (AVX2: int16 sums scaled by vpmaddwd; AVX-512: dot
+ * products scaled by vpmulld) keep exact integer sums per sub-block and the same float step per
+ * block, so every table that has one gives the same bits. */
+Test(ops, matmul_x16_same_bits_on_every_kernel_isa) {
+    const enum dtype srcs[] = {DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    const int64_t rows = 48, cols = 3 * QK_K, n = 11, ldq = 2 * 3 * 300;
+    int kernels = 0;
+    EVERY_ISA(T) kernels += T->matmul_q[DT_Q4_K_X16] != ops_ref.matmul_q[DT_Q4_K_X16];
+    if (kernels < 2) cr_skip_test("this CPU has %d table with x16 kernels: nothing to compare", kernels);
+    srand(17);
+    for (int k = 0; k < 3; k++) {
+        enum dtype xdt = repack_x16_dtype(srcs[k]);
+        size_t rb = dtype_row_bytes(srcs[k], cols);
+        float *wf = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * n * cols);
+        float *y0 = malloc(sizeof(float) * n * rows), *y = malloc(sizeof(float) * n * rows);
+        uint8_t *wq = malloc(rows * rb), *xq = malloc(n * ldq);
+        for (int64_t i = 0; i < rows * cols; i++)
+            wf[i] = (float)(rand() % 2001 - 1000) / 1000.0f;
+        for (int64_t i = 0; i < n * cols; i++)
+            x[i] = (float)(rand() % 2001 - 1000) / 100.0f;
+        for (int64_t r = 0; r < rows; r++)
+            ops_ref.quantize_row[srcs[k]](wf + r * cols, wq + r * rb, cols);
+        for (int64_t t = 0; t < n; t++)
+            ops_ref.quantize_act[DT_Q8_K](x + t * cols, xq + t * ldq, cols);
+        struct mat m = {srcs[k], wq, rows, cols, rb};
+        cr_assert_eq(repack_x16(&m, NULL), 0);
+        const char *first = NULL;
+        EVERY_ISA(T) {
+            if (T->matmul_q[xdt] == ops_ref.matmul_q[xdt]) continue; /* restores GGUF blocks */
+            float *out = first ? y : y0;
+            T->matmul_q[xdt](&m, xq, ldq, n, out, rows, 0, rows);
+            if (!first) {
+                first = T->isa;
+                continue;
+            }
+            cr_expect_eq(memcmp(y0, y, sizeof(float) * n * rows), 0, "%s: %s and %s differ",
+                         dtype_name(xdt), first, T->isa);
+        }
+        free(wf), free(x), free(y0), free(y), free(wq), free(xq);
+    }
 }
 
 Test(ops, quantize_act_bit_exact_every_isa) {
