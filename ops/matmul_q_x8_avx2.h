@@ -1,5 +1,5 @@
-/* ops/matmul_q_x8_avx2.h: matmul_q for DT_Q4_K_X16 and DT_Q5_K_X16 (ops/repack.h) on AVX2,
- * included by ops_avx2.c after matmul_q_x86.h (whose QN, QATTR and QSFX it uses).
+/* ops/matmul_q_x8_avx2.h: matmul_q for DT_Q4_K_X16 (ops/repack.h) on AVX2, included by
+ * ops_avx2.c after matmul_q_x86.h (whose QN, QATTR and QSFX it uses).
  *
  * A ymm holds the 32 bytes of one half of an x16 code row: 4 code bytes of each of 8 rows
  * (lane r = row 8 * rh + r). Without VNNI a byte dot product is vpmaddubsw (u8 x s8 pairs to
@@ -7,23 +7,22 @@
  * 32 products. Here the int16 pair sums of a row stay in its lane across the sub-block, so they
  * are added as int16 (vpaddw, no multiply), and one vpmaddwd against the row's scale (in both
  * int16 halves of the lane) finishes and scales the sub-block: 9 multiplies per 256 products
- * instead of 16 for Q4_K, 10 for Q5_K. The cores of old PCs issue two multiplies per cycle and
- * three or four adds, so the multiplies bound the batched kernels.
- *
- * The int16 sums are exact for activations in [-128, 127]: a vpmaddubsw result is at most
- * 2 * c * 128 for codes <= c, so a Q4_K sub-block (8 results, c = 15: 30720) and half a Q5_K
- * one (4 results, c = 31: 31744) fit in int16 before their vpmaddwd. The integer sums are those
+ * instead of 16. The int16 sums are exact for activations in [-128, 127]: a vpmaddubsw result
+ * is at most 2 * 15 * 128, so the 8 of a sub-block stay below 30720. The integer sums are those
  * of the AVX-512 x16 kernels, with the same float step per block, so a token's result does not
  * depend on the token group, n or the row split.
  *
  * Tokens go in groups of g = 4, 2 or 1 per pass over a block (16 registers: g int32 sums, g
- * int16 sums, a code vector, a broadcast, a scale and masks). A group of 16 rows is read as its
- * two row halves in turn (the second pass finds the group in L2), with the float step
+ * int16 sums, a code vector, a broadcast, a scale and masks). For g <= 2 a pass covers both row
+ * halves, each broadcast serving both; for g = 4 the two halves are two passes (the second finds
+ * the group in L2). The float step
  *   acc[r] += isum[r] * (d[r] * yd) - msum[r] * (dmin[r] * yd)
- * once per block, half and token.
+ * runs once per block, half and token.
  *
- * Q6_K keeps its GGUF layout on AVX2: an x16 loop of the same shape (two int16 results per
- * vpmaddwd) measured 1.8x slower than the row kernel for one token and no faster for 8. */
+ * Q5_K and Q6_K keep their GGUF layouts on AVX2: loops of this shape measured slower than the
+ * row kernels for one token and no faster for 8 (bench_ops, this Zen 3): their extra code bits
+ * cost three or four more instructions per code vector, which on AVX2 (no vpternlogd, no
+ * masked adds) the single-token pass cannot hide. */
 
 #define X8_UNROLL   _Pragma("GCC unroll 8")
 #define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values (as the x16 kernels) */
@@ -73,12 +72,6 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)bytes16));
     return _mm256_shuffle_epi8(
         v, _mm256_load_si256((const __m256i *)(const void *)QN(x8_pair_ctl)[rh]));
-}
-
-/* bits of every byte moved by k (left if k > 0): 16-bit shifts by at most 4 that keep each
- * byte's target bits inside the byte (the callers mask them) */
-static inline QATTR __m256i QN(x8_shift_bits)(__m256i v, int k) {
-    return k >= 0 ? _mm256_slli_epi16(v, k) : _mm256_srli_epi16(v, -k);
 }
 
 /* An empty asm that "changes" v: GCC otherwise reassociates the chains of adds (int16
@@ -136,108 +129,104 @@ static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j) {
         _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
 }
 
-/* y[t * ldy + r] for the 16 rows of a Q4_K (five = 0) or Q5_K (five = 1) x16 group and g
- * tokens of xq (rows ldxq bytes apart) */
-static inline QATTR __attribute__((always_inline)) void
-QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
-             int64_t ldy, const int g, const int five) {
-    const __m256i m4 = _mm256_set1_epi8(15), b16 = _mm256_set1_epi8(16);
+/* y[t * ldy + r] for the 16 rows of a Q4_K x16 group and g tokens of xq (rows ldxq bytes
+ * apart) */
+static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8_t *grp, int64_t nb,
+                                                                     const uint8_t *xq, size_t ldxq,
+                                                                     float *y, int64_t ldy,
+                                                                     const int g) {
+    const int H = g <= 2 ? 2 : 1; /* row halves per pass */
+    const size_t bsz = sizeof(struct block_q4_k_x16);
+    const __m256i m4 = _mm256_set1_epi8(15);
 #pragma GCC unroll 1
-    for (int rh = 0; rh < 2; rh++) {
-        __m256 acc[4];
+    for (int rh0 = 0; rh0 < 2; rh0 += H) {
+        __m256 acc[2][4];
         X8_UNROLL
+        for (int hh = 0; hh < H; hh++)
+            X8_UNROLL
         for (int t = 0; t < g; t++)
-            acc[t] = _mm256_setzero_ps();
+            acc[hh][t] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
             const struct block_q4_k_x16 *B =
                 (const struct block_q4_k_x16 *)(const void *)(grp + (size_t)i * bsz);
-            const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
             const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
             const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
             uint8_t sm[16][16] __attribute__((aligned(32)));
             QN(x8_scales_mins)(B, sm);
-            __m256i isum[4], P[4];
+            __m256i isum[2][4], P[2][4];
             X8_UNROLL
+            for (int hh = 0; hh < H; hh++)
+                X8_UNROLL
             for (int t = 0; t < g; t++)
-                isum[t] = _mm256_setzero_si256();
-            X8_UNROLL /* constant shifts and offsets */
-                for (int j = 0; j < 4; j++) {
+                isum[hh][t] = _mm256_setzero_si256();
+            X8_UNROLL
+            for (int j = 0; j < 4; j++) {
                 QN(x8_prefetch)(B, bsz, j);
                 X8_UNROLL
-                for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
-                    const int s = 2 * j + h;
-                    __m256i S = QN(x8_pairs_u8)(sm[s], rh);
+                for (int h = 0; h < 2; h++) { /* sub-block 2j + h: low or high nibbles */
                     X8_UNROLL
                     for (int b = 0; b < 8; b++) {
-                        __m256i w = QN(load256)(B->qs[j][b][8 * rh]);
-                        __m256i q = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
-                                      : _mm256_and_si256(w, m4);
-                        if (five) /* bit s of the fifth-bit bytes, moved to bit 4 */
-                            q = _mm256_or_si256(
-                                q,
-                                _mm256_and_si256(
-                                    QN(x8_shift_bits)(QN(load256)(B5->qh[b][8 * rh]), 4 - s), b16));
-                        X8_DOTS(P, q, xqs + 64 * j + 32 * h + 4 * b, ldxq, g, b % (8 >> five) == 0);
-                        if (b % (8 >> five) == (8 >> five) - 1) X8_FLUSH(isum, P, S, g);
+                        X8_UNROLL
+                        for (int hh = 0; hh < H; hh++) {
+                            __m256i w = QN(load256)(B->qs[j][b][8 * (rh0 + hh)]);
+                            __m256i q = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
+                                          : _mm256_and_si256(w, m4);
+                            X8_DOTS(P[hh], q, xqs + 64 * j + 32 * h + 4 * b, ldxq, g, b == 0);
+                        }
                     }
+                    X8_UNROLL
+                    for (int hh = 0; hh < H; hh++)
+                        X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[2 * j + h], rh0 + hh), g);
                 }
             }
-            /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s */
-            __m256i ms[4];
-#define X8_MIN_PAIR(s) QN(x8_pairs_u8)(sm[8 + (s)], rh)
-            X8_BSUM_DOTS(ms, X8_MIN_PAIR, xb, ldxq, g);
-#undef X8_MIN_PAIR
-            __m256 D =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * rh]));
-            __m256 DM =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->dmin[8 * rh]));
             X8_UNROLL
-            for (int t = 0; t < g; t++) {
-                __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
-                __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_mul_ps(DM, yd));
-                acc[t] = _mm256_add_ps(
-                    acc[t], _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(D, yd), m));
+            for (int hh = 0; hh < H; hh++) {
+                const int rh = rh0 + hh;
+                /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s */
+                __m256i ms[4];
+#define X8_MIN_PAIR(s) QN(x8_pairs_u8)(sm[8 + (s)], rh)
+                X8_BSUM_DOTS(ms, X8_MIN_PAIR, xb, ldxq, g);
+#undef X8_MIN_PAIR
+                __m256 D =
+                    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * rh]));
+                __m256 DM = _mm256_cvtph_ps(
+                    _mm_loadu_si128((const __m128i *)(const void *)&B->dmin[8 * rh]));
+                X8_UNROLL
+                for (int t = 0; t < g; t++) {
+                    __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
+                    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_mul_ps(DM, yd));
+                    acc[hh][t] =
+                        _mm256_add_ps(acc[hh][t], _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[hh][t]),
+                                                                  _mm256_mul_ps(D, yd), m));
+                }
             }
         }
         X8_UNROLL
+        for (int hh = 0; hh < H; hh++)
+            X8_UNROLL
         for (int t = 0; t < g; t++)
-            _mm256_storeu_ps(y + t * ldy + 8 * rh, acc[t]);
+            _mm256_storeu_ps(y + t * ldy + 8 * (rh0 + hh), acc[hh][t]);
     }
 }
 
-/* rows [r0, r1) (whole groups) of a Q4_K x16 (five = 0) or Q5_K x16 (five = 1) matrix */
-#define X8_GROUP(g)                                                                                \
-    QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five)
-static inline QATTR __attribute__((always_inline)) void
-QN(x8_rows)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, float *y, int64_t ldy,
-            int64_t r0, int64_t r1, const int five) {
+/* rows [r0, r1) (whole groups of 16) of a Q4_K x16 matrix */
+static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
     BT_ASSERT(r0 % X16_ROWS == 0 && r1 % X16_ROWS == 0); /* whole groups (repack.h) */
+    const uint8_t *x = xq;
     int64_t nb = w->cols / QK_K;
-    size_t bsz = five ? sizeof(struct block_q5_k_x16) : sizeof(struct block_q4_k_x16);
     for (int64_t r = r0; r < r1; r += X16_ROWS) {
         const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         int64_t t = 0;
         for (; t + 4 <= n; t += 4)
-            X8_GROUP(4);
+            QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 4);
         if (n - t >= 2) {
-            X8_GROUP(2);
+            QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 2);
             t += 2;
         }
-        if (n - t >= 1) X8_GROUP(1);
+        if (n - t >= 1) QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 1);
     }
-}
-#undef X8_GROUP
-
-static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
-                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
-                                        int64_t r1) {
-    QN(x8_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 0);
-}
-
-static QATTR void QN(matmul_q_q5_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
-                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
-                                        int64_t r1) {
-    QN(x8_rows)(w, xq, ldxq, n, y, ldy, r0, r1, 1);
 }
 
 #undef X8_FLUSH

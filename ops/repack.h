@@ -1,5 +1,6 @@
 /* ops/repack.h: the x16 layouts (DT_Q4_K_X16, DT_Q5_K_X16, DT_Q6_K_X16), K-quant rows
- * regrouped in memory for the batched integer kernels.
+ * regrouped in memory for the batched integer kernels (AVX-512: ops/matmul_q_x16_x86.h; AVX2,
+ * 8 rows per vector: ops/matmul_q_x8_avx2.h).
  *
  * Why: in the GGUF layout a row's 32 values of a sub-block sit together, so a 512-bit dot
  * product ends a sub-block every one or two instructions and must apply the sub-block's
@@ -68,8 +69,9 @@ int repack_x16_fits(const struct mat *w);
  * Fails with BT_EINVAL, changing nothing, when !repack_x16_fits(w); -ENOMEM if a group's
  * scratch (16 rows) cannot be allocated. */
 int repack_x16(struct mat *w, bt_err *e);
-/* Whether the active ops table multiplies dt's x16 layout faster than dt (the AVX-512
- * tables); elsewhere repacking would only slow the scalar fallback down. 0 for other dtypes. */
+/* Whether the active ops table has a kernel for dt's x16 layout, i.e. multiplies it faster
+ * than dt (the AVX-512 tables: all three; AVX2: Q4_K); elsewhere repacking would only
+ * slow the scalar fallback down. 0 for other dtypes and in exact mode. */
 int repack_x16_wanted(enum dtype dt);
 /* Block i of row r (r in [0, rows)) of an x16 matrix of that type, restored to its GGUF
  * bytes. */
