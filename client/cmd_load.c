@@ -468,8 +468,7 @@ int cmd_load(int argc, char **argv) {
         printf("  tokens: prompt %ld (mean %.1f), output %ld (mean %.1f)\n", all.prompt_tokens,
                all.ok ? (double)all.prompt_tokens / (double)all.ok : 0.0, all.output_tokens,
                all.ok ? (double)all.output_tokens / (double)all.ok : 0.0);
-        printf("  %-22s %9s %9s %9s %9s %9s\n", "latency (ms)", "p50", "p90", "p99", "max",
-               "mean");
+        printf("  %-22s %9s %9s %9s %9s %9s\n", "latency (ms)", "p50", "p90", "p99", "max", "mean");
         print_lat_text("time to first token", &all.ttft);
         print_lat_text("inter-token", &all.itl);
         print_lat_text("end to end", &all.e2e);

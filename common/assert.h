@@ -15,8 +15,7 @@
 
 #define BT_ASSERT(cond)                                                                            \
     do {                                                                                           \
-        if (!(cond))                                                                               \
-            BT_PANIC("assertion failed: %s", #cond);                                               \
+        if (!(cond)) BT_PANIC("assertion failed: %s", #cond);                                      \
     } while (0)
 
 #endif

@@ -15,8 +15,7 @@ void bt_log_write(int level, const char *subsys, const char *fmt, ...)
 
 #define BT_LOG(lvl, subsys, ...)                                                                   \
     do {                                                                                           \
-        if ((BT_##lvl) >= bt_log_level)                                                            \
-            bt_log_write(BT_##lvl, subsys, __VA_ARGS__);                                           \
+        if ((BT_##lvl) >= bt_log_level) bt_log_write(BT_##lvl, subsys, __VA_ARGS__);               \
     } while (0)
 
 #endif

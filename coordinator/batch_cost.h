@@ -20,7 +20,7 @@
 #define BT_COORDINATOR_BATCH_COST_H
 
 struct batch_cost {
-    double w, wn, wnn, wt, wnt; /* decayed sums of 1, n, n^2, t, n*t */
+    double w, wn, wnn, wt, wnt;  /* decayed sums of 1, n, n^2, t, n*t */
     double fixed_s, per_token_s; /* the last good fit */
     int fitted;
 };

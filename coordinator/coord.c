@@ -261,9 +261,11 @@ static int start_serving(struct coord *c) {
     po.max_ctx = ctx;
     bt_err e = {0};
     int rc = exec_pipeline_open(&c->ex, &po, &e);
-    struct sched_opts so = {
-        .exec = c->ex, .tok = c->tok, .metrics = c->metrics, .prefill_chunk = c->o.prefill_chunk,
-            .prefill_stall = c->o.prefill_stall};
+    struct sched_opts so = {.exec = c->ex,
+                            .tok = c->tok,
+                            .metrics = c->metrics,
+                            .prefill_chunk = c->o.prefill_chunk,
+                            .prefill_stall = c->o.prefill_stall};
     if (!rc) rc = sched_open(&c->sched, &so, &e);
     if (rc) {
         BT_LOG(ERROR, "coord", "cannot start serving: %s", bt_errmsg(&e, rc));
@@ -759,9 +761,10 @@ int coord_open(coord_t **out, const struct coord_opts *o, bt_err *e) {
                                      .max_ctx = c->o.max_ctx,
                                      .max_batch = c->o.max_batch,
                                      .n_threads = c->o.threads};
-        struct sched_opts so = {
-            .metrics = c->metrics, .tok = c->tok, .prefill_chunk = c->o.prefill_chunk,
-            .prefill_stall = c->o.prefill_stall};
+        struct sched_opts so = {.metrics = c->metrics,
+                                .tok = c->tok,
+                                .prefill_chunk = c->o.prefill_chunk,
+                                .prefill_stall = c->o.prefill_stall};
         if ((rc = exec_local_open(&c->ex, &lo, e))) goto fail;
         so.exec = c->ex;
         if ((rc = sched_open(&c->sched, &so, e))) goto fail;

@@ -55,7 +55,7 @@ struct exec_pipe {
     uint64_t next_replay;
     uint8_t *rp_buf; /* packed re-prefill Forward scratch */
     size_t rp_cap;
-    struct exec_sampling *sp;    /* [n_slots]: the latest params of each slot */
+    struct exec_sampling *sp; /* [n_slots]: the latest params of each slot */
     /* [n_slots]: samples the last stage drew for the slot's sequence (Results received); a
      * re-prefill asks the new last stage to skip them (SamplingParams.rng_skip). */
     uint64_t *n_drawn;
@@ -675,8 +675,8 @@ int exec_pipeline_open(exec_t **out, const struct exec_pipeline_opts *o, bt_err 
     x->hist = calloc(ns, sizeof *x->hist);
     x->hist_n = calloc(ns, sizeof *x->hist_n);
     x->hist_cap = calloc(ns, sizeof *x->hist_cap);
-    int ok = x->b && x->sp && x->n_drawn && x->out_res && x->w_seq && x->w_pos && x->w_ntok && x->w_sample &&
-             x->w_sp && x->w_spp && x->w_tok && x->hist && x->hist_n && x->hist_cap;
+    int ok = x->b && x->sp && x->n_drawn && x->out_res && x->w_seq && x->w_pos && x->w_ntok &&
+             x->w_sample && x->w_sp && x->w_spp && x->w_tok && x->hist && x->hist_n && x->hist_cap;
     for (int i = 0; ok && i < x->o.depth; i++) {
         x->b[i].it = calloc(ns, sizeof *x->b[i].it);
         x->b[i].res = calloc(ns, sizeof *x->b[i].res);

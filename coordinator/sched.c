@@ -46,7 +46,7 @@ struct sched_handle {
 struct inflight {
     uint64_t batch_id;
     int n;
-    int n_tok; /* rows in the batch, for the cost model */
+    int n_tok;             /* rows in the batch, for the cost model */
     sched_handle_t **seqs; /* [n_slots] */
 };
 
@@ -69,7 +69,7 @@ struct sched {
     struct inflight *fl; /* ring of depth */
     int fl_head, fl_count;
     uint64_t next_batch;
-    int rr; /* round-robin start for prefill fairness */
+    int rr;                 /* round-robin start for prefill fairness */
     struct batch_cost cost; /* learned from completed batches; limits prefill next to decodes */
     struct exec_seq_item *items;
     int32_t *eog;

@@ -19,8 +19,7 @@ struct sb {
 };
 
 static void sb_add(struct sb *b, const char *s, size_t n) {
-    if (b->oom)
-        return;
+    if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + n + 1)
@@ -32,8 +31,7 @@ static void sb_add(struct sb *b, const char *s, size_t n) {
         }
         b->s = p, b->cap = cap;
     }
-    if (n)
-        memcpy(b->s + b->n, s, n);
+    if (n) memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = 0;
 }
@@ -57,8 +55,7 @@ static void sb_sv(struct sb *b, struct sv v) {
  * at p (n bytes left), or 0. */
 static size_t ws_len(const char *p, size_t n) {
     unsigned char c = (unsigned char)p[0];
-    if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F))
-        return 1;
+    if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) return 1;
     if (n >= 2 && c == 0xC2 && ((unsigned char)p[1] == 0x85 || (unsigned char)p[1] == 0xA0))
         return 2;
     if (n >= 3 && c == 0xE1 && (unsigned char)p[1] == 0x9A && (unsigned char)p[2] == 0x80)
@@ -83,10 +80,8 @@ static struct sv sv_trim(struct sv v) {
     for (;;) {
         size_t cut = 0;
         for (size_t w = 3; w >= 1 && !cut; w--)
-            if (v.n >= w && ws_len(v.p + v.n - w, w) == w)
-                cut = w;
-        if (!cut)
-            break;
+            if (v.n >= w && ws_len(v.p + v.n - w, w) == w) cut = w;
+        if (!cut) break;
         v.n -= cut;
     }
     return v;
@@ -128,8 +123,7 @@ static void split_think(struct sv content, struct sv *answer, struct sv *reasoni
     *answer = sv_lstrip_nl(after);
     struct sv before = sv_rstrip_nl((struct sv){content.p, (size_t)(first - content.p)});
     const char *open = sv_rfind(before, "<think>");
-    if (open)
-        before = (struct sv){open + 7, (size_t)(before.p + before.n - open - 7)};
+    if (open) before = (struct sv){open + 7, (size_t)(before.p + before.n - open - 7)};
     *reasoning = sv_lstrip_nl(before);
 }
 
@@ -145,8 +139,7 @@ static void json_number(struct sb *b, double v) {
         /* shortest text that reads back as the same double, like Python's repr */
         for (int prec = 1; prec <= 17; prec++) {
             snprintf(buf, sizeof buf, "%.*g", prec, v);
-            if (strtod(buf, NULL) == v)
-                break;
+            if (strtod(buf, NULL) == v) break;
         }
     }
     sb_str(b, buf);
@@ -157,13 +150,27 @@ static void json_string(struct sb *b, const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         switch (*p) {
-        case '"': sb_add(b, "\\\"", 2); break;
-        case '\\': sb_add(b, "\\\\", 2); break;
-        case '\n': sb_add(b, "\\n", 2); break;
-        case '\r': sb_add(b, "\\r", 2); break;
-        case '\t': sb_add(b, "\\t", 2); break;
-        case '\b': sb_add(b, "\\b", 2); break;
-        case '\f': sb_add(b, "\\f", 2); break;
+        case '"':
+            sb_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            sb_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            sb_add(b, "\\n", 2);
+            break;
+        case '\r':
+            sb_add(b, "\\r", 2);
+            break;
+        case '\t':
+            sb_add(b, "\\t", 2);
+            break;
+        case '\b':
+            sb_add(b, "\\b", 2);
+            break;
+        case '\f':
+            sb_add(b, "\\f", 2);
+            break;
         default:
             if (*p < 0x20) {
                 snprintf(esc, sizeof esc, "\\u%04x", *p);
@@ -183,8 +190,7 @@ static void json_dump(struct sb *b, const cJSON *j) {
         const cJSON *it;
         int first = 1;
         cJSON_ArrayForEach(it, j) {
-            if (!first)
-                sb_add(b, ", ", 2);
+            if (!first) sb_add(b, ", ", 2);
             first = 0;
             if (obj) {
                 json_string(b, it->string);
@@ -227,12 +233,9 @@ static int is_role(const struct chat_msg *m, const char *r) {
 }
 
 enum chat_flavour chat_detect(const char *t) {
-    if (!t)
-        return CHAT_QWEN35;
-    if (strstr(t, "<function=") || strstr(t, "<parameter="))
-        return CHAT_QWEN35;
-    if (strstr(t, "<|im_start|>"))
-        return CHAT_QWEN3;
+    if (!t) return CHAT_QWEN35;
+    if (strstr(t, "<function=") || strstr(t, "<parameter=")) return CHAT_QWEN35;
+    if (strstr(t, "<|im_start|>")) return CHAT_QWEN3;
     return CHAT_QWEN35;
 }
 
@@ -318,8 +321,7 @@ static int render_qwen3(struct sb *b, const struct chat_msg *m, size_t n, const 
             }
             for (size_t c = 0; c < m[i].n_tool_calls; c++) {
                 const struct chat_tool_call *tc = &m[i].tool_calls[c];
-                if (c > 0 || content.n)
-                    sb_str(b, "\n");
+                if (c > 0 || content.n) sb_str(b, "\n");
                 sb_str(b, "<tool_call>\n{\"name\": \"");
                 sb_str(b, tc->name ? tc->name : "");
                 sb_str(b, "\", \"arguments\": ");
@@ -328,20 +330,17 @@ static int render_qwen3(struct sb *b, const struct chat_msg *m, size_t n, const 
             }
             sb_str(b, "<|im_end|>\n");
         } else if (is_role(&m[i], "tool")) {
-            if (i == 0 || !is_role(&m[i - 1], "tool"))
-                sb_str(b, "<|im_start|>user");
+            if (i == 0 || !is_role(&m[i - 1], "tool")) sb_str(b, "<|im_start|>user");
             sb_str(b, "\n<tool_response>\n");
             sb_sv(b, content);
             sb_str(b, "\n</tool_response>");
-            if (i == n - 1 || !is_role(&m[i + 1], "tool"))
-                sb_str(b, "<|im_end|>\n");
+            if (i == n - 1 || !is_role(&m[i + 1], "tool")) sb_str(b, "<|im_end|>\n");
         }
         /* the Qwen3 template silently skips any other role, and a leading system message */
     }
     if (o->add_generation_prompt) {
         sb_str(b, "<|im_start|>assistant\n");
-        if (!o->enable_thinking)
-            sb_str(b, "<think>\n\n</think>\n\n");
+        if (!o->enable_thinking) sb_str(b, "<think>\n\n</think>\n\n");
     }
     return 0;
 }
@@ -396,8 +395,7 @@ static int render_qwen35(struct sb *b, const struct chat_msg *m, size_t n, const
         if (is_role(&m[k], "user") && !is_tool_response(sv_trim(sv_of(m[k].content))))
             last_query = k, found = 1;
     }
-    if (!found)
-        return bt_fail(e, BT_EINVAL, "chat: no user query found in messages");
+    if (!found) return bt_fail(e, BT_EINVAL, "chat: no user query found in messages");
     for (size_t i = 0; i < n; i++) {
         struct sv content = sv_trim(sv_of(m[i].content));
         if (is_role(&m[i], "system")) {
@@ -432,8 +430,7 @@ static int render_qwen35(struct sb *b, const struct chat_msg *m, size_t n, const
                 sb_str(b, ">\n");
                 if (tc->arguments) {
                     int rc = qwen35_params(b, tc->arguments, e);
-                    if (rc < 0)
-                        return rc;
+                    if (rc < 0) return rc;
                 }
                 sb_str(b, "</function>\n</tool_call>");
             }
@@ -441,13 +438,11 @@ static int render_qwen35(struct sb *b, const struct chat_msg *m, size_t n, const
         } else if (is_role(&m[i], "tool")) {
             /* Jinja: `loop.previtem and loop.previtem.role != "tool"`: no opener for a leading
              * tool message, exactly as the template does */
-            if (i > 0 && !is_role(&m[i - 1], "tool"))
-                sb_str(b, "<|im_start|>user");
+            if (i > 0 && !is_role(&m[i - 1], "tool")) sb_str(b, "<|im_start|>user");
             sb_str(b, "\n<tool_response>\n");
             sb_sv(b, content);
             sb_str(b, "\n</tool_response>");
-            if (i == n - 1 || !is_role(&m[i + 1], "tool"))
-                sb_str(b, "<|im_end|>\n");
+            if (i == n - 1 || !is_role(&m[i + 1], "tool")) sb_str(b, "<|im_end|>\n");
         } else {
             return bt_fail(e, BT_EINVAL, "chat: message %zu: unexpected role '%s'", i,
                            m[i].role ? m[i].role : "(null)");
@@ -463,10 +458,8 @@ static int render_qwen35(struct sb *b, const struct chat_msg *m, size_t n, const
 int chat_render(const struct chat_msg *msgs, size_t n, const struct chat_opts *o, char **out,
                 size_t *len, bt_err *e) {
     *out = NULL;
-    if (len)
-        *len = 0;
-    if (!n)
-        return bt_fail(e, BT_EINVAL, "chat: no messages provided");
+    if (len) *len = 0;
+    if (!n) return bt_fail(e, BT_EINVAL, "chat: no messages provided");
     cJSON *tools = NULL;
     if (o->tools_json) {
         tools = cJSON_Parse(o->tools_json);
@@ -483,19 +476,16 @@ int chat_render(const struct chat_msg *msgs, size_t n, const struct chat_opts *o
     int rc = o->flavour == CHAT_QWEN3 ? render_qwen3(&b, msgs, n, tools, o)
                                       : render_qwen35(&b, msgs, n, tools, o, e);
     cJSON_Delete(tools);
-    if (rc == 0 && (b.oom || !b.s))
-        rc = b.oom ? bt_fail(e, -ENOMEM, "chat: out of memory") : 0;
+    if (rc == 0 && (b.oom || !b.s)) rc = b.oom ? bt_fail(e, -ENOMEM, "chat: out of memory") : 0;
     if (rc < 0) {
         free(b.s);
         return rc;
     }
     if (!b.s) { /* nothing rendered (possible in the Qwen3 flavour) */
         b.s = calloc(1, 1);
-        if (!b.s)
-            return bt_fail(e, -ENOMEM, "chat: out of memory");
+        if (!b.s) return bt_fail(e, -ENOMEM, "chat: out of memory");
     }
     *out = b.s;
-    if (len)
-        *len = b.n;
+    if (len) *len = b.n;
     return 0;
 }

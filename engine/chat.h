@@ -13,9 +13,9 @@
  * Pure functions; thread-safe. */
 #ifndef BT_ENGINE_CHAT_H
 #define BT_ENGINE_CHAT_H
-#include <stddef.h>
-
 #include "common/err.h"
+
+#include <stddef.h>
 
 enum chat_flavour { CHAT_QWEN35 = 0, CHAT_QWEN3 = 1 };
 

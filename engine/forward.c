@@ -90,7 +90,7 @@ struct forward_ctx {
     int layer; /* layer being run (for the pool_run callbacks) */
     int prof;  /* BT_PROFILE set: time the phases */
     int64_t prof_ns[P_COUNT], prof_total[P_COUNT], prof_passes, prof_tokens, prof_wall;
-    int64_t prof_bytes[P_COUNT];                                /* weight bytes, this pass */
+    int64_t prof_bytes[P_COUNT]; /* weight bytes, this pass */
     int64_t prof1_ns[P_COUNT], prof1_bytes[P_COUNT], prof1_passes, prof1_wall; /* n == 1 */
 };
 

@@ -1,6 +1,9 @@
 /* engine/hf.c: see hf.h. Name map and transforms: spec qwen35.md §10.1 and §10.4. */
 #include "engine/hf.h"
 
+#include "common/log.h"
+#include "engine/safetensors.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include "common/log.h"
-#include "engine/safetensors.h"
 
 #define MAX_JSON_BYTES (64u << 20) /* config.json / index json larger than this is rejected */
 
@@ -28,15 +28,13 @@ static int cfg_int(const cJSON *cfg, const char *key, int required, int def, int
                    int *out, bt_err *e) {
     const cJSON *v = item(cfg, key);
     if (!v || cJSON_IsNull(v)) {
-        if (required)
-            return bt_fail(e, BT_ENOKEY, "config.json: %s missing", key);
+        if (required) return bt_fail(e, BT_ENOKEY, "config.json: %s missing", key);
         *out = def;
         return 0;
     }
     double d = cJSON_IsNumber(v) ? v->valuedouble : (double)NAN;
     if (!(d >= lo && d <= hi) || d != (double)(long long)d)
-        return bt_fail(e, BT_EFORMAT, "config.json: %s is not an integer in [%d, %d]", key, lo,
-                       hi);
+        return bt_fail(e, BT_EFORMAT, "config.json: %s is not an integer in [%d, %d]", key, lo, hi);
     *out = (int)d;
     return 0;
 }
@@ -45,21 +43,18 @@ static int cfg_int(const cJSON *cfg, const char *key, int required, int def, int
 static const cJSON *first_of(const cJSON *const *objs, int n, const char *key) {
     for (int i = 0; i < n; i++) {
         const cJSON *v = item(objs[i], key);
-        if (v && !cJSON_IsNull(v))
-            return v;
+        if (v && !cJSON_IsNull(v)) return v;
     }
     return NULL;
 }
 
-int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size_t len,
-                    bt_err *e) {
+int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size_t len, bt_err *e) {
     memset(hp, 0, sizeof *hp);
     *tied = -1;
     if (len > MAX_JSON_BYTES)
         return bt_fail(e, BT_EFORMAT, "config.json: %zu bytes is too large", len);
     cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root)
-        return bt_fail(e, BT_EFORMAT, "config.json: invalid JSON");
+    if (!root) return bt_fail(e, BT_EFORMAT, "config.json: invalid JSON");
     int rc = 0;
     if (!cJSON_IsObject(root)) {
         rc = bt_fail(e, BT_EFORMAT, "config.json: not a JSON object");
@@ -71,14 +66,12 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
         rc = bt_fail(e, BT_EFORMAT, "config.json: text_config is not an object");
         goto done;
     }
-    if (!cfg)
-        cfg = root;
+    if (!cfg) cfg = root;
     static const char *const model_types[] = {"qwen3_5", "qwen3_5_text"};
     const cJSON *const where[] = {cfg, root};
     for (int w = 0; w < 2; w++) {
         const cJSON *mt = item(where[w], "model_type");
-        if (!cJSON_IsString(mt))
-            continue;
+        if (!cJSON_IsString(mt)) continue;
         if (strcmp(mt->valuestring, model_types[0]) && strcmp(mt->valuestring, model_types[1])) {
             rc = bt_fail(e, BT_EUNSUPPORTED,
                          "config.json: model_type \"%.40s\" is not a Qwen3.5 dense model",
@@ -110,13 +103,17 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
     hp->ssm_head_v_dim = dv;
     hp->ssm_d_inner = hv * dv;
     if (hp->n_head % hp->n_head_kv) {
-        rc = bt_fail(e, BT_ESHAPE, "config.json: num_attention_heads %d not a multiple of "
-                     "num_key_value_heads %d", hp->n_head, hp->n_head_kv);
+        rc = bt_fail(e, BT_ESHAPE,
+                     "config.json: num_attention_heads %d not a multiple of "
+                     "num_key_value_heads %d",
+                     hp->n_head, hp->n_head_kv);
         goto done;
     }
     if (hv % hk) {
-        rc = bt_fail(e, BT_ESHAPE, "config.json: linear_num_value_heads %d not a multiple of "
-                     "linear_num_key_heads %d", hv, hk);
+        rc = bt_fail(e, BT_ESHAPE,
+                     "config.json: linear_num_value_heads %d not a multiple of "
+                     "linear_num_key_heads %d",
+                     hv, hk);
         goto done;
     }
     if ((int64_t)hv * dv > BIG || (int64_t)hk * dk > BIG ||
@@ -138,8 +135,7 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
 
     /* RoPE: transformers 5 nests it in rope_parameters; older exports keep flat keys. */
     const cJSON *rp = item(cfg, "rope_parameters");
-    if (rp && !cJSON_IsObject(rp))
-        rp = NULL;
+    if (rp && !cJSON_IsObject(rp)) rp = NULL;
     const cJSON *const rope_src[] = {rp, cfg, root};
     const cJSON *rt = first_of(rope_src, 3, "rope_type");
     if (rt && (!cJSON_IsString(rt) || strcmp(rt->valuestring, "default"))) {
@@ -161,8 +157,10 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
     double nrot = cJSON_IsNumber(factor) ? factor->valuedouble * hp->head_dim : (double)NAN;
     if (!(nrot >= 2.0 && nrot <= hp->head_dim) || fabs(nrot - round(nrot)) > 1e-6 ||
         (long)round(nrot) % 2) {
-        rc = bt_fail(e, BT_EFORMAT, "config.json: partial_rotary_factor x head_dim %d is not an "
-                     "even number of dims in [2, head_dim]", hp->head_dim);
+        rc = bt_fail(e, BT_EFORMAT,
+                     "config.json: partial_rotary_factor x head_dim %d is not an "
+                     "even number of dims in [2, head_dim]",
+                     hp->head_dim);
         goto done;
     }
     hp->n_rot = (int)round(nrot);
@@ -172,9 +170,9 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
     const cJSON *gate = item(cfg, "attn_output_gate");
     const cJSON *bias = item(cfg, "attention_bias");
     if ((gate && cJSON_IsFalse(gate)) || (bias && cJSON_IsTrue(bias))) {
-        rc = bt_fail(e, BT_EUNSUPPORTED, "config.json: %s",
-                     gate && cJSON_IsFalse(gate) ? "attn_output_gate false"
-                                                 : "attention_bias true");
+        rc =
+            bt_fail(e, BT_EUNSUPPORTED, "config.json: %s",
+                    gate && cJSON_IsFalse(gate) ? "attn_output_gate false" : "attention_bias true");
         goto done;
     }
 
@@ -193,8 +191,10 @@ int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size
             else if (cJSON_IsString(x) && !strcmp(x->valuestring, "full_attention"))
                 hp->kind[i] = LAYER_FULL_ATTN;
             else {
-                rc = bt_fail(e, BT_EUNSUPPORTED, "config.json: layer_types[%d] is not "
-                             "linear_attention or full_attention", i);
+                rc = bt_fail(e, BT_EUNSUPPORTED,
+                             "config.json: layer_types[%d] is not "
+                             "linear_attention or full_attention",
+                             i);
                 goto done;
             }
         }
@@ -229,7 +229,7 @@ struct map_entry {
     enum dimc ne0, ne1; /* GGUF order; ne1 D_NONE = 1-D */
     unsigned vops;      /* XF_ADD_ONE / XF_NEG_EXP */
     enum permc perm;
-    int block_dv;       /* permutation block: d_v (1) or one element (0) */
+    int block_dv; /* permutation block: d_v (1) or one element (0) */
 };
 
 // clang-format off
@@ -261,27 +261,40 @@ static const struct map_entry layer_map[] = {
 static int64_t dim_value(const struct qwen35_hparams *hp, enum dimc d) {
     int64_t kd = (int64_t)hp->ssm_n_group * hp->ssm_d_state;
     switch (d) {
-    case D_H: return hp->n_embd;
-    case D_I: return hp->n_ff;
-    case D_V: return hp->n_vocab;
-    case D_QG: return 2LL * hp->n_head * hp->head_dim;
-    case D_KVD: return (int64_t)hp->n_head_kv * hp->head_dim;
-    case D_OD: return (int64_t)hp->n_head * hp->head_dim;
-    case D_HD: return hp->head_dim;
-    case D_CD: return 2 * kd + hp->ssm_d_inner;
-    case D_VD: return hp->ssm_d_inner;
-    case D_HV: return hp->ssm_dt_rank;
-    case D_DV: return hp->ssm_head_v_dim;
-    case D_K: return hp->conv_kernel;
-    default: return 1;
+    case D_H:
+        return hp->n_embd;
+    case D_I:
+        return hp->n_ff;
+    case D_V:
+        return hp->n_vocab;
+    case D_QG:
+        return 2LL * hp->n_head * hp->head_dim;
+    case D_KVD:
+        return (int64_t)hp->n_head_kv * hp->head_dim;
+    case D_OD:
+        return (int64_t)hp->n_head * hp->head_dim;
+    case D_HD:
+        return hp->head_dim;
+    case D_CD:
+        return 2 * kd + hp->ssm_d_inner;
+    case D_VD:
+        return hp->ssm_d_inner;
+    case D_HV:
+        return hp->ssm_dt_rank;
+    case D_DV:
+        return hp->ssm_head_v_dim;
+    case D_K:
+        return hp->conv_kernel;
+    default:
+        return 1;
     }
 }
 
 /* Slots: 0 token_embd, 1 + l * N_LAYER_MAP + j for layer l entry j, then output_norm, output. */
-#define SLOT_EMBD 0
-#define SLOT_LAYER(l, j) (1 + (l) * N_LAYER_MAP + (j))
-#define SLOT_NORM(nl)    (1 + (nl) * N_LAYER_MAP)
-#define SLOT_OUT(nl)     (2 + (nl) * N_LAYER_MAP)
+#define SLOT_EMBD        0
+#define SLOT_LAYER(l, j) (1 + (l)*N_LAYER_MAP + (j))
+#define SLOT_NORM(nl)    (1 + (nl)*N_LAYER_MAP)
+#define SLOT_OUT(nl)     (2 + (nl)*N_LAYER_MAP)
 
 static const struct map_entry global_map[] = {
     {"embed_tokens.weight", "token_embd.weight", K_ANY, D_H, D_V, 0, P_NONE, 0},
@@ -302,8 +315,7 @@ static enum map_result map_name(const char *name, const struct qwen35_hparams *h
         *ent = &global_map[2];
         return MAP_OK;
     }
-    if (!strncmp(name, "mtp.", 4) || !strncmp(name, "model.visual.", 13))
-        return MAP_SKIP;
+    if (!strncmp(name, "mtp.", 4) || !strncmp(name, "model.visual.", 13)) return MAP_SKIP;
     if (!strncmp(name, lm, sizeof lm - 1))
         rest = name + sizeof lm - 1;
     else if (!strncmp(name, mdl, sizeof mdl - 1))
@@ -320,8 +332,7 @@ static enum map_result map_name(const char *name, const struct qwen35_hparams *h
         *ent = &global_map[1];
         return MAP_OK;
     }
-    if (strncmp(rest, "layers.", 7))
-        return MAP_UNKNOWN;
+    if (strncmp(rest, "layers.", 7)) return MAP_UNKNOWN;
     rest += 7;
     /* A plain decimal layer index: no sign, no leading zeros, below n_layer. */
     long l = 0;
@@ -369,8 +380,8 @@ static int fill_tensor(struct tensor_desc *t, const struct qwen35_hparams *hp,
             o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", d ? ", " : "",
                           (long long)st->shape[d]);
         if (want_nd == 1)
-            return bt_fail(e, BT_ESHAPE, "hf: tensor %s: shape [%s], config wants [%lld]",
-                           st->name, got, (long long)want[0]);
+            return bt_fail(e, BT_ESHAPE, "hf: tensor %s: shape [%s], config wants [%lld]", st->name,
+                           got, (long long)want[0]);
         return bt_fail(e, BT_ESHAPE, "hf: tensor %s: shape [%s], config wants [%lld, %lld]%s",
                        st->name, got, (long long)want[1], (long long)want[0],
                        me->ne0 == D_K ? " (or [CD, 1, K])" : "");
@@ -411,8 +422,7 @@ static int read_all(const char *path, char **out, size_t *len, bt_err *e) {
         goto done;
     }
     if (sb.st_size > (off_t)MAX_JSON_BYTES) {
-        rc = bt_fail(e, BT_EFORMAT, "hf: %s: %lld bytes is too large", path,
-                     (long long)sb.st_size);
+        rc = bt_fail(e, BT_EFORMAT, "hf: %s: %lld bytes is too large", path, (long long)sb.st_size);
         goto done;
     }
     size_t n = (size_t)sb.st_size, got = 0;
@@ -422,8 +432,7 @@ static int read_all(const char *path, char **out, size_t *len, bt_err *e) {
     }
     while (got < n) {
         ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             rc = bt_fail(e, r < 0 ? -errno : BT_EFORMAT, "hf: read %s: %s", path,
                          r < 0 ? strerror(errno) : "file shrank");
@@ -444,8 +453,7 @@ done:
 static char *join(const char *dir, const char *file) {
     size_t n = strlen(dir) + strlen(file) + 2;
     char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s", dir, file);
+    if (s) snprintf(s, n, "%s/%s", dir, file);
     return s;
 }
 
@@ -455,8 +463,7 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 void hf_desc_free(struct model_desc *m) {
-    if (!m)
-        return;
+    if (!m) return;
     for (int i = 0; i < m->n_files; i++)
         free(m->files[i]);
     free(m->tokenizer_path);
@@ -480,15 +487,13 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
     struct src *srcs = NULL;
     int *slot_of = NULL;
     struct model_desc *m = calloc(1, sizeof *m);
-    if (!m)
-        return bt_fail(e, -ENOMEM, "hf: out of memory");
+    if (!m) return bt_fail(e, -ENOMEM, "hf: out of memory");
     m->format = MODEL_SAFETENSORS;
 
     /* Where are config.json and the weights? */
     char *abs = realpath(path, NULL);
     if (!abs) {
-        rc = bt_fail(e, errno == ENOENT ? BT_ENOKEY : -errno, "hf: %s: %s", path,
-                     strerror(errno));
+        rc = bt_fail(e, errno == ENOENT ? BT_ENOKEY : -errno, "hf: %s: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
@@ -510,8 +515,10 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
                 goto fail;
             }
             if (access(weights, F_OK)) {
-                rc = bt_fail(e, BT_ENOKEY, "hf: %s has neither model.safetensors.index.json "
-                             "nor model.safetensors", dir);
+                rc = bt_fail(e, BT_ENOKEY,
+                             "hf: %s has neither model.safetensors.index.json "
+                             "nor model.safetensors",
+                             dir);
                 free(weights);
                 goto fail;
             }
@@ -524,8 +531,7 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
         char *slash = strrchr(abs, '/');
         *slash = 0; /* realpath gives an absolute path: there is a '/' */
         dir = abs[0] ? abs : strdup("/");
-        if (!abs[0])
-            free(abs);
+        if (!abs[0]) free(abs);
     }
     if (!dir || (!ixpath && !weights)) {
         free(weights);
@@ -544,10 +550,8 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
         rc = bt_fail(e, -ENOMEM, "hf: out of memory");
         goto fail;
     }
-    if ((rc = read_all(cfg_path, &cfg, &len, e)))
-        goto fail;
-    if ((rc = hf_parse_config(&m->hp, &tied, cfg, len, e)))
-        goto fail;
+    if ((rc = read_all(cfg_path, &cfg, &len, e))) goto fail;
+    if ((rc = hf_parse_config(&m->hp, &tied, cfg, len, e))) goto fail;
 
     /* Shards. */
     if (ixpath) {
@@ -569,8 +573,7 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
     }
     int n_src = 0;
     for (int f = 0; f < m->n_files; f++) {
-        if ((rc = safetensors_open(&shard[f], m->files[f], e)))
-            goto fail;
+        if ((rc = safetensors_open(&shard[f], m->files[f], e))) goto fail;
         n_src += safetensors_n_tensors(shard[f]);
     }
     if (!(srcs = calloc(n_src ? (size_t)n_src : 1, sizeof *srcs))) {
@@ -618,8 +621,7 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
             continue;
         }
         if (r == MAP_UNKNOWN) {
-            if (n_unknown++ < 8)
-                BT_LOG(WARN, "hf", "unknown tensor skipped: %s", srcs[i].name);
+            if (n_unknown++ < 8) BT_LOG(WARN, "hf", "unknown tensor skipped: %s", srcs[i].name);
             continue;
         }
         if (slot_of[slot] >= 0) {
@@ -629,15 +631,14 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
         }
         slot_of[slot] = i;
     }
-    if (n_unknown > 8)
-        BT_LOG(WARN, "hf", "unknown tensors skipped: %d in all", n_unknown);
-    if (tied == -1)
-        tied = slot_of[SLOT_OUT(hp->n_layer)] < 0;
+    if (n_unknown > 8) BT_LOG(WARN, "hf", "unknown tensors skipped: %d in all", n_unknown);
+    if (tied == -1) tied = slot_of[SLOT_OUT(hp->n_layer)] < 0;
     hp->tied_embeddings = tied;
 
     /* The vocabulary is what the embedding has; the config must agree. */
     if (slot_of[SLOT_EMBD] < 0) {
-        rc = bt_fail(e, BT_ENOKEY, "hf: required tensor model.language_model.embed_tokens."
+        rc = bt_fail(e, BT_ENOKEY,
+                     "hf: required tensor model.language_model.embed_tokens."
                      "weight (token_embd.weight) missing");
         goto fail;
     }
@@ -671,20 +672,17 @@ int hf_open(struct model_desc **out, const char *path, bt_err *e) {
                          : layer < 0 || me->kind == K_ANY ||
                                (me->kind == K_FULL) == (hp->kind[layer] == LAYER_FULL_ATTN);
         if (slot_of[s] < 0) {
-            if (!needed)
-                continue;
+            if (!needed) continue;
             if (layer >= 0)
                 rc = bt_fail(e, BT_ENOKEY, "hf: required tensor layers.%d.%s (blk.%d.%s) missing",
                              layer, me->hf, layer, me->gguf);
             else
-                rc = bt_fail(e, BT_ENOKEY, "hf: required tensor %s (%s) missing", me->hf,
-                             me->gguf);
+                rc = bt_fail(e, BT_ENOKEY, "hf: required tensor %s (%s) missing", me->hf, me->gguf);
             goto fail;
         }
         const struct src *sr = &srcs[slot_of[s]];
         struct tensor_desc *t = &m->tensors[m->n_tensors];
-        if ((rc = fill_tensor(t, hp, me, layer, sr->file, sr->st, e)))
-            goto fail;
+        if ((rc = fill_tensor(t, hp, me, layer, sr->file, sr->st, e))) goto fail;
         m->total_bytes += t->n_bytes;
         m->n_tensors++;
     }

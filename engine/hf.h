@@ -17,10 +17,10 @@
  * frees the same way) releases them. */
 #ifndef BT_ENGINE_HF_H
 #define BT_ENGINE_HF_H
-#include <stddef.h>
-
 #include "common/err.h"
 #include "engine/model.h"
+
+#include <stddef.h>
 
 /* 0; BT_ENOKEY (config key, file or required tensor absent; named); BT_EFORMAT (malformed
  * JSON/safetensors, tensor in a layer of the wrong kind, duplicates); BT_ESHAPE (tensor shape
@@ -32,7 +32,6 @@ void hf_desc_free(struct model_desc *m); /* NULL ok */
 /* Pure: fills hp from config.json bytes (everything except n_vocab's cross-check with the
  * embedding, done by hf_open). *tied = 1/0 from tie_word_embeddings (text_config first, then
  * the top level), or -1 if neither says (hf_open then decides by lm_head.weight's presence). */
-int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size_t len,
-                    bt_err *e);
+int hf_parse_config(struct qwen35_hparams *hp, int *tied, const void *json, size_t len, bt_err *e);
 
 #endif

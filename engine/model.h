@@ -16,11 +16,11 @@
  * creation and may be shared between threads. */
 #ifndef BT_ENGINE_MODEL_H
 #define BT_ENGINE_MODEL_H
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/dtype.h"
 #include "ops/ops.h"
+
+#include <stdint.h>
 
 #define BT_MAX_LAYERS 256
 #define BT_MAX_FILES  64
@@ -29,24 +29,24 @@ enum layer_kind { LAYER_LINEAR_ATTN = 0, LAYER_FULL_ATTN = 1 };
 enum model_format { MODEL_GGUF = 0, MODEL_SAFETENSORS = 1 };
 
 struct qwen35_hparams {
-    int n_layer;         /* trunk layers = block_count - nextn_predict_layers */
-    int n_block;         /* blocks in the file, MTP included */
-    int n_embd;          /* H */
-    int n_ff;            /* I */
-    int n_head;          /* full attention query heads */
+    int n_layer; /* trunk layers = block_count - nextn_predict_layers */
+    int n_block; /* blocks in the file, MTP included */
+    int n_embd;  /* H */
+    int n_ff;    /* I */
+    int n_head;  /* full attention query heads */
     int n_head_kv;
-    int head_dim;        /* attention.key_length (256 in real models; never H / n_head) */
-    int n_rot;           /* rope.dimension_count: rotated dims per head */
+    int head_dim; /* attention.key_length (256 in real models; never H / n_head) */
+    int n_rot;    /* rope.dimension_count: rotated dims per head */
     float rope_theta;
     float rms_eps;
-    float attn_scale;    /* 1/sqrt(head_dim) unless the file says otherwise */
-    int conv_kernel;     /* 4 */
-    int ssm_d_state;     /* d_k, key head dim */
-    int ssm_n_group;     /* H_k, key heads */
-    int ssm_dt_rank;     /* H_v, value heads */
-    int ssm_d_inner;     /* VD = H_v * d_v */
-    int ssm_head_v_dim;  /* d_v */
-    int n_vocab;         /* rows of token_embd (padded vocabulary) */
+    float attn_scale;   /* 1/sqrt(head_dim) unless the file says otherwise */
+    int conv_kernel;    /* 4 */
+    int ssm_d_state;    /* d_k, key head dim */
+    int ssm_n_group;    /* H_k, key heads */
+    int ssm_dt_rank;    /* H_v, value heads */
+    int ssm_d_inner;    /* VD = H_v * d_v */
+    int ssm_head_v_dim; /* d_v */
+    int n_vocab;        /* rows of token_embd (padded vocabulary) */
     int n_ctx_train;
     int tied_embeddings; /* no output.weight: the LM head is token_embd */
     enum layer_kind kind[BT_MAX_LAYERS];
@@ -61,17 +61,17 @@ enum tensor_xform {
 };
 
 struct tensor_desc {
-    char name[80];     /* canonical GGUF name */
-    enum dtype dtype;  /* as stored */
+    char name[80];    /* canonical GGUF name */
+    enum dtype dtype; /* as stored */
     int n_dims;
-    int64_t ne[4];     /* GGUF order, fastest first: ne[0] = cols, ne[1] = rows */
-    int file;          /* index into model_desc.files */
-    uint64_t offset;   /* absolute byte offset in that file */
+    int64_t ne[4];   /* GGUF order, fastest first: ne[0] = cols, ne[1] = rows */
+    int file;        /* index into model_desc.files */
+    uint64_t offset; /* absolute byte offset in that file */
     uint64_t n_bytes;
-    int layer;         /* block index, or -1 for global tensors */
-    unsigned xform;    /* XF_* bits */
-    int perm_first;    /* XF_VHEAD_*: first permuted row/column (e.g. 2*KD in attn_qkv) */
-    int perm_block;    /* XF_VHEAD_*: rows/columns per value head (d_v, or 1) */
+    int layer;      /* block index, or -1 for global tensors */
+    unsigned xform; /* XF_* bits */
+    int perm_first; /* XF_VHEAD_*: first permuted row/column (e.g. 2*KD in attn_qkv) */
+    int perm_block; /* XF_VHEAD_*: rows/columns per value head (d_v, or 1) */
 };
 
 struct model_desc {
@@ -97,9 +97,9 @@ const struct tensor_desc *model_find(const struct model_desc *m, const char *nam
 /* Tensors and bytes needed by the stage running layers [lo, hi). */
 struct layer_range {
     int lo, hi;
-    int n;                             /* tensors */
+    int n;                              /* tensors */
     const struct tensor_desc **tensors; /* caller frees the array with free() */
-    uint64_t bytes;                    /* sum of n_bytes */
+    uint64_t bytes;                     /* sum of n_bytes */
 };
 int model_range(const struct model_desc *m, int lo, int hi, struct layer_range *out, bt_err *e);
 
@@ -107,27 +107,27 @@ int model_range(const struct model_desc *m, int lo, int hi, struct layer_range *
  * vectors (norms, ssm_a, ssm_dt, conv taps) always F32 with transforms applied. */
 struct layer_weights {
     enum layer_kind kind;
-    struct mat attn_norm, post_norm;        /* [H] */
-    struct mat ffn_gate, ffn_up, ffn_down;  /* [I,H] [I,H] [H,I] (rows, cols) */
+    struct mat attn_norm, post_norm;       /* [H] */
+    struct mat ffn_gate, ffn_up, ffn_down; /* [I,H] [I,H] [H,I] (rows, cols) */
     /* full attention */
-    struct mat wq;                          /* [2*n_head*head_dim, H]: per head [query|gate] */
-    struct mat wk, wv;                      /* [n_head_kv*head_dim, H] */
-    struct mat wo;                          /* [H, n_head*head_dim] */
-    struct mat q_norm, k_norm;              /* [head_dim] */
+    struct mat wq;             /* [2*n_head*head_dim, H]: per head [query|gate] */
+    struct mat wk, wv;         /* [n_head_kv*head_dim, H] */
+    struct mat wo;             /* [H, n_head*head_dim] */
+    struct mat q_norm, k_norm; /* [head_dim] */
     /* gated delta net (GGUF head order: value head j uses key head j % H_k) */
-    struct mat wqkv;                        /* [2*KD + VD, H] */
-    struct mat wz;                          /* [VD, H] */
-    struct mat wbeta, walpha;               /* [H_v, H] */
-    struct mat conv;                        /* [CD, conv_kernel] f32, oldest tap first */
-    struct mat ssm_a, ssm_dt;               /* [H_v] f32: -exp(A_log), dt_bias */
-    struct mat ssm_norm;                    /* [d_v] f32 */
-    struct mat ssm_out;                     /* [H, VD] */
+    struct mat wqkv;          /* [2*KD + VD, H] */
+    struct mat wz;            /* [VD, H] */
+    struct mat wbeta, walpha; /* [H_v, H] */
+    struct mat conv;          /* [CD, conv_kernel] f32, oldest tap first */
+    struct mat ssm_a, ssm_dt; /* [H_v] f32: -exp(A_log), dt_bias */
+    struct mat ssm_norm;      /* [d_v] f32 */
+    struct mat ssm_out;       /* [H, VD] */
 };
 
 struct weights_opts {
-    int use_io_uring;  /* 1 = io_uring (pread fallback if unavailable), 0 = pread */
-    int direct;        /* try O_DIRECT */
-    int queue_depth;   /* requests in flight; 0 = default */
+    int use_io_uring; /* 1 = io_uring (pread fallback if unavailable), 0 = pread */
+    int direct;       /* try O_DIRECT */
+    int queue_depth;  /* requests in flight; 0 = default */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *progress_ctx;
 };

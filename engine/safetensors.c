@@ -27,9 +27,9 @@ struct safetensors {
 #define MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
 
 int safetensors_dtype(const char *s, enum dtype *out) {
-    static const char *const unsupported[] = {"F64", "I64", "I32", "I16", "I8", "U8", "U16",
-                                              "U32", "U64", "BOOL", "C64", "F4", "F6_E2M3",
-                                              "F6_E3M2", "E8M0"};
+    static const char *const unsupported[] = {"F64", "I64", "I32",     "I16",     "I8",
+                                              "U8",  "U16", "U32",     "U64",     "BOOL",
+                                              "C64", "F4",  "F6_E2M3", "F6_E3M2", "E8M0"};
     if (!strcmp(s, "F32"))
         *out = DT_F32;
     else if (!strcmp(s, "F16"))
@@ -37,19 +37,16 @@ int safetensors_dtype(const char *s, enum dtype *out) {
     else if (!strcmp(s, "BF16"))
         *out = DT_BF16;
     else {
-        if (!strncmp(s, "F8_", 3))
-            return BT_EUNSUPPORTED;
+        if (!strncmp(s, "F8_", 3)) return BT_EUNSUPPORTED;
         for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
-            if (!strcmp(s, unsupported[i]))
-                return BT_EUNSUPPORTED;
+            if (!strcmp(s, unsupported[i])) return BT_EUNSUPPORTED;
         return BT_EFORMAT;
     }
     return 0;
 }
 
 void safetensors_free(safetensors_t *st) {
-    if (!st)
-        return;
+    if (!st) return;
     for (int i = 0; i < st->n; i++)
         free((void *)(uintptr_t)st->t[i].name); /* strdup'd in parse */
     for (int i = 0; i < st->n_meta; i++) {
@@ -64,11 +61,9 @@ void safetensors_free(safetensors_t *st) {
 
 /* A JSON number that is an integer in [0, 2^53]; 0 on success. */
 static int json_uint(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsNumber(v))
-        return -1;
+    if (!cJSON_IsNumber(v)) return -1;
     double d = v->valuedouble;
-    if (!(d >= 0.0) || d > MAX_EXACT_INT || d != (double)(uint64_t)d)
-        return -1;
+    if (!(d >= 0.0) || d > MAX_EXACT_INT || d != (double)(uint64_t)d) return -1;
     *out = (uint64_t)d;
     return 0;
 }
@@ -86,8 +81,8 @@ static int parse_entry(const cJSON *ent, struct safetensors_tensor *t, uint64_t 
                        name);
     int rc = safetensors_dtype(dt->valuestring, &t->dtype);
     if (rc == BT_EUNSUPPORTED)
-        return bt_fail(e, rc, "safetensors: tensor %s: dtype %s not supported (F32/F16/BF16)",
-                       name, dt->valuestring);
+        return bt_fail(e, rc, "safetensors: tensor %s: dtype %s not supported (F32/F16/BF16)", name,
+                       dt->valuestring);
     if (rc)
         return bt_fail(e, rc, "safetensors: tensor %s: unknown dtype \"%.32s\"", name,
                        dt->valuestring);
@@ -106,12 +101,11 @@ static int parse_entry(const cJSON *ent, struct safetensors_tensor *t, uint64_t 
         uint64_t v;
         if (json_uint(x, &v) || v > (uint64_t)INT64_MAX)
             return bt_fail(e, BT_EFORMAT,
-                           "safetensors: tensor %s: shape[%d] is not a non-negative integer",
-                           name, d);
+                           "safetensors: tensor %s: shape[%d] is not a non-negative integer", name,
+                           d);
         t->shape[d] = (int64_t)v;
         if (v && numel > UINT64_MAX / v)
-            return bt_fail(e, BT_EFORMAT, "safetensors: tensor %s: element count overflows",
-                           name);
+            return bt_fail(e, BT_EFORMAT, "safetensors: tensor %s: element count overflows", name);
         numel *= v;
     }
     for (; d < ST_MAX_DIMS; d++)
@@ -147,8 +141,7 @@ static int parse_metadata(safetensors_t *st, const cJSON *m, bt_err *e) {
         return bt_fail(e, BT_EFORMAT, "safetensors: __metadata__ is not an object");
     int n = cJSON_GetArraySize(m);
     st->meta = calloc(n > 0 ? (size_t)n : 1, sizeof *st->meta);
-    if (!st->meta)
-        return bt_fail(e, -ENOMEM, "safetensors: metadata: out of memory");
+    if (!st->meta) return bt_fail(e, -ENOMEM, "safetensors: metadata: out of memory");
     for (const cJSON *x = m->child; x; x = x->next) {
         if (!cJSON_IsString(x))
             return bt_fail(e, BT_EFORMAT, "safetensors: __metadata__.%s is not a string",
@@ -164,8 +157,7 @@ static int parse_metadata(safetensors_t *st, const cJSON *m, bt_err *e) {
 
 static int cmp_offset(const void *a, const void *b) {
     const struct safetensors_tensor *x = a, *y = b;
-    if (x->offset != y->offset)
-        return x->offset < y->offset ? -1 : 1;
+    if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
     /* Empty tensors first at equal offsets, so only non-empty neighbours are compared. */
     return (x->n_bytes > y->n_bytes) - (x->n_bytes < y->n_bytes);
 }
@@ -177,8 +169,7 @@ static int sort_by_name(safetensors_t *st) {
     for (int i = 0; i < n; i++)
         st->by_name[i] = i;
     int *tmp = malloc((n > 0 ? (size_t)n : 1) * sizeof *tmp);
-    if (!tmp)
-        return -ENOMEM;
+    if (!tmp) return -ENOMEM;
     for (int w = 1; w < n; w *= 2) {
         for (int lo = 0; lo < n; lo += 2 * w) {
             int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
@@ -206,8 +197,8 @@ int safetensors_parse(safetensors_t **out, const void *buf, size_t len, uint64_t
         return bt_fail(e, BT_EFORMAT, "safetensors: file of %llu bytes has no header length",
                        (unsigned long long)file_size);
     if (len > file_size)
-        return bt_fail(e, BT_EINVAL, "safetensors: buffer (%zu) larger than the file (%llu)",
-                       len, (unsigned long long)file_size);
+        return bt_fail(e, BT_EINVAL, "safetensors: buffer (%zu) larger than the file (%llu)", len,
+                       (unsigned long long)file_size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = n << 8 | p[i];
@@ -215,17 +206,17 @@ int safetensors_parse(safetensors_t **out, const void *buf, size_t len, uint64_t
         return bt_fail(e, BT_EFORMAT, "safetensors: header length %llu outside [2, %u]",
                        (unsigned long long)n, ST_MAX_HEADER_BYTES);
     if (n > file_size - 8)
-        return bt_fail(e, BT_EFORMAT, "safetensors: header length %llu past the end of a %llu-byte "
-                       "file", (unsigned long long)n, (unsigned long long)file_size);
+        return bt_fail(e, BT_EFORMAT,
+                       "safetensors: header length %llu past the end of a %llu-byte "
+                       "file",
+                       (unsigned long long)n, (unsigned long long)file_size);
     if (8 + n > len) {
-        if (need)
-            *need = (size_t)(8 + n);
+        if (need) *need = (size_t)(8 + n);
         return bt_fail(e, BT_EMSGSIZE, "safetensors: header needs %llu bytes, have %zu",
                        (unsigned long long)(8 + n), len);
     }
     const char *js = (const char *)p + 8;
-    if (js[0] != '{')
-        return bt_fail(e, BT_EFORMAT, "safetensors: header does not start with '{'");
+    if (js[0] != '{') return bt_fail(e, BT_EFORMAT, "safetensors: header does not start with '{'");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(js, (size_t)n, &end, 0);
     if (!root)
@@ -263,13 +254,11 @@ int safetensors_parse(safetensors_t **out, const void *buf, size_t len, uint64_t
                 rc = bt_fail(e, BT_EFORMAT, "safetensors: __metadata__ appears twice");
                 goto fail;
             }
-            if ((rc = parse_metadata(st, x, e)))
-                goto fail;
+            if ((rc = parse_metadata(st, x, e))) goto fail;
             continue;
         }
         struct safetensors_tensor *t = &st->t[st->n];
-        if ((rc = parse_entry(x, t, data_size, e)))
-            goto fail;
+        if ((rc = parse_entry(x, t, data_size, e))) goto fail;
         if (!(t->name = strdup(x->string))) {
             rc = bt_fail(e, -ENOMEM, "safetensors: out of memory");
             goto fail;
@@ -280,8 +269,7 @@ int safetensors_parse(safetensors_t **out, const void *buf, size_t len, uint64_t
     for (int i = 1; i < st->n; i++) {
         const struct safetensors_tensor *a = &st->t[i - 1], *b = &st->t[i];
         if (a->n_bytes && a->offset + a->n_bytes > b->offset) {
-            rc = bt_fail(e, BT_EFORMAT, "safetensors: tensors %s and %s overlap", a->name,
-                         b->name);
+            rc = bt_fail(e, BT_EFORMAT, "safetensors: tensors %s and %s overlap", a->name, b->name);
             goto fail;
         }
     }
@@ -309,8 +297,7 @@ fail:
 int safetensors_open(safetensors_t **out, const char *path, bt_err *e) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return bt_fail(e, -errno, "safetensors: open %s: %s", path, strerror(errno));
+    if (fd < 0) return bt_fail(e, -errno, "safetensors: open %s: %s", path, strerror(errno));
     int rc;
     unsigned char *buf = NULL;
     struct stat sb;
@@ -332,8 +319,7 @@ int safetensors_open(safetensors_t **out, const char *path, bt_err *e) {
         size_t got = 0;
         while (got < want) {
             ssize_t r = pread(fd, buf + got, want - got, (off_t)got);
-            if (r < 0 && errno == EINTR)
-                continue;
+            if (r < 0 && errno == EINTR) continue;
             if (r < 0) {
                 rc = bt_fail(e, -errno, "safetensors: read %s: %s", path, strerror(errno));
                 goto done;
@@ -346,8 +332,7 @@ int safetensors_open(safetensors_t **out, const char *path, bt_err *e) {
         }
         size_t need = 0;
         rc = safetensors_parse(out, buf, want, fsize, &need, e);
-        if (rc != BT_EMSGSIZE || need <= want)
-            break;
+        if (rc != BT_EMSGSIZE || need <= want) break;
         want = need;
     }
     if (rc && e && !strstr(e->msg, path)) {
@@ -384,8 +369,7 @@ const struct safetensors_tensor *safetensors_find(const safetensors_t *st, const
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(st->t[st->by_name[mid]].name, name);
-        if (!c)
-            return &st->t[st->by_name[mid]];
+        if (!c) return &st->t[st->by_name[mid]];
         if (c < 0)
             lo = mid + 1;
         else
@@ -396,16 +380,14 @@ const struct safetensors_tensor *safetensors_find(const safetensors_t *st, const
 
 const char *safetensors_metadata(const safetensors_t *st, const char *key) {
     for (int i = 0; i < st->n_meta; i++)
-        if (!strcmp(st->meta[i].key, key))
-            return st->meta[i].val;
+        if (!strcmp(st->meta[i].key, key)) return st->meta[i].val;
     return NULL;
 }
 
 /* ---- model.safetensors.index.json ---- */
 
 void safetensors_index_free(struct safetensors_index *ix) {
-    if (!ix)
-        return;
+    if (!ix) return;
     for (int i = 0; i < ix->n_entries; i++)
         free(ix->names[i]);
     for (int i = 0; i < ix->n_shards; i++)
@@ -428,8 +410,7 @@ int safetensors_index_parse(struct safetensors_index **out, const void *json, si
         return bt_fail(e, BT_EFORMAT, "safetensors index: %zu bytes > %u", len,
                        ST_MAX_HEADER_BYTES);
     cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root)
-        return bt_fail(e, BT_EFORMAT, "safetensors index: invalid JSON");
+    if (!root) return bt_fail(e, BT_EFORMAT, "safetensors index: invalid JSON");
     int rc = 0;
     struct safetensors_index *ix = NULL;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
@@ -454,8 +435,7 @@ int safetensors_index_parse(struct safetensors_index **out, const void *json, si
         }
         for (int i = 0; i < ix->n_entries; i++)
             if (!strcmp(ix->names[i], x->string)) {
-                rc = bt_fail(e, BT_EFORMAT, "safetensors index: tensor %s listed twice",
-                             x->string);
+                rc = bt_fail(e, BT_EFORMAT, "safetensors index: tensor %s listed twice", x->string);
                 goto fail;
             }
         int s = 0;

@@ -15,11 +15,11 @@
  * to share between threads. */
 #ifndef BT_ENGINE_SAFETENSORS_H
 #define BT_ENGINE_SAFETENSORS_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/dtype.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 #define ST_MAX_DIMS         8
 #define ST_MAX_HEADER_BYTES (100u << 20) /* larger headers are rejected (BT_EFORMAT) */

@@ -16,10 +16,10 @@ struct cand {
 struct sampler {
     struct sampler_params p;
     int32_t n_vocab, n_real;
-    float *lg;          /* (n_real) penalised logits */
-    int32_t *count;     /* (n_real) occurrences in the window; all zero between calls */
-    struct cand *cand;  /* (n_real) */
-    uint64_t rng[4];    /* xoshiro256** state */
+    float *lg;         /* (n_real) penalised logits */
+    int32_t *count;    /* (n_real) occurrences in the window; all zero between calls */
+    struct cand *cand; /* (n_real) */
+    uint64_t rng[4];   /* xoshiro256** state */
 };
 
 void sampler_params_default(struct sampler_params *p) {
@@ -73,8 +73,7 @@ int sampler_new(sampler_t **out, const struct sampler_params *p, int32_t n_vocab
                        (double)p->temperature, (double)p->top_p, (double)p->min_p,
                        (double)p->repetition_penalty, p->penalty_last_n, p->n_logprobs);
     sampler_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bt_fail(e, -ENOMEM, "sampler: out of memory");
+    if (!s) return bt_fail(e, -ENOMEM, "sampler: out of memory");
     s->p = *p;
     s->n_vocab = n_vocab, s->n_real = n_real;
     s->lg = malloc((size_t)n_real * sizeof *s->lg);
@@ -98,8 +97,7 @@ void sampler_skip(sampler_t *s, uint64_t n_samples) {
 }
 
 void sampler_free(sampler_t *s) {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->lg);
     free(s->count);
     free(s->cand);
@@ -108,8 +106,7 @@ void sampler_free(sampler_t *s) {
 
 int sampler_is_stop_id(const sampler_t *s, int32_t id) {
     for (int32_t i = 0; i < s->p.n_stop_ids; i++)
-        if (s->p.stop_ids[i] == id)
-            return 1;
+        if (s->p.stop_ids[i] == id) return 1;
     return 0;
 }
 
@@ -131,20 +128,15 @@ static void select_top(struct cand *c, size_t n, size_t k) {
     while (hi - lo > 1) {
         size_t mid = lo + (hi - lo) / 2;
         /* median of three as pivot, moved to hi - 1 */
-        if (cand_before(&c[mid], &c[lo]))
-            cswap(&c[mid], &c[lo]);
-        if (cand_before(&c[hi - 1], &c[lo]))
-            cswap(&c[hi - 1], &c[lo]);
-        if (cand_before(&c[mid], &c[hi - 1]))
-            cswap(&c[mid], &c[hi - 1]);
+        if (cand_before(&c[mid], &c[lo])) cswap(&c[mid], &c[lo]);
+        if (cand_before(&c[hi - 1], &c[lo])) cswap(&c[hi - 1], &c[lo]);
+        if (cand_before(&c[mid], &c[hi - 1])) cswap(&c[mid], &c[hi - 1]);
         struct cand piv = c[hi - 1];
         size_t store = lo;
         for (size_t i = lo; i < hi - 1; i++)
-            if (cand_before(&c[i], &piv))
-                cswap(&c[i], &c[store++]);
+            if (cand_before(&c[i], &piv)) cswap(&c[i], &c[store++]);
         cswap(&c[store], &c[hi - 1]);
-        if (store == k - 1 || store == k)
-            return;
+        if (store == k - 1 || store == k) return;
         if (store < k)
             lo = store + 1;
         else
@@ -159,15 +151,11 @@ static size_t top_p_prefix(struct cand *c, size_t n, double target) {
     size_t lo = 0, hi = n;
     double acc = 0.0; /* mass of c[0..lo): all kept, all better than c[lo..hi) */
     while (lo < hi) {
-        if (hi - lo == 1)
-            return lo + 1;
+        if (hi - lo == 1) return lo + 1;
         size_t mid = lo + (hi - lo) / 2;
-        if (cand_before(&c[mid], &c[lo]))
-            cswap(&c[mid], &c[lo]);
-        if (cand_before(&c[hi - 1], &c[lo]))
-            cswap(&c[hi - 1], &c[lo]);
-        if (cand_before(&c[mid], &c[hi - 1]))
-            cswap(&c[mid], &c[hi - 1]);
+        if (cand_before(&c[mid], &c[lo])) cswap(&c[mid], &c[lo]);
+        if (cand_before(&c[hi - 1], &c[lo])) cswap(&c[hi - 1], &c[lo]);
+        if (cand_before(&c[mid], &c[hi - 1])) cswap(&c[mid], &c[hi - 1]);
         struct cand piv = c[hi - 1];
         size_t store = lo;
         double left = 0.0;
@@ -181,8 +169,7 @@ static size_t top_p_prefix(struct cand *c, size_t n, double target) {
             hi = store; /* the cut lies among the better ones (store > lo: left > 0) */
         } else {
             acc += left + (double)piv.w;
-            if (acc >= target)
-                return store + 1;
+            if (acc >= target) return store + 1;
             lo = store + 1;
         }
     }
@@ -194,8 +181,7 @@ static void fill_logprobs(const sampler_t *s, const float *logits, int32_t chose
                           struct sampler_result *res) {
     float mx = -INFINITY;
     for (int32_t i = 0; i < s->n_real; i++)
-        if (logits[i] > mx)
-            mx = logits[i];
+        if (logits[i] > mx) mx = logits[i];
     double sum = 0.0;
     for (int32_t i = 0; i < s->n_real; i++)
         sum += (double)expf(logits[i] - mx);
@@ -207,8 +193,7 @@ static void fill_logprobs(const sampler_t *s, const float *logits, int32_t chose
     for (int32_t i = 0; i < s->n_real && n > 0; i++) { /* insertion into a short sorted list */
         struct cand c = {i, logits[i], 0.0f};
         int32_t k = res->n_top;
-        if (k == n && !(logits[i] > logits[res->top[k - 1].id]))
-            continue;
+        if (k == n && !(logits[i] > logits[res->top[k - 1].id])) continue;
         if (k < n)
             res->n_top++;
         else
@@ -229,18 +214,16 @@ static void apply_penalties(sampler_t *s, const int32_t *hist, size_t n_hist) {
     if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
         p->frequency_penalty == 0.0f)
         return;
-    size_t win = p->penalty_last_n < 0 ? n_hist
+    size_t win = p->penalty_last_n < 0                ? n_hist
                  : (size_t)p->penalty_last_n < n_hist ? (size_t)p->penalty_last_n
                                                       : n_hist;
     const int32_t *h = hist + (n_hist - win);
     for (size_t i = 0; i < win; i++)
-        if (h[i] >= 0 && h[i] < s->n_real)
-            s->count[h[i]]++;
+        if (h[i] >= 0 && h[i] < s->n_real) s->count[h[i]]++;
     /* each distinct token once; zeroing its count keeps the array clean for the next call */
     for (size_t i = 0; i < win; i++) {
         int32_t id = h[i];
-        if (id < 0 || id >= s->n_real || !s->count[id])
-            continue;
+        if (id < 0 || id >= s->n_real || !s->count[id]) continue;
         float v = s->lg[id];
         v = v > 0.0f ? v / p->repetition_penalty : v * p->repetition_penalty;
         v -= (float)s->count[id] * p->frequency_penalty + p->presence_penalty;
@@ -249,18 +232,16 @@ static void apply_penalties(sampler_t *s, const int32_t *hist, size_t n_hist) {
     }
 }
 
-int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history,
-                       size_t n_history, struct sampler_result *res) {
+int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history, size_t n_history,
+                       struct sampler_result *res) {
     const struct sampler_params *p = &s->p;
     int32_t n_real = s->n_real;
     memcpy(s->lg, logits, (size_t)n_real * sizeof *s->lg);
-    if (n_history)
-        apply_penalties(s, history, n_history);
+    if (n_history) apply_penalties(s, history, n_history);
     int32_t chosen = 0;
     if (p->temperature <= 0.0f) {
         for (int32_t i = 1; i < n_real; i++) /* strict >: the first index of the maximum */
-            if (s->lg[i] > s->lg[chosen])
-                chosen = i;
+            if (s->lg[i] > s->lg[chosen]) chosen = i;
         goto done;
     }
     struct cand *c = s->cand;
@@ -274,8 +255,7 @@ int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history
     /* probabilities at temperature 1 for the truncations (llama.cpp order) */
     float mx = -INFINITY;
     for (size_t i = 0; i < n; i++)
-        if (c[i].logit > mx)
-            mx = c[i].logit;
+        if (c[i].logit > mx) mx = c[i].logit;
     if (!isfinite(mx)) { /* every logit -inf or NaN: nothing to choose between */
         chosen = c[0].id;
         (void)xoshiro_next(s->rng); /* still one draw, so sampler_skip stays exact */
@@ -286,15 +266,13 @@ int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history
         c[i].w = expf(c[i].logit - mx);
         total += (double)c[i].w;
     }
-    if (p->top_p < 1.0f)
-        n = top_p_prefix(c, n, (double)p->top_p * total);
+    if (p->top_p < 1.0f) n = top_p_prefix(c, n, (double)p->top_p * total);
     if (p->min_p > 0.0f) {
         /* keep p_i >= min_p * p_max, i.e. logit >= max + log(min_p); the max always stays */
         float cut = mx + logf(p->min_p);
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            if (c[i].logit >= cut)
-                c[k++] = c[i];
+            if (c[i].logit >= cut) c[k++] = c[i];
         n = k;
     }
     /* temperature, then one draw */
@@ -314,8 +292,7 @@ int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history
         }
     }
 done:
-    if (res)
-        fill_logprobs(s, logits, chosen, res);
+    if (res) fill_logprobs(s, logits, chosen, res);
     return chosen;
 }
 
@@ -334,27 +311,21 @@ struct stopper {
 int stopper_new(stopper_t **out, const char *const *stops, size_t n, bt_err *e) {
     *out = NULL;
     stopper_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bt_fail(e, -ENOMEM, "stopper: out of memory");
+    if (!s) return bt_fail(e, -ENOMEM, "stopper: out of memory");
     s->stops = calloc(n ? n : 1, sizeof *s->stops);
     s->len = calloc(n ? n : 1, sizeof *s->len);
-    if (!s->stops || !s->len)
-        goto oom;
+    if (!s->stops || !s->len) goto oom;
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(stops[i]);
-        if (!l)
-            continue;
-        if (!(s->stops[s->n] = strdup(stops[i])))
-            goto oom;
+        if (!l) continue;
+        if (!(s->stops[s->n] = strdup(stops[i]))) goto oom;
         s->len[s->n++] = l;
-        if (l > s->max_len)
-            s->max_len = l;
+        if (l > s->max_len) s->max_len = l;
     }
     s->held = malloc(s->max_len + 1);
     s->out_cap = 2 * s->max_len + 256;
     s->out = malloc(s->out_cap);
-    if (!s->held || !s->out)
-        goto oom;
+    if (!s->held || !s->out) goto oom;
     *out = s;
     return 0;
 oom:
@@ -363,8 +334,7 @@ oom:
 }
 
 void stopper_free(stopper_t *s) {
-    if (!s)
-        return;
+    if (!s) return;
     for (size_t i = 0; i < s->n; i++)
         free(s->stops[i]);
     free(s->stops);
@@ -376,14 +346,12 @@ void stopper_free(stopper_t *s) {
 
 int stopper_feed(stopper_t *s, const char *text, size_t len, const char **emit, size_t *emit_len) {
     *emit = s->out, *emit_len = 0;
-    if (s->done)
-        return 1;
+    if (s->done) return 1;
     size_t total = s->n_held + len;
     if (total + 1 > s->out_cap) {
         size_t cap = 2 * total + 1;
         char *p = realloc(s->out, cap);
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
         s->out = p, s->out_cap = cap;
     }
     /* out = held + text; emit a prefix of it, keep the undecided tail in held */
@@ -393,8 +361,7 @@ int stopper_feed(stopper_t *s, const char *text, size_t len, const char **emit, 
     size_t first = total;
     for (size_t i = 0; i < s->n; i++) {
         const char *hit = memmem(s->out, total, s->stops[i], s->len[i]);
-        if (hit && (size_t)(hit - s->out) < first)
-            first = (size_t)(hit - s->out);
+        if (hit && (size_t)(hit - s->out) < first) first = (size_t)(hit - s->out);
     }
     if (first < total) {
         s->done = 1, s->n_held = 0;

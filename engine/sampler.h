@@ -12,10 +12,10 @@
  * A sampler_t belongs to one sequence and is used by one thread at a time. */
 #ifndef BT_ENGINE_SAMPLER_H
 #define BT_ENGINE_SAMPLER_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 #define SAMPLER_MAX_LOGPROBS 20
 #define SAMPLER_MAX_STOP_IDS 16
@@ -30,7 +30,7 @@ struct sampler_params {
     float frequency_penalty;  /* 0: off; subtracted once per occurrence in the window */
     int32_t penalty_last_n;   /* window of recent tokens; -1 = the whole history */
     uint64_t seed;
-    int32_t n_logprobs;       /* alternatives to report, 0..SAMPLER_MAX_LOGPROBS */
+    int32_t n_logprobs;                     /* alternatives to report, 0..SAMPLER_MAX_LOGPROBS */
     int32_t stop_ids[SAMPLER_MAX_STOP_IDS]; /* extra stop tokens (besides EOG ones) */
     int32_t n_stop_ids;
 };
@@ -44,8 +44,8 @@ struct sampler_logprob {
 };
 struct sampler_result {
     int32_t id;
-    float logprob;                                     /* of id */
-    int32_t n_top;                                     /* = min(n_logprobs, n_real) */
+    float logprob;                                    /* of id */
+    int32_t n_top;                                    /* = min(n_logprobs, n_real) */
     struct sampler_logprob top[SAMPLER_MAX_LOGPROBS]; /* best first; ties: lower id first */
 };
 
@@ -59,8 +59,8 @@ void sampler_free(sampler_t *s); /* NULL ok */
 /* Picks a token from logits[n_vocab] (not modified). history: the sequence so far (prompt and
  * generated ids, oldest first) for the penalties; may be NULL when n_history is 0. res may be
  * NULL; it is filled (with n_top alternatives when n_logprobs > 0) otherwise. */
-int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history,
-                       size_t n_history, struct sampler_result *res);
+int32_t sampler_sample(sampler_t *s, const float *logits, const int32_t *history, size_t n_history,
+                       struct sampler_result *res);
 /* Advances the random stream as n_samples calls of sampler_sample would: a sample with
  * temperature > 0 takes exactly one draw, a greedy one none. A sequence that moves to a new
  * sampler (a re-planned pipeline) continues its stream where the old one left it. */

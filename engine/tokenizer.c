@@ -6,6 +6,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "engine/tokenizer.h"
 
+#include "common/assert.h"
+#include "common/log.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,13 +20,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "common/assert.h"
-#include "common/log.h"
-
 /* The pre-tokenizer regexes exactly as llama.cpp writes them (the HF originals use
  * (?i:'s|...) which PCRE2 with UCP would also let match e.g. U+017F for 's'). */
 static const char RE_QWEN35[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|"
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]"
+    "+|"
     "\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 static const char RE_QWEN2[] =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
@@ -36,11 +37,11 @@ static const char HF_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N
                                "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /* Open addressing, power-of-two capacity, load <= 1/2. */
-struct vmap { /* token raw bytes -> id */
+struct vmap {      /* token raw bytes -> id */
     int32_t *slot; /* id + 1, 0 = empty */
     size_t cap;
 };
-struct mmap { /* (left id, right id) -> rank, merged id */
+struct mmap {      /* (left id, right id) -> rank, merged id */
     uint64_t *key; /* UINT64_MAX = empty */
     uint32_t *rank;
     int32_t *merged;
@@ -115,17 +116,14 @@ static int utf8_decode(const uint8_t *s, size_t n, uint32_t *cp) {
                 uint32_t partial = v << (6 * (len - i));
                 if (len == 3 && (partial < 0x800 || (partial >= 0xD800 && partial < 0xE000)))
                     return 0;
-                if (len == 4 && (partial < 0x10000 || partial > 0x10FFFF))
-                    return 0;
+                if (len == 4 && (partial < 0x10000 || partial > 0x10FFFF)) return 0;
             }
             return -i;
         }
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
+        if ((s[i] & 0xC0) != 0x80) return 0;
         v = (v << 6) | (s[i] & 0x3F);
     }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v < 0xE000))
-        return 0;
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v < 0xE000)) return 0;
     *cp = v;
     return len;
 }
@@ -165,16 +163,13 @@ static int pool_add(struct tok *t, const char *s, size_t n, uint32_t *off) {
         size_t cap = t->pool_cap ? t->pool_cap : 1 << 16;
         while (cap < t->pool_len + n + 1)
             cap *= 2;
-        if (cap > UINT32_MAX)
-            return -ENOMEM;
+        if (cap > UINT32_MAX) return -ENOMEM;
         char *p = realloc(t->pool, cap);
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
         t->pool = p, t->pool_cap = cap;
     }
     *off = (uint32_t)t->pool_len;
-    if (n)
-        memcpy(t->pool + t->pool_len, s, n);
+    if (n) memcpy(t->pool + t->pool_len, s, n);
     t->pool[t->pool_len + n] = 0;
     t->pool_len += n + 1;
     return 0;
@@ -203,12 +198,10 @@ static size_t vmap_slot(const struct tok *t, const struct vmap *m, const char *s
     size_t mask = m->cap - 1, i = (size_t)XXH3_64bits(s, n) & mask;
     for (;; i = (i + 1) & mask) {
         int32_t v = m->slot[i];
-        if (!v)
-            return i;
+        if (!v) return i;
         size_t bl;
         const char *b = tok_bytes(t, v - 1, &bl);
-        if (bl == n && !memcmp(b, s, n))
-            return i;
+        if (bl == n && !memcmp(b, s, n)) return i;
     }
 }
 
@@ -222,8 +215,7 @@ static int mmap_init(struct mmap *m, size_t n) {
     m->key = malloc(m->cap * sizeof *m->key);
     m->rank = malloc(m->cap * sizeof *m->rank);
     m->merged = malloc(m->cap * sizeof *m->merged);
-    if (!m->key || !m->rank || !m->merged)
-        return -ENOMEM;
+    if (!m->key || !m->rank || !m->merged) return -ENOMEM;
     memset(m->key, 0xFF, m->cap * sizeof *m->key);
     return 0;
 }
@@ -244,8 +236,7 @@ static size_t mmap_slot(const struct mmap *m, uint64_t key) {
 
 static int tok_alloc(struct tok **out, int32_t n_vocab, bt_err *e) {
     struct tok *t = calloc(1, sizeof *t);
-    if (!t)
-        return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
+    if (!t) return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
     t->n_vocab = n_vocab;
     t->eos = t->bos = t->pad = -1;
     size_t n = (size_t)n_vocab;
@@ -262,8 +253,7 @@ static int tok_alloc(struct tok **out, int32_t n_vocab, bt_err *e) {
     return 0;
 }
 
-static int set_token(struct tok *t, int32_t id, const char *text, size_t len, int type,
-                     bt_err *e) {
+static int set_token(struct tok *t, int32_t id, const char *text, size_t len, int type, bt_err *e) {
     if (len > UINT32_MAX / 2)
         return bt_fail(e, BT_EFORMAT, "tokenizer: token %d is %zu bytes long", id, len);
     t->type[id] = (uint8_t)type;
@@ -279,26 +269,21 @@ static int set_token(struct tok *t, int32_t id, const char *text, size_t len, in
         /* pool may move in pool_add: decode into a scratch copy first */
         char stack[256];
         char *tmp = len <= sizeof stack ? stack : malloc(len);
-        if (!tmp)
-            return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
+        if (!tmp) return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
         size_t bl = bytelevel_decode(t->pool + t->text_off[id], len, tmp);
         int rc = pool_add(t, tmp, bl, &t->bytes_off[id]);
-        if (tmp != stack)
-            free(tmp);
-        if (rc < 0)
-            return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
+        if (tmp != stack) free(tmp);
+        if (rc < 0) return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
         t->bytes_len[id] = (uint32_t)bl;
     }
-    if (t->bytes_len[id] > t->max_bytes)
-        t->max_bytes = t->bytes_len[id];
+    if (t->bytes_len[id] > t->max_bytes) t->max_bytes = t->bytes_len[id];
     return 0;
 }
 
 static int cmp_special(const void *a, const void *b, void *ctx) {
     const struct tok *t = ctx;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    if (t->text_len[x] != t->text_len[y])
-        return t->text_len[x] > t->text_len[y] ? -1 : 1;
+    if (t->text_len[x] != t->text_len[y]) return t->text_len[x] > t->text_len[y] ? -1 : 1;
     return x < y ? -1 : x > y;
 }
 
@@ -306,20 +291,16 @@ static int32_t find_special_text(const struct tok *t, const char *s) {
     size_t n = strlen(s);
     for (size_t i = 0; i < t->n_special; i++) {
         int32_t id = t->special[i];
-        if (t->text_len[id] == n && !memcmp(t->pool + t->text_off[id], s, n))
-            return id;
+        if (t->text_len[id] == n && !memcmp(t->pool + t->text_off[id], s, n)) return id;
     }
     return -1;
 }
 
 static void eog_add(struct tok *t, int32_t id) {
-    if (id < 0 || id >= t->n_vocab)
-        return;
+    if (id < 0 || id >= t->n_vocab) return;
     for (size_t i = 0; i < t->n_eog; i++)
-        if (t->eog[i] == id)
-            return;
-    if (t->n_eog < sizeof t->eog / sizeof *t->eog)
-        t->eog[t->n_eog++] = id;
+        if (t->eog[i] == id) return;
+    if (t->n_eog < sizeof t->eog / sizeof *t->eog) t->eog[t->n_eog++] = id;
 }
 
 /* After tokens are set: vocab map, byte tokens, specials, n_real, regex. */
@@ -330,19 +311,15 @@ static int finish_vocab(struct tok *t, bt_err *e) {
     t->n_real = 0;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         int ty = t->type[id];
-        if (ty != TOK_UNUSED && ty != TOK_UNDEFINED)
-            t->n_real = id + 1;
+        if (ty != TOK_UNUSED && ty != TOK_UNDEFINED) t->n_real = id + 1;
         if (ty == TOK_CONTROL || ty == TOK_USER_DEFINED || ty == TOK_UNKNOWN) {
-            if (t->text_len[id])
-                n_special++;
+            if (t->text_len[id]) n_special++;
             continue;
         }
-        if (ty != TOK_NORMAL && ty != TOK_BYTE)
-            continue;
+        if (ty != TOK_NORMAL && ty != TOK_BYTE) continue;
         size_t bl;
         const char *b = tok_bytes(t, id, &bl);
-        if (!bl)
-            continue;
+        if (!bl) continue;
         size_t s = vmap_slot(t, &t->vocab, b, bl);
         if (!t->vocab.slot[s]) /* first id wins for duplicate byte strings */
             t->vocab.slot[s] = id + 1;
@@ -351,12 +328,13 @@ static int finish_vocab(struct tok *t, bt_err *e) {
         char c = (char)b;
         t->byte_id[b] = vmap_get(t, &c, 1);
         if (t->byte_id[b] < 0)
-            return bt_fail(e, BT_EFORMAT, "tokenizer: no token for byte 0x%02x (not a byte-level "
-                                          "BPE vocabulary)", b);
+            return bt_fail(e, BT_EFORMAT,
+                           "tokenizer: no token for byte 0x%02x (not a byte-level "
+                           "BPE vocabulary)",
+                           b);
     }
     t->special = malloc((n_special ? n_special : 1) * sizeof *t->special);
-    if (!t->special)
-        return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
+    if (!t->special) return bt_fail(e, -ENOMEM, "tokenizer: out of memory");
     for (int32_t id = 0; id < t->n_vocab; id++) {
         int ty = t->type[id];
         if ((ty == TOK_CONTROL || ty == TOK_USER_DEFINED || ty == TOK_UNKNOWN) && t->text_len[id])
@@ -365,7 +343,7 @@ static int finish_vocab(struct tok *t, bt_err *e) {
     qsort_r(t->special, t->n_special, sizeof *t->special, cmp_special, t);
 
     eog_add(t, t->eos);
-    static const char *const eog_texts[] = {"<|im_end|>",  "<|endoftext|>", "<|fim_pad|>",
+    static const char *const eog_texts[] = {"<|im_end|>", "<|endoftext|>", "<|fim_pad|>",
                                             "<|repo_name|>", "<|file_sep|>"};
     for (size_t i = 0; i < sizeof eog_texts / sizeof *eog_texts; i++)
         eog_add(t, find_special_text(t, eog_texts[i]));
@@ -392,8 +370,7 @@ static int add_merge(struct tok *t, const char *a, size_t al, const char *b, siz
     if (al + bl > *scap) {
         size_t cap = 2 * (al + bl) + 64;
         char *p = realloc(*scratch, cap);
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
         *scratch = p, *scap = cap;
     }
     char *buf = *scratch;
@@ -401,11 +378,9 @@ static int add_merge(struct tok *t, const char *a, size_t al, const char *b, siz
     size_t lb = bytelevel_decode(b, bl, buf + la);
     int32_t ia = vmap_get(t, buf, la), ib = vmap_get(t, buf + la, lb);
     int32_t im = vmap_get(t, buf, la + lb);
-    if (ia < 0 || ib < 0 || im < 0)
-        return 0;
+    if (ia < 0 || ib < 0 || im < 0) return 0;
     size_t s = mmap_slot(&t->merges, pair_key(ia, ib));
-    if (t->merges.key[s] != UINT64_MAX)
-        return 0; /* duplicate: the lower rank (first seen) wins */
+    if (t->merges.key[s] != UINT64_MAX) return 0; /* duplicate: the lower rank (first seen) wins */
     t->merges.key[s] = pair_key(ia, ib);
     t->merges.rank[s] = rank;
     t->merges.merged[s] = im;
@@ -425,14 +400,11 @@ static int parse_pre(const char *pre, enum tok_pre *out, bt_err *e) {
 
 /* ---- GGUF ---- */
 
-static int gguf_opt_id(const gguf_t *g, const char *key, int32_t n_vocab, int32_t *out,
-                       bt_err *e) {
+static int gguf_opt_id(const gguf_t *g, const char *key, int32_t n_vocab, int32_t *out, bt_err *e) {
     uint32_t v;
     int rc = gguf_get_u32(g, key, &v, e);
-    if (rc == BT_ENOKEY)
-        return 0;
-    if (rc < 0)
-        return rc;
+    if (rc == BT_ENOKEY) return 0;
+    if (rc < 0) return rc;
     if (v >= (uint32_t)n_vocab)
         return bt_fail(e, BT_EFORMAT, "tokenizer: %s = %u >= vocab size %d", key, v, n_vocab);
     *out = (int32_t)v;
@@ -447,22 +419,19 @@ int tokenizer_open_gguf(tok_t **out, const gguf_t *g, bt_err *e) {
     const char *s;
     size_t sl;
     int rc = gguf_get_str(g, "tokenizer.ggml.model", &s, &sl, e);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     if (strcmp(s, "gpt2"))
         return bt_fail(e, BT_EUNSUPPORTED, "tokenizer: tokenizer.ggml.model '%s' (want gpt2)", s);
     enum tok_pre pre = TOK_PRE_QWEN35;
     rc = gguf_get_str(g, "tokenizer.ggml.pre", &s, &sl, e);
-    if (rc < 0)
-        return rc;
-    if ((rc = parse_pre(s, &pre, e)) < 0)
-        return rc;
+    if (rc < 0) return rc;
+    if ((rc = parse_pre(s, &pre, e)) < 0) return rc;
     const struct gguf_arr *toks, *types = NULL, *merges;
-    if ((rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, e)) < 0)
-        return rc;
+    if ((rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &toks, e)) < 0) return rc;
     if (toks->type != GGUF_STRING || toks->n == 0 || toks->n > INT32_MAX / 2)
-        return bt_fail(e, BT_EFORMAT, "tokenizer: tokenizer.ggml.tokens: not a non-empty "
-                                      "string array (type %d, n %llu)",
+        return bt_fail(e, BT_EFORMAT,
+                       "tokenizer: tokenizer.ggml.tokens: not a non-empty "
+                       "string array (type %d, n %llu)",
                        (int)toks->type, (unsigned long long)toks->n);
     rc = gguf_get_arr(g, "tokenizer.ggml.token_type", &types, e);
     if (rc == BT_ENOKEY)
@@ -472,14 +441,12 @@ int tokenizer_open_gguf(tok_t **out, const gguf_t *g, bt_err *e) {
     if (types && types->n != toks->n)
         return bt_fail(e, BT_EFORMAT, "tokenizer: token_type has %llu entries, tokens %llu",
                        (unsigned long long)types->n, (unsigned long long)toks->n);
-    if ((rc = gguf_get_arr(g, "tokenizer.ggml.merges", &merges, e)) < 0)
-        return rc;
+    if ((rc = gguf_get_arr(g, "tokenizer.ggml.merges", &merges, e)) < 0) return rc;
     if (merges->type != GGUF_STRING || merges->n > UINT32_MAX / 4)
         return bt_fail(e, BT_EFORMAT, "tokenizer: tokenizer.ggml.merges: not a string array");
 
     int32_t n_vocab = (int32_t)toks->n;
-    if ((rc = tok_alloc(&t, n_vocab, e)) < 0)
-        goto fail;
+    if ((rc = tok_alloc(&t, n_vocab, e)) < 0) goto fail;
     t->pre = pre;
     for (int32_t id = 0; id < n_vocab; id++) {
         int64_t ty = TOK_NORMAL;
@@ -492,16 +459,14 @@ int tokenizer_open_gguf(tok_t **out, const gguf_t *g, bt_err *e) {
                          (long long)ty);
             goto fail;
         }
-        if ((rc = set_token(t, id, toks->str[id], toks->str_len[id], (int)ty, e)) < 0)
-            goto fail;
+        if ((rc = set_token(t, id, toks->str[id], toks->str_len[id], (int)ty, e)) < 0) goto fail;
     }
     if ((rc = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", n_vocab, &t->eos, e)) < 0 ||
         (rc = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", n_vocab, &t->bos, e)) < 0 ||
         (rc = gguf_opt_id(g, "tokenizer.ggml.padding_token_id", n_vocab, &t->pad, e)) < 0)
         goto fail;
     rc = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, e);
-    if (rc < 0 && rc != BT_ENOKEY)
-        goto fail;
+    if (rc < 0 && rc != BT_ENOKEY) goto fail;
     if (gguf_get_str(g, "tokenizer.chat_template", &s, &sl, NULL) == 0) {
         t->chat_template = strndup(s, sl);
         if (!t->chat_template) {
@@ -509,8 +474,7 @@ int tokenizer_open_gguf(tok_t **out, const gguf_t *g, bt_err *e) {
             goto fail;
         }
     }
-    if ((rc = finish_vocab(t, e)) < 0)
-        goto fail;
+    if ((rc = finish_vocab(t, e)) < 0) goto fail;
     if (mmap_init(&t->merges, merges->n) < 0) {
         rc = bt_fail(e, -ENOMEM, "tokenizer: out of memory for %llu merges",
                      (unsigned long long)merges->n);
@@ -553,8 +517,7 @@ fail:
 static int read_file(const char *path, char **buf, size_t *len, bt_err *e) {
     *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return bt_fail(e, -errno, "tokenizer: open %s: %s", path, strerror(errno));
+    if (fd < 0) return bt_fail(e, -errno, "tokenizer: open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_size < 0 || (uint64_t)st.st_size > (1ull << 31)) {
         close(fd);
@@ -568,8 +531,7 @@ static int read_file(const char *path, char **buf, size_t *len, bt_err *e) {
     }
     while (got < n) {
         ssize_t r = read(fd, b + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             int err = r < 0 ? -errno : BT_EFORMAT;
             free(b);
@@ -587,18 +549,15 @@ static int read_file(const char *path, char **buf, size_t *len, bt_err *e) {
 /* eos_token etc. in tokenizer_config.json: a string or {"content": string}. */
 static const char *cfg_token_text(const cJSON *cfg, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    if (cJSON_IsObject(v))
-        v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 static int32_t hf_lookup(const struct tok *t, const char *text) {
     int32_t id = find_special_text(t, text);
-    if (id >= 0)
-        return id;
+    if (id >= 0) return id;
     for (int32_t i = 0; i < t->n_vocab; i++)
-        if (t->text_len[i] == strlen(text) && !strcmp(t->pool + t->text_off[i], text))
-            return i;
+        if (t->text_len[i] == strlen(text) && !strcmp(t->pool + t->text_off[i], text)) return i;
     return -1;
 }
 
@@ -608,16 +567,13 @@ static int hf_config(struct tok *t, const char *json_path, bt_err *e) {
     char path[4096];
     const char *slash = strrchr(json_path, '/');
     int dl = slash ? (int)(slash - json_path + 1) : 0;
-    if (snprintf(path, sizeof path, "%.*stokenizer_config.json", dl, json_path) >=
-        (int)sizeof path)
+    if (snprintf(path, sizeof path, "%.*stokenizer_config.json", dl, json_path) >= (int)sizeof path)
         return 0;
-    if (access(path, R_OK) != 0)
-        return 0;
+    if (access(path, R_OK) != 0) return 0;
     char *buf;
     size_t len;
     int rc = read_file(path, &buf, &len, e);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     cJSON *cfg = cJSON_ParseWithLength(buf, len);
     free(buf);
     if (!cJSON_IsObject(cfg)) {
@@ -625,12 +581,9 @@ static int hf_config(struct tok *t, const char *json_path, bt_err *e) {
         return bt_fail(e, BT_EFORMAT, "tokenizer: %s: not a JSON object", path);
     }
     const char *s;
-    if ((s = cfg_token_text(cfg, "eos_token")))
-        t->eos = hf_lookup(t, s);
-    if ((s = cfg_token_text(cfg, "bos_token")))
-        t->bos = hf_lookup(t, s);
-    if ((s = cfg_token_text(cfg, "pad_token")))
-        t->pad = hf_lookup(t, s);
+    if ((s = cfg_token_text(cfg, "eos_token"))) t->eos = hf_lookup(t, s);
+    if ((s = cfg_token_text(cfg, "bos_token"))) t->bos = hf_lookup(t, s);
+    if ((s = cfg_token_text(cfg, "pad_token"))) t->pad = hf_lookup(t, s);
     t->add_bos = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token"));
     const cJSON *tmpl = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
     rc = 0;
@@ -654,12 +607,10 @@ static int hf_pre(const cJSON *root, enum tok_pre *pre, bt_err *e) {
     }
     for (int i = 0; i < n; i++) {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(items[i], "type");
-        if (!cJSON_IsString(type) || strcmp(type->valuestring, "Split"))
-            continue;
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "Split")) continue;
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(items[i], "pattern");
         const cJSON *re = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
-        if (!cJSON_IsString(re))
-            break;
+        if (!cJSON_IsString(re)) break;
         if (!strcmp(re->valuestring, HF_QWEN35)) {
             *pre = TOK_PRE_QWEN35;
             return 0;
@@ -668,8 +619,10 @@ static int hf_pre(const cJSON *root, enum tok_pre *pre, bt_err *e) {
             *pre = TOK_PRE_QWEN2;
             return 0;
         }
-        return bt_fail(e, BT_EUNSUPPORTED, "tokenizer: pre-tokenizer regex is neither Qwen3.5's "
-                                           "nor Qwen2's: %.80s", re->valuestring);
+        return bt_fail(e, BT_EUNSUPPORTED,
+                       "tokenizer: pre-tokenizer regex is neither Qwen3.5's "
+                       "nor Qwen2's: %.80s",
+                       re->valuestring);
     }
     return bt_fail(e, BT_EUNSUPPORTED, "tokenizer: no Split pre-tokenizer regex found");
 }
@@ -681,8 +634,7 @@ int tokenizer_open_json(tok_t **out, const char *path, bt_err *e) {
     size_t len, scap = 0, skipped = 0;
     cJSON *root = NULL;
     int rc = read_file(path, &buf, &len, e);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     root = cJSON_ParseWithLength(buf, len);
     free(buf);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -700,20 +652,20 @@ int tokenizer_open_json(tok_t **out, const char *path, bt_err *e) {
         goto fail;
     }
     enum tok_pre pre = TOK_PRE_QWEN35;
-    if ((rc = hf_pre(root, &pre, e)) < 0)
-        goto fail;
+    if ((rc = hf_pre(root, &pre, e)) < 0) goto fail;
     /* Vocabulary size = 1 + the largest id anyone names. */
     int64_t max_id = -1;
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX / 4 ||
             it->valuedouble != (double)it->valueint) {
-            rc = bt_fail(e, BT_EFORMAT, "tokenizer: vocab entry '%.64s': id is not a small "
-                                        "non-negative integer", it->string);
+            rc = bt_fail(e, BT_EFORMAT,
+                         "tokenizer: vocab entry '%.64s': id is not a small "
+                         "non-negative integer",
+                         it->string);
             goto fail;
         }
-        if (it->valueint > max_id)
-            max_id = it->valueint;
+        if (it->valueint > max_id) max_id = it->valueint;
     }
     cJSON_ArrayForEach(it, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
@@ -723,15 +675,13 @@ int tokenizer_open_json(tok_t **out, const char *path, bt_err *e) {
             rc = bt_fail(e, BT_EFORMAT, "tokenizer: added_tokens entry without id/content");
             goto fail;
         }
-        if (id->valueint > max_id)
-            max_id = id->valueint;
+        if (id->valueint > max_id) max_id = id->valueint;
     }
     if (max_id < 0) {
         rc = bt_fail(e, BT_EFORMAT, "tokenizer: %s: empty vocabulary", path);
         goto fail;
     }
-    if ((rc = tok_alloc(&t, (int32_t)(max_id + 1), e)) < 0)
-        goto fail;
+    if ((rc = tok_alloc(&t, (int32_t)(max_id + 1), e)) < 0) goto fail;
     t->pre = pre;
     cJSON_ArrayForEach(it, vocab) {
         if ((rc = set_token(t, it->valueint, it->string, strlen(it->string), TOK_NORMAL, e)) < 0)
@@ -746,13 +696,10 @@ int tokenizer_open_json(tok_t **out, const char *path, bt_err *e) {
         size_t cl = strlen(c);
         int looks_ctl = cl >= 4 && !strncmp(c, "<|", 2) && !strcmp(c + cl - 2, "|>");
         int ty = special || looks_ctl ? TOK_CONTROL : TOK_USER_DEFINED;
-        if ((rc = set_token(t, id->valueint, c, cl, ty, e)) < 0)
-            goto fail;
+        if ((rc = set_token(t, id->valueint, c, cl, ty, e)) < 0) goto fail;
     }
-    if ((rc = hf_config(t, path, e)) < 0)
-        goto fail;
-    if ((rc = finish_vocab(t, e)) < 0)
-        goto fail;
+    if ((rc = hf_config(t, path, e)) < 0) goto fail;
+    if ((rc = finish_vocab(t, e)) < 0) goto fail;
     if (mmap_init(&t->merges, (size_t)cJSON_GetArraySize(merges)) < 0) {
         rc = bt_fail(e, -ENOMEM, "tokenizer: out of memory");
         goto fail;
@@ -801,8 +748,7 @@ fail:
 int tokenizer_open(tok_t **out, const char *path, bt_err *e) {
     *out = NULL;
     struct stat st;
-    if (stat(path, &st) < 0)
-        return bt_fail(e, -errno, "tokenizer: %s: %s", path, strerror(errno));
+    if (stat(path, &st) < 0) return bt_fail(e, -errno, "tokenizer: %s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
         char p[4096];
         if (snprintf(p, sizeof p, "%s/tokenizer.json", path) >= (int)sizeof p)
@@ -810,20 +756,17 @@ int tokenizer_open(tok_t **out, const char *path, bt_err *e) {
         return tokenizer_open_json(out, p, e);
     }
     size_t n = strlen(path);
-    if (n >= 5 && !strcmp(path + n - 5, ".json"))
-        return tokenizer_open_json(out, path, e);
+    if (n >= 5 && !strcmp(path + n - 5, ".json")) return tokenizer_open_json(out, path, e);
     gguf_t *g;
     int rc = gguf_open(&g, path, e);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     rc = tokenizer_open_gguf(out, g, e);
     gguf_free(g);
     return rc;
 }
 
 void tokenizer_free(tok_t *t) {
-    if (!t)
-        return;
+    if (!t) return;
     free(t->type);
     free(t->text_off);
     free(t->text_len);
@@ -836,8 +779,7 @@ void tokenizer_free(tok_t *t) {
     free(t->merges.merged);
     free(t->special);
     free(t->chat_template);
-    if (t->re)
-        pcre2_code_free(t->re);
+    if (t->re) pcre2_code_free(t->re);
     free(t);
 }
 
@@ -852,8 +794,7 @@ static int ids_push(struct ids *a, int32_t id) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? 2 * a->cap : 64;
         int32_t *p = realloc(a->v, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
         a->v = p, a->cap = cap;
     }
     a->v[a->n++] = id;
@@ -863,27 +804,25 @@ static int ids_push(struct ids *a, int32_t id) {
 /* Per-call scratch for BPE over one pre-token. */
 struct bpe_work {
     int32_t *id, *prev, *next; /* (n) symbol list; id < 0 = merged away */
-    struct cand { uint32_t rank; int32_t left, right, left_id, right_id; } *heap;
+    struct cand {
+        uint32_t rank;
+        int32_t left, right, left_id, right_id;
+    } * heap;
     size_t cap, heap_cap, heap_n;
 };
 
 static int work_reserve(struct bpe_work *w, size_t n) {
-    if (n <= w->cap)
-        return 0;
+    if (n <= w->cap) return 0;
     size_t cap = n < 64 ? 64 : n * 2;
     int32_t *a = realloc(w->id, cap * sizeof *a);
-    if (!a)
-        return -ENOMEM;
+    if (!a) return -ENOMEM;
     w->id = a;
-    if (!(a = realloc(w->prev, cap * sizeof *a)))
-        return -ENOMEM;
+    if (!(a = realloc(w->prev, cap * sizeof *a))) return -ENOMEM;
     w->prev = a;
-    if (!(a = realloc(w->next, cap * sizeof *a)))
-        return -ENOMEM;
+    if (!(a = realloc(w->next, cap * sizeof *a))) return -ENOMEM;
     w->next = a;
     struct cand *h = realloc(w->heap, 3 * cap * sizeof *h);
-    if (!h)
-        return -ENOMEM;
+    if (!h) return -ENOMEM;
     w->heap = h, w->heap_cap = 3 * cap, w->cap = cap;
     return 0;
 }
@@ -899,8 +838,7 @@ static void heap_push(struct bpe_work *w, struct cand c) {
     /* heap_cap = 3 * n: n - 1 initial pairs plus at most 2 per merge (n - 1 merges) */
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!cand_less(&c, &w->heap[p]))
-            break;
+        if (!cand_less(&c, &w->heap[p])) break;
         w->heap[i] = w->heap[p];
         i = p;
     }
@@ -913,39 +851,31 @@ static struct cand heap_pop(struct bpe_work *w) {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         const struct cand *best = &last;
-        if (l < n && cand_less(&w->heap[l], best))
-            m = l, best = &w->heap[l];
-        if (r < n && cand_less(&w->heap[r], best))
-            m = r;
-        if (m == i)
-            break;
+        if (l < n && cand_less(&w->heap[l], best)) m = l, best = &w->heap[l];
+        if (r < n && cand_less(&w->heap[r], best)) m = r;
+        if (m == i) break;
         w->heap[i] = w->heap[m];
         i = m;
     }
-    if (n)
-        w->heap[i] = last;
+    if (n) w->heap[i] = last;
     return top;
 }
 
 static void try_pair(const struct tok *t, struct bpe_work *w, int32_t left, int32_t right) {
-    if (left < 0 || right < 0)
-        return;
+    if (left < 0 || right < 0) return;
     uint64_t key = pair_key(w->id[left], w->id[right]);
     size_t s = mmap_slot(&t->merges, key);
-    if (t->merges.key[s] == UINT64_MAX)
-        return;
+    if (t->merges.key[s] == UINT64_MAX) return;
     struct cand c = {t->merges.rank[s], left, right, w->id[left], w->id[right]};
     heap_push(w, c);
 }
 
 static int bpe_piece(const tok_t *t, struct bpe_work *w, const uint8_t *s, size_t n,
                      struct ids *out) {
-    if (n == 1)
-        return ids_push(out, t->byte_id[s[0]]);
+    if (n == 1) return ids_push(out, t->byte_id[s[0]]);
     /* A whole piece that is itself a token and needs no merging is common (words). It is not
      * a shortcut BPE may take in general, so only the full merge path below decides. */
-    if (work_reserve(w, n) < 0)
-        return -ENOMEM;
+    if (work_reserve(w, n) < 0) return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         w->id[i] = t->byte_id[s[i]];
         w->prev[i] = (int32_t)i - 1;
@@ -965,14 +895,12 @@ static int bpe_piece(const tok_t *t, struct bpe_work *w, const uint8_t *s, size_
         int32_t nn = w->next[c.right];
         w->id[c.right] = -1;
         w->next[c.left] = nn;
-        if (nn >= 0)
-            w->prev[nn] = c.left;
+        if (nn >= 0) w->prev[nn] = c.left;
         try_pair(t, w, w->prev[c.left], c.left);
         try_pair(t, w, c.left, nn);
     }
     for (int32_t i = 0; i >= 0; i = w->next[i])
-        if (ids_push(out, w->id[i]) < 0)
-            return -ENOMEM;
+        if (ids_push(out, w->id[i]) < 0) return -ENOMEM;
     return 0;
 }
 
@@ -993,11 +921,9 @@ static int encode_text(const tok_t *t, const char *text, size_t len, pcre2_match
             ms = me = len;
         }
         if (ms > pos) { /* text the regex skipped (only invalid UTF-8 in practice) */
-            if (bpe_piece(t, w, s + pos, ms - pos, out) < 0)
-                return -ENOMEM;
+            if (bpe_piece(t, w, s + pos, ms - pos, out) < 0) return -ENOMEM;
         }
-        if (me > ms && bpe_piece(t, w, s + ms, me - ms, out) < 0)
-            return -ENOMEM;
+        if (me > ms && bpe_piece(t, w, s + ms, me - ms, out) < 0) return -ENOMEM;
         /* no alternative matches empty, so me > pos; if that ever fails, stop rather than loop */
         pos = me > pos ? me : len;
     }
@@ -1009,8 +935,8 @@ struct frag {
     int32_t special; /* -1 for text */
 };
 
-int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_special,
-                     int32_t **ids, size_t *n, bt_err *e) {
+int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_special, int32_t **ids,
+                     size_t *n, bt_err *e) {
     *ids = NULL, *n = 0;
     struct ids out = {0};
     struct bpe_work w = {0};
@@ -1019,31 +945,25 @@ int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_spe
     int rc = -ENOMEM;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(t->re, NULL);
     fr = malloc(fcap * sizeof *fr);
-    if (!md || !fr)
-        goto fail;
+    if (!md || !fr) goto fail;
     fr[0] = (struct frag){0, len, -1};
-    if (t->add_bos && t->bos >= 0 && ids_push(&out, t->bos) < 0)
-        goto fail;
+    if (t->add_bos && t->bos >= 0 && ids_push(&out, t->bos) < 0) goto fail;
     /* Special tokens, longest first; each one splits every remaining text fragment at all of
      * its occurrences (llama.cpp's partition order, so overlaps resolve the same way). */
     for (size_t k = 0; k < t->n_special && len; k++) {
         int32_t sid = t->special[k];
-        if (!parse_special && t->type[sid] != TOK_USER_DEFINED)
-            continue;
+        if (!parse_special && t->type[sid] != TOK_USER_DEFINED) continue;
         const char *st = t->pool + t->text_off[sid];
         size_t sl = t->text_len[sid];
         for (size_t i = 0; i < nfr; i++) {
-            if (fr[i].special >= 0 || fr[i].len < sl)
-                continue;
+            if (fr[i].special >= 0 || fr[i].len < sl) continue;
             const char *base = text + fr[i].off;
             const char *hit = memmem(base, fr[i].len, st, sl);
-            if (!hit)
-                continue;
+            if (!hit) continue;
             if (nfr + 2 > fcap) {
                 fcap *= 2;
                 struct frag *p = realloc(fr, fcap * sizeof *p);
-                if (!p)
-                    goto fail;
+                if (!p) goto fail;
                 fr = p;
             }
             /* [left text][special][right text]: left may be empty (then dropped), right is
@@ -1051,8 +971,7 @@ int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_spe
             size_t left = (size_t)(hit - base), off = fr[i].off, flen = fr[i].len;
             struct frag parts[3];
             int np = 0;
-            if (left)
-                parts[np++] = (struct frag){off, left, -1};
+            if (left) parts[np++] = (struct frag){off, left, -1};
             parts[np++] = (struct frag){off + left, sl, sid};
             if (flen > left + sl)
                 parts[np++] = (struct frag){off + left + sl, flen - left - sl, -1};
@@ -1064,10 +983,8 @@ int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_spe
     }
     for (size_t i = 0; i < nfr; i++) {
         if (fr[i].special >= 0) {
-            if (ids_push(&out, fr[i].special) < 0)
-                goto fail;
-        } else if (fr[i].len &&
-                   encode_text(t, text + fr[i].off, fr[i].len, md, &w, &out) < 0) {
+            if (ids_push(&out, fr[i].special) < 0) goto fail;
+        } else if (fr[i].len && encode_text(t, text + fr[i].off, fr[i].len, md, &w, &out) < 0) {
             goto fail;
         }
     }
@@ -1075,8 +992,7 @@ int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_spe
     out.v = NULL;
     rc = 0;
 fail:
-    if (rc < 0)
-        bt_fail(e, rc, "tokenizer: out of memory encoding %zu bytes", len);
+    if (rc < 0) bt_fail(e, rc, "tokenizer: out of memory encoding %zu bytes", len);
     free(out.v);
     free(w.id);
     free(w.prev);
@@ -1115,21 +1031,20 @@ static const char *piece(const tok_t *t, int32_t id, int render_special, size_t 
     return tok_bytes(t, id, len);
 }
 
-int tokenizer_decode(const tok_t *t, const int32_t *ids, size_t n, int render_special,
-                     char **out, size_t *len, bt_err *e) {
+int tokenizer_decode(const tok_t *t, const int32_t *ids, size_t n, int render_special, char **out,
+                     size_t *len, bt_err *e) {
     *out = NULL, *len = 0;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
-            return bt_fail(e, BT_EINVAL, "tokenizer: decode: id %d at %zu outside [0, %d)",
-                           ids[i], i, t->n_vocab);
+            return bt_fail(e, BT_EINVAL, "tokenizer: decode: id %d at %zu outside [0, %d)", ids[i],
+                           i, t->n_vocab);
         size_t pl;
         piece(t, ids[i], render_special, &pl);
         total += pl;
     }
     char *b = malloc(total + 1);
-    if (!b)
-        return bt_fail(e, -ENOMEM, "tokenizer: out of memory decoding %zu ids", n);
+    if (!b) return bt_fail(e, -ENOMEM, "tokenizer: out of memory decoding %zu ids", n);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         size_t pl;
@@ -1169,14 +1084,12 @@ const int32_t *tokenizer_eog_ids(const tok_t *t, size_t *n) {
 }
 int tokenizer_is_eog(const tok_t *t, int32_t id) {
     for (size_t i = 0; i < t->n_eog; i++)
-        if (t->eog[i] == id)
-            return 1;
+        if (t->eog[i] == id) return 1;
     return 0;
 }
 int32_t tokenizer_find(const tok_t *t, const char *text) {
     int32_t id = find_special_text(t, text);
-    if (id >= 0 || !*text)
-        return id;
+    if (id >= 0 || !*text) return id;
     return vmap_get(t, text, strlen(text));
 }
 const char *tokenizer_chat_template(const tok_t *t) {
@@ -1197,8 +1110,7 @@ struct tok_stream {
 int tok_stream_new(tok_stream_t **out, const tok_t *t, int render_special, bt_err *e) {
     *out = NULL;
     tok_stream_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bt_fail(e, -ENOMEM, "tok_stream: out of memory");
+    if (!s) return bt_fail(e, -ENOMEM, "tok_stream: out of memory");
     s->t = t, s->render_special = render_special;
     s->cap = 3 * (t->max_bytes + 4) + 16;
     s->buf = malloc(s->cap);
@@ -1211,8 +1123,7 @@ int tok_stream_new(tok_stream_t **out, const tok_t *t, int render_special, bt_er
 }
 
 void tok_stream_free(tok_stream_t *s) {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->buf);
     free(s);
 }
@@ -1224,15 +1135,14 @@ int tok_stream_push_bytes(tok_stream_t *s, const char *bytes, size_t n, const ch
     size_t need = 3 * (s->n_held + n) + 16;
     if (need > s->cap) { /* only for push_bytes with long input; tokens fit the initial cap */
         char *p = realloc(s->buf, need);
-        if (!p)
-            return bt_fail(e, -ENOMEM, "tok_stream: out of memory");
+        if (!p) return bt_fail(e, -ENOMEM, "tok_stream: out of memory");
         s->buf = p, s->cap = need;
     }
     /* Work on held + bytes without copying bytes twice: small tail first. */
     uint8_t tmp[8];
     size_t o = 0, i = 0, nh = s->n_held;
     size_t total = nh + n;
-#define AT(k) ((k) < nh ? s->held[(k)] : (uint8_t)bytes[(k) - nh])
+#define AT(k) ((k) < nh ? s->held[(k)] : (uint8_t)bytes[(k)-nh])
     while (i < total) {
         uint8_t c = AT(i);
         if (c < 0x80) {

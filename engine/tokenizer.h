@@ -19,19 +19,24 @@
  * A tok_stream is per sequence (one thread at a time). */
 #ifndef BT_ENGINE_TOKENIZER_H
 #define BT_ENGINE_TOKENIZER_H
-#include <stddef.h>
-#include <stdint.h>
-
 #include "common/err.h"
 #include "engine/gguf.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct tok tok_t;
 
 /* GGUF token types (tokenizer.ggml.token_type); HF vocab entries are NORMAL, HF added tokens
  * CONTROL when "special", else USER_DEFINED; ids nobody names are UNUSED. */
 enum tok_type {
-    TOK_UNDEFINED = 0, TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3,
-    TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6
+    TOK_UNDEFINED = 0,
+    TOK_NORMAL = 1,
+    TOK_UNKNOWN = 2,
+    TOK_CONTROL = 3,
+    TOK_USER_DEFINED = 4,
+    TOK_UNUSED = 5,
+    TOK_BYTE = 6
 };
 
 enum tok_pre { TOK_PRE_QWEN35 = 0, TOK_PRE_QWEN2 = 1 };
@@ -47,12 +52,12 @@ void tokenizer_free(tok_t *t); /* NULL ok */
 
 /* Encodes len bytes of text (any bytes; need not be NUL-terminated). *ids is malloc'ed
  * (caller frees with free(); may be NULL when *n == 0). -ENOMEM only. */
-int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_special,
-                     int32_t **ids, size_t *n, bt_err *e);
+int tokenizer_encode(const tok_t *t, const char *text, size_t len, int parse_special, int32_t **ids,
+                     size_t *n, bt_err *e);
 /* Decodes ids into a malloc'ed NUL-terminated buffer (caller frees); *len excludes the NUL.
  * BT_EINVAL for an id outside [0, vocab size). */
-int tokenizer_decode(const tok_t *t, const int32_t *ids, size_t n, int render_special,
-                     char **out, size_t *len, bt_err *e);
+int tokenizer_decode(const tok_t *t, const int32_t *ids, size_t n, int render_special, char **out,
+                     size_t *len, bt_err *e);
 /* The raw bytes token id decodes to (control/user-defined: its text; unused: empty).
  * Borrowed until tokenizer_free. NULL for an id out of range. */
 const char *tokenizer_token_bytes(const tok_t *t, int32_t id, size_t *len);

@@ -73,12 +73,10 @@ static int is_float(enum dtype dt) {
 
 /* Elements, or -1 if the shape is invalid or its size overflows. */
 static int64_t numel_of(const struct tensor_desc *t) {
-    if (t->n_dims < 1 || t->n_dims > 4)
-        return -1;
+    if (t->n_dims < 1 || t->n_dims > 4) return -1;
     int64_t n = 1;
     for (int d = 0; d < t->n_dims; d++) {
-        if (t->ne[d] <= 0 || n > INT64_MAX / 4 / t->ne[d])
-            return -1;
+        if (t->ne[d] <= 0 || n > INT64_MAX / 4 / t->ne[d]) return -1;
         n *= t->ne[d];
     }
     return n;
@@ -87,10 +85,8 @@ static int64_t numel_of(const struct tensor_desc *t) {
 size_t xform_out_bytes(const struct model_desc *m, const struct tensor_desc *t) {
     (void)m;
     int64_t n = numel_of(t);
-    if (n < 0 || (unsigned)t->dtype >= DT_COUNT || !dtype_traits[t->dtype].block)
-        return 0;
-    if (xform_out_dtype(t) == DT_F32 && t->dtype != DT_F32)
-        return (size_t)n * 4;
+    if (n < 0 || (unsigned)t->dtype >= DT_COUNT || !dtype_traits[t->dtype].block) return 0;
+    if (xform_out_dtype(t) == DT_F32 && t->dtype != DT_F32) return (size_t)n * 4;
     return (size_t)(dtype_row_bytes(t->dtype, t->ne[0]) * (size_t)(n / t->ne[0]));
 }
 
@@ -100,8 +96,7 @@ struct perm {
 
 /* Source index (HF order) of engine-form index i (GGUF order). */
 static int64_t perm_src(const struct perm *p, int64_t i) {
-    if (i < p->first || i >= p->first + p->span)
-        return i;
+    if (i < p->first || i >= p->first + p->span) return i;
     int64_t j = i - p->first, head = j / p->d, el = j % p->d;
     int64_t m = head / p->hk, g = head % p->hk;
     return p->first + (g * p->r + m) * p->d + el;
@@ -117,8 +112,7 @@ int xform_apply(const struct model_desc *m, const struct tensor_desc *t, const v
         return bt_fail(e, BT_ESHAPE, "xform: tensor %s: invalid shape (n_dims=%d)", t->name,
                        t->n_dims);
     if ((unsigned)sd >= DT_COUNT || !dtype_supported(sd))
-        return bt_fail(e, BT_EUNSUPPORTED, "xform: tensor %s: dtype %s", t->name,
-                       dtype_name(sd));
+        return bt_fail(e, BT_EUNSUPPORTED, "xform: tensor %s: dtype %s", t->name, dtype_name(sd));
     uint64_t want = dtype_row_bytes(sd, t->ne[0]) * (uint64_t)(numel / t->ne[0]);
     if (!want || want != t->n_bytes)
         return bt_fail(e, BT_ESHAPE, "xform: tensor %s: %llu bytes stored, shape needs %llu",
@@ -132,11 +126,10 @@ int xform_apply(const struct model_desc *m, const struct tensor_desc *t, const v
                        dtype_name(sd), xform_is_vector(t) ? "vector" : "matrix");
     unsigned pbits = t->xform & (XF_VHEAD_ROWS | XF_VHEAD_COLS);
     if (pbits == (XF_VHEAD_ROWS | XF_VHEAD_COLS))
-        return bt_fail(e, BT_EINVAL, "xform: tensor %s: both row and column permutation",
-                       t->name);
+        return bt_fail(e, BT_EINVAL, "xform: tensor %s: both row and column permutation", t->name);
     if ((pbits & XF_VHEAD_COLS) && !is_float(sd))
-        return bt_fail(e, BT_EUNSUPPORTED, "xform: tensor %s: column permutation of %s",
-                       t->name, dtype_name(sd));
+        return bt_fail(e, BT_EUNSUPPORTED, "xform: tensor %s: column permutation of %s", t->name,
+                       dtype_name(sd));
 
     /* Units: a vector is rows of one element; otherwise rows of ne[0] elements. */
     int64_t cols = t->n_dims == 1 ? 1 : t->ne[0];
@@ -155,8 +148,7 @@ int xform_apply(const struct model_desc *m, const struct tensor_desc *t, const v
                            "H_k=%d does not fit %lld %s",
                            t->name, t->perm_first, t->perm_block, hv, hk, (long long)extent,
                            pbits == XF_VHEAD_ROWS ? "rows" : "columns");
-        p = (struct perm){t->perm_first, (int64_t)hv * t->perm_block, t->perm_block, hk,
-                          hv / hk};
+        p = (struct perm){t->perm_first, (int64_t)hv * t->perm_block, t->perm_block, hk, hv / hk};
     }
 
     for (int64_t o = 0; o < rows; o++) {
@@ -176,10 +168,8 @@ int xform_apply(const struct model_desc *m, const struct tensor_desc *t, const v
             }
             float v = load_f(sd, ir, sc);
             /* f32 arithmetic, as the converter does after upcasting (spec §10.4 step 2-3). */
-            if (vops & XF_ADD_ONE)
-                v = 1.0f + v;
-            if (vops & XF_NEG_EXP)
-                v = -expf(v);
+            if (vops & XF_ADD_ONE) v = 1.0f + v;
+            if (vops & XF_NEG_EXP) v = -expf(v);
             memcpy(orow + (size_t)c * 4, &v, 4);
         }
     }

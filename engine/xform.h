@@ -11,10 +11,10 @@
  * may run every tensor through xform_apply. Pure functions; thread-safe. */
 #ifndef BT_ENGINE_XFORM_H
 #define BT_ENGINE_XFORM_H
-#include <stddef.h>
-
 #include "common/err.h"
 #include "engine/model.h"
+
+#include <stddef.h>
 
 /* 1 if t is stored as F32 in engine form regardless of its stored dtype. */
 int xform_is_vector(const struct tensor_desc *t);

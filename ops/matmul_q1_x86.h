@@ -39,16 +39,17 @@ static inline QATTR __m512i QN(ld4x16)(const uint8_t *p, size_t rb) {
         Q1W8(16 * (q) + (s)), Q1W8(16 * (q) + (s) + 1), Q1W8(16 * (q) + (s) + 2),                  \
             Q1W8(16 * (q) + (s) + 3)                                                               \
     }
-#define Q1MN(q) 16 * (q) + 8, 16 * (q) + 8, 16 * (q) + 9, 16 * (q) + 9, 16 * (q) + 10,             \
-    16 * (q) + 10, 16 * (q) + 11, 16 * (q) + 11, 16 * (q) + 12, 16 * (q) + 12, 16 * (q) + 13,       \
-    16 * (q) + 13, 16 * (q) + 14, 16 * (q) + 14, 16 * (q) + 15, 16 * (q) + 15
+#define Q1MN(q)                                                                                    \
+    16 * (q) + 8, 16 * (q) + 8, 16 * (q) + 9, 16 * (q) + 9, 16 * (q) + 10, 16 * (q) + 10,          \
+        16 * (q) + 11, 16 * (q) + 11, 16 * (q) + 12, 16 * (q) + 12, 16 * (q) + 13, 16 * (q) + 13,  \
+        16 * (q) + 14, 16 * (q) + 14, 16 * (q) + 15, 16 * (q) + 15
 /* [q][h][lo, hi] for Q4_K/Q5_K, [q][h][p] for Q6_K */
 static const uint16_t QN(k1sc45)[2][2][2][32] __attribute__((aligned(64))) = {
     {{Q1K45(0, 0, 2), Q1K45(0, 1, 3)}, {Q1K45(0, 4, 6), Q1K45(0, 5, 7)}},
     {{Q1K45(1, 0, 2), Q1K45(1, 1, 3)}, {Q1K45(1, 4, 6), Q1K45(1, 5, 7)}}};
-static const uint16_t QN(k1sc6)[2][2][2][32] __attribute__((aligned(64))) = {
-    {{Q1K6(0, 0), Q1K6(0, 4)}, {Q1K6(0, 8), Q1K6(0, 12)}},
-    {{Q1K6(1, 0), Q1K6(1, 4)}, {Q1K6(1, 8), Q1K6(1, 12)}}};
+static const uint16_t QN(k1sc6)[2][2][2][32]
+    __attribute__((aligned(64))) = {{{Q1K6(0, 0), Q1K6(0, 4)}, {Q1K6(0, 8), Q1K6(0, 12)}},
+                                    {{Q1K6(1, 0), Q1K6(1, 4)}, {Q1K6(1, 8), Q1K6(1, 12)}}};
 static const uint16_t QN(k1mn)[32] __attribute__((aligned(64))) = {Q1MN(0), Q1MN(1)};
 #undef Q1W8
 #undef Q1K45
@@ -59,9 +60,11 @@ static const uint16_t QN(k1mn)[32] __attribute__((aligned(64))) = {Q1MN(0), Q1MN
 /* Q5_K fifth bits: piece (h, lo/hi) takes bit 4h (+1 for hi) of qh[l] in its low 256 bits
  * (chunk 2h) and bit 4h+2 (+1) in its high 256 bits (chunk 2h+1), tested on [qh | qh]. */
 #define Q1B(a, b)                                                                                  \
-    { (a) * 0x0101010101010101ull, (a) * 0x0101010101010101ull, (a) * 0x0101010101010101ull,    \
-      (a) * 0x0101010101010101ull, (b) * 0x0101010101010101ull, (b) * 0x0101010101010101ull,    \
-      (b) * 0x0101010101010101ull, (b) * 0x0101010101010101ull }
+    {                                                                                              \
+        (a) * 0x0101010101010101ull, (a)*0x0101010101010101ull, (a)*0x0101010101010101ull,         \
+            (a)*0x0101010101010101ull, (b)*0x0101010101010101ull, (b)*0x0101010101010101ull,       \
+            (b)*0x0101010101010101ull, (b)*0x0101010101010101ull                                   \
+    }
 static const uint64_t QN(k1qh)[2][2][8] __attribute__((aligned(64))) = {
     {Q1B(0x01, 0x04), Q1B(0x02, 0x08)}, {Q1B(0x10, 0x40), Q1B(0x20, 0x80)}};
 #undef Q1B
@@ -103,9 +106,9 @@ QN(k45_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
         __m512i v = QN(ld4x16)(b0, rb);
         __m512i x = _mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0xED);
         __m512i s = _mm512_shuffle_epi32(v, (_MM_PERM_ENUM)0xA5);
-        __m512i lo = _mm512_and_si512(_mm512_srlv_epi32(x, _mm512_set4_epi32(4, 0, 0, 0)),
-                                      _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
-                                                        0x3f3f3f3f));
+        __m512i lo =
+            _mm512_and_si512(_mm512_srlv_epi32(x, _mm512_set4_epi32(4, 0, 0, 0)),
+                             _mm512_set4_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
         __m512i hi = _mm512_and_si512(_mm512_srli_epi32(s, 2),
                                       _mm512_set4_epi32(0x30303030, 0, 0x30303030, 0));
         __m512i sm = _mm512_or_si512(lo, hi); /* per row: sc 0..7, mn 0..7 (bytes) */
@@ -140,9 +143,9 @@ QN(k45_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
         }
         const struct block_q8_k *xb = QN(q8k_at)(xq, 0, 0, i);
         /* [d0 dm0 d1 dm1 d2 dm2 d3 dm3] * yd, then each broadcast over its row's 8 lanes */
-        __m256 f = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(ddi, v))),
-            _mm256_set1_ps(QN(q8k_d)(xb)));
+        __m256 f =
+            _mm256_mul_ps(_mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(ddi, v))),
+                          _mm256_set1_ps(QN(q8k_d)(xb)));
         __m512 fz = _mm512_castps256_ps512(f);
         __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(xb));
         __m512i mn = Q1IDX(QN(k1mn));
@@ -176,8 +179,8 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
         __m512i sv = QN(ld4x16)(b0 + offsetof(struct block_q6_k, scales), rb);
         __m512i z[2] = {_mm512_cvtepi8_epi16(_mm512_castsi512_si256(sv)),
                         _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(sv, 1))};
-        const uint8_t *ya = xq + (size_t)i * sizeof(struct block_q8_k) +
-                            offsetof(struct block_q8_k, qs);
+        const uint8_t *ya =
+            xq + (size_t)i * sizeof(struct block_q8_k) + offsetof(struct block_q8_k, qs);
         const __m512i Y[4] = {QN(load512)(ya), QN(load512)(ya + 64), QN(load512)(ya + 128),
                               QN(load512)(ya + 192)};
         __m512i k[4];
@@ -202,8 +205,9 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
         }
         const struct block_q8_k *xb = QN(q8k_at)(xq, 0, 0, i);
         __m512i dv = QN(ld4x16)(b0 + bb - 16, rb);
-        __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dwi, dv))),
-                              _mm_set1_ps(QN(q8k_d)(xb)));
+        __m128 d =
+            _mm_mul_ps(_mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dwi, dv))),
+                       _mm_set1_ps(QN(q8k_d)(xb)));
         __m512 dz = _mm512_castps128_ps512(d);
         __m512i bs = _mm512_broadcast_i64x4(QN(q8k_bsums)(xb));
         /* 32 * sum_g sc_g * bsum_g per lane: the +32 offset of the codes */
@@ -225,7 +229,7 @@ QN(q6k_rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const 
  * (27 KB) between two uses of the same activation block pushed the activations (18 KB at
  * 12288 columns) out of the 48 KB L1. Every row still adds its blocks in order 0..nb-1 into
  * the same lanes, so the result has the same bits as one pass. Q = 4 (Q4_K), 5 (Q5_K), 6. */
-#define K1_SPAN 16
+#define K1_SPAN   16
 #define K1_GROUPS 16
 static inline QATTR __attribute__((always_inline)) void
 QN(rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const uint8_t *xq,
@@ -236,8 +240,8 @@ QN(rows4_span)(const uint8_t *row, size_t rb, int64_t i0, int64_t i1, const uint
         QN(k45_rows4_span)(row, rb, i0, i1, xq, yp, acc, Q == 5);
 }
 static inline QATTR __attribute__((always_inline)) void
-QN(rows4_driver)(const uint8_t *W, size_t rb, int64_t nb, int64_t r0, int64_t r1,
-                 const uint8_t *xq, const uint8_t *yp, float *y, const int Q) {
+QN(rows4_driver)(const uint8_t *W, size_t rb, int64_t nb, int64_t r0, int64_t r1, const uint8_t *xq,
+                 const uint8_t *yp, float *y, const int Q) {
     if (nb <= K1_SPAN) {
         for (int64_t r = r0; r < r1; r += 4) {
             __m512 a[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};

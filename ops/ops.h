@@ -46,14 +46,17 @@ static inline enum dtype ops_act_dtype(enum dtype w) {
     switch (w) {
     case DT_Q8_0:
     case DT_Q4_0:
-    case DT_Q5_0: return DT_Q8_0;
+    case DT_Q5_0:
+        return DT_Q8_0;
     case DT_Q4_K:
     case DT_Q4_K_X16:
     case DT_Q5_K:
     case DT_Q5_K_X16:
     case DT_Q6_K:
-    case DT_Q6_K_X16: return DT_Q8_K;
-    default: return DT_F32;
+    case DT_Q6_K_X16:
+        return DT_Q8_K;
+    default:
+        return DT_F32;
     }
 }
 /* Bytes of one token's quantized activations for a weight of type w with cols columns. */

@@ -346,8 +346,7 @@ static void multi_worker(void *arg, int ith, int nth) {
             if (piece < MULTI_MIN_PIECE) piece = MULTI_MIN_PIECE;
             g1 = multi_row_at(j, j->bytes - left + piece);
             if (g1 <= g0) g1 = j->rows; /* not reached: a piece spans at least one row */
-        } while (!atomic_compare_exchange_weak_explicit(&j->next_row, &g0, g1,
-                                                        memory_order_relaxed,
+        } while (!atomic_compare_exchange_weak_explicit(&j->next_row, &g0, g1, memory_order_relaxed,
                                                         memory_order_relaxed));
         multi_rows(j, g0, g1);
     }

@@ -10,22 +10,22 @@
  * reset by the caller, so serving needs no malloc). Pure functions, thread-safe. */
 #ifndef BT_PROTO_MSG_H
 #define BT_PROTO_MSG_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 /* Note: the generated BATON__X__INIT macros cast away const (protobuf_c_empty_string) and
  * fail our -Wcast-qual -Werror build; initialise with the generated baton__x__init(&m). */
 #include "proto/baton.pb-c.h"
 
 #define MSG_PROTOCOL_VERSION 1u
-#define MSG_MAX_BYTES        (4u << 20)   /* packed envelope cap (frame 0) */
-#define MSG_MAX_SEQS         4096u        /* sequences per Forward / Result / Cancel */
-#define MSG_MAX_TOKENS       (1u << 20)   /* rows per Forward: sum(n_tokens) */
-#define MSG_MAX_HIDDEN       65536u       /* Forward.hidden */
-#define MSG_MAX_LAYERS       4096u        /* n_layers, lo, hi */
-#define MSG_MAX_STAGES       256u         /* Plan.stages, LoadLayers.n_stages */
-#define MSG_MAX_LOGPROBS     20u          /* SamplingParams.logprobs, SeqResult.top */
+#define MSG_MAX_BYTES        (4u << 20) /* packed envelope cap (frame 0) */
+#define MSG_MAX_SEQS         4096u      /* sequences per Forward / Result / Cancel */
+#define MSG_MAX_TOKENS       (1u << 20) /* rows per Forward: sum(n_tokens) */
+#define MSG_MAX_HIDDEN       65536u     /* Forward.hidden */
+#define MSG_MAX_LAYERS       4096u      /* n_layers, lo, hi */
+#define MSG_MAX_STAGES       256u       /* Plan.stages, LoadLayers.n_stages */
+#define MSG_MAX_LOGPROBS     20u        /* SamplingParams.logprobs, SeqResult.top */
 #define MSG_MAX_STOP_TOKENS  64u
 #define MSG_MAX_CHUNK        (64u << 20)  /* ModelChunk(Request).length */
 #define MSG_MAX_STATE_FRAMES 64u          /* StateImport.frame_bytes entries */
@@ -37,7 +37,7 @@
 struct msg_arena {
     unsigned char *buf;
     size_t cap, used;
-    int exhausted; /* set when an allocation did not fit */
+    int exhausted;            /* set when an allocation did not fit */
     ProtobufCAllocator alloc; /* filled by msg_arena_init; pass &a->alloc to msg_unpack */
 };
 void msg_arena_init(struct msg_arena *a, void *buf, size_t cap);

@@ -3,6 +3,10 @@
  * fds mix), liveness pings and the peer table. See transport.h for the contract. */
 #include "proto/transport.h"
 
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/transport_impl.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -10,10 +14,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#include "common/clock.h"
-#include "common/log.h"
-#include "proto/transport_impl.h"
 
 /* The ping: frame 0 starting with 0x00 is never a packed Envelope (see transport.h). */
 static const char ping_frame[2] = {0, 'P'};
@@ -26,10 +26,14 @@ const struct tx_backend_ops *tx_mpi_backend;
 
 static const struct tx_backend_ops *backend(enum transport_kind k) {
     switch (k) {
-    case TRANSPORT_ZMQ: return &tx_zmq_ops;
-    case TRANSPORT_INPROC: return &tx_inproc_ops;
-    case TRANSPORT_MPI: return tx_mpi_backend;
-    default: return NULL;
+    case TRANSPORT_ZMQ:
+        return &tx_zmq_ops;
+    case TRANSPORT_INPROC:
+        return &tx_inproc_ops;
+    case TRANSPORT_MPI:
+        return tx_mpi_backend;
+    default:
+        return NULL;
     }
 }
 
@@ -41,8 +45,7 @@ static int64_t window_ns(const transport_t *t) {
 
 static struct peer_state *peer_find(transport_t *t, const char *id) {
     for (int i = 0; i < t->n_peers; i++)
-        if (strcmp(t->peers[i].p.id, id) == 0)
-            return &t->peers[i];
+        if (strcmp(t->peers[i].p.id, id) == 0) return &t->peers[i];
     return NULL;
 }
 
@@ -52,8 +55,7 @@ static void peer_seen(transport_t *t, const char *id) {
         if (t->n_peers == t->cap_peers) {
             int cap = t->cap_peers ? 2 * t->cap_peers : 8;
             struct peer_state *np = realloc(t->peers, (size_t)cap * sizeof *np);
-            if (!np)
-                return; /* untracked peer: never reported lost; logged once per attempt */
+            if (!np) return; /* untracked peer: never reported lost; logged once per attempt */
             t->peers = np;
             t->cap_peers = cap;
         }
@@ -73,12 +75,11 @@ static void peer_seen(transport_t *t, const char *id) {
 static int take_lost(transport_t *t, int64_t now, char *id) {
     for (int i = 0; i < t->n_peers; i++) {
         struct peer_state *p = &t->peers[i];
-        if (p->lost || now - p->p.last_seen_ns <= window_ns(t))
-            continue;
+        if (p->lost || now - p->p.last_seen_ns <= window_ns(t)) continue;
         memcpy(id, p->p.id, sizeof p->p.id);
         BT_LOG(WARN, "transport", "%s: peer %s lost: silent %.1fs (window %dms x %d)", t->bound,
-               id[0] ? id : "(server)", (double)(now - p->p.last_seen_ns) * 1e-9,
-               t->o.heartbeat_ms, t->o.liveness);
+               id[0] ? id : "(server)", (double)(now - p->p.last_seen_ns) * 1e-9, t->o.heartbeat_ms,
+               t->o.liveness);
         if (t->o.role == TRANSPORT_SERVER)
             t->peers[i] = t->peers[--t->n_peers];
         else
@@ -93,8 +94,7 @@ static int64_t next_due(const transport_t *t) {
     int64_t due = t->next_ping_ns;
     for (int i = 0; i < t->n_peers; i++) {
         int64_t d = t->peers[i].p.last_seen_ns + window_ns(t) + 1;
-        if (!t->peers[i].lost && d < due)
-            due = d;
+        if (!t->peers[i].lost && d < due) due = d;
     }
     return due;
 }
@@ -110,8 +110,7 @@ int transport_silent_peers(const transport_t *t, int silent_ms, struct tx_peer *
     int64_t now = bt_now_ns(), lim = (int64_t)silent_ms * 1000000;
     int n = 0;
     for (int i = 0; i < t->n_peers && n < max; i++)
-        if (now - t->peers[i].p.last_seen_ns > lim)
-            out[n++] = t->peers[i].p;
+        if (now - t->peers[i].p.last_seen_ns > lim) out[n++] = t->peers[i].p;
     return n;
 }
 
@@ -120,8 +119,7 @@ int transport_silent_peers(const transport_t *t, int silent_ms, struct tx_peer *
 int transport_tick(transport_t *t, bt_err *e) {
     (void)e;
     int64_t now = bt_now_ns();
-    if (now < t->next_ping_ns)
-        return 0;
+    if (now < t->next_ping_ns) return 0;
     struct tx_frame f = {.data = ping_frame, .len = sizeof ping_frame};
     int failed = 0;
     if (t->o.role == TRANSPORT_CLIENT) {
@@ -141,8 +139,7 @@ int transport_tick(transport_t *t, bt_err *e) {
 int transport_open(transport_t **out, const struct transport_opts *o, bt_err *e) {
     *out = NULL;
     const struct tx_backend_ops *ops = backend(o->kind);
-    if (!ops)
-        return bt_fail(e, BT_EUNSUPPORTED, "transport: kind %d not built in", (int)o->kind);
+    if (!ops) return bt_fail(e, BT_EUNSUPPORTED, "transport: kind %d not built in", (int)o->kind);
     if (!o->endpoint || !o->endpoint[0])
         return bt_fail(e, BT_EINVAL, "transport %s: no endpoint", ops->name);
     if (o->role == TRANSPORT_CLIENT &&
@@ -150,8 +147,7 @@ int transport_open(transport_t **out, const struct transport_opts *o, bt_err *e)
         return bt_fail(e, BT_EINVAL, "transport %s client of %s: identity must be 1..%d bytes",
                        ops->name, o->endpoint, TX_PEER_MAX);
     transport_t *t = calloc(1, sizeof *t);
-    if (!t)
-        return bt_fail(e, -ENOMEM, "transport %s", o->endpoint);
+    if (!t) return bt_fail(e, -ENOMEM, "transport %s", o->endpoint);
     t->ops = ops;
     t->o = *o;
     t->wake_fd = -1;
@@ -164,28 +160,21 @@ int transport_open(transport_t **out, const struct transport_opts *o, bt_err *e)
     snprintf(t->identity_copy, sizeof t->identity_copy, "%s", o->identity ? o->identity : "");
     t->o.endpoint = t->endpoint_copy;
     t->o.identity = t->identity_copy;
-    if (!t->o.max_frame_bytes)
-        t->o.max_frame_bytes = (size_t)1 << 30;
-    if (t->o.heartbeat_ms <= 0)
-        t->o.heartbeat_ms = 1000;
-    if (t->o.liveness <= 0)
-        t->o.liveness = 3;
-    if (t->o.send_timeout_ms <= 0)
-        t->o.send_timeout_ms = 10000;
-    if (t->o.reconnect_ms <= 0)
-        t->o.reconnect_ms = 100;
-    if (t->o.reconnect_max_ms <= 0)
-        t->o.reconnect_max_ms = 5000;
+    if (!t->o.max_frame_bytes) t->o.max_frame_bytes = (size_t)1 << 30;
+    if (t->o.heartbeat_ms <= 0) t->o.heartbeat_ms = 1000;
+    if (t->o.liveness <= 0) t->o.liveness = 3;
+    if (t->o.send_timeout_ms <= 0) t->o.send_timeout_ms = 10000;
+    if (t->o.reconnect_ms <= 0) t->o.reconnect_ms = 100;
+    if (t->o.reconnect_max_ms <= 0) t->o.reconnect_max_ms = 5000;
     int rc;
     t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->wake_fd < 0) {
         rc = bt_fail(e, -errno, "transport %s: eventfd: %s", o->endpoint, strerror(errno));
         goto fail;
     }
-    if ((rc = ops->open(t, e)))
-        goto fail;
+    if ((rc = ops->open(t, e))) goto fail;
     if (o->role == TRANSPORT_CLIENT) {
-        peer_seen(t, ""); /* the server: lost if never heard from within the window */
+        peer_seen(t, "");    /* the server: lost if never heard from within the window */
         t->next_ping_ns = 0; /* ping at once so the server learns our identity */
         transport_tick(t, NULL);
     } else {
@@ -197,15 +186,13 @@ int transport_open(transport_t **out, const struct transport_opts *o, bt_err *e)
     *out = t;
     return 0;
 fail:
-    if (t->wake_fd >= 0)
-        close(t->wake_fd);
+    if (t->wake_fd >= 0) close(t->wake_fd);
     free(t);
     return rc;
 }
 
 void transport_close(transport_t *t) {
-    if (!t)
-        return;
+    if (!t) return;
     t->ops->release(t);
     t->ops->close(t);
     close(t->wake_fd);
@@ -233,14 +220,16 @@ int transport_send(transport_t *t, const char *peer, const struct tx_frame *fram
         rc = bt_fail(e, BT_EINVAL, "transport %s: %d frames not in 1..%d", t->bound, n,
                      TX_MAX_FRAMES);
     else if (frames[0].len == 0 || ((const unsigned char *)frames[0].data)[0] == 0)
-        rc = bt_fail(e, BT_EINVAL, "transport %s: frame 0 empty or starting with 0x00 "
-                     "(reserved for pings)", t->bound);
+        rc = bt_fail(e, BT_EINVAL,
+                     "transport %s: frame 0 empty or starting with 0x00 "
+                     "(reserved for pings)",
+                     t->bound);
     else if (t->o.role == TRANSPORT_SERVER && (!peer || !peer[0]))
         rc = bt_fail(e, BT_EINVAL, "transport %s: server send needs a peer id", t->bound);
     for (int i = 0; rc == 0 && i < n; i++)
         if (frames[i].len > t->o.max_frame_bytes)
-            rc = bt_fail(e, BT_EMSGSIZE, "transport %s: frame %d is %zu bytes > %zu", t->bound,
-                         i, frames[i].len, t->o.max_frame_bytes);
+            rc = bt_fail(e, BT_EMSGSIZE, "transport %s: frame %d is %zu bytes > %zu", t->bound, i,
+                         frames[i].len, t->o.max_frame_bytes);
     if (rc) {
         /* ownership of free_fn frames passed to us: honour it on failure too */
         for (int i = 0; i < n && i < TX_MAX_FRAMES; i++)
@@ -275,8 +264,7 @@ int transport_recv(transport_t *t, int timeout_ms, struct tx_msg *out, bt_err *e
                            out->peer[0] ? out->peer : "(server)",
                            t->o.heartbeat_ms * t->o.liveness);
         int64_t until = next_due(t);
-        if (deadline < until)
-            until = deadline;
+        if (deadline < until) until = deadline;
         zmq_pollitem_t it[2];
         t->ops->pollitem(t, &it[0]);
         it[1] = (zmq_pollitem_t){.socket = NULL, .fd = t->wake_fd, .events = ZMQ_POLLIN};
@@ -287,15 +275,13 @@ int transport_recv(transport_t *t, int timeout_ms, struct tx_msg *out, bt_err *e
             return bt_fail(e, -EINTR, "transport %s: woken", t->bound);
         if (n > 0 && (it[0].revents & ZMQ_POLLIN)) {
             int rc = t->ops->recv_nowait(t, out, e);
-            if (rc == 0 || rc == BT_EPROTO)
-                peer_seen(t, out->peer);
+            if (rc == 0 || rc == BT_EPROTO) peer_seen(t, out->peer);
             if (rc == 0 && is_ping(out)) {
                 t->ops->release(t);
                 out->n_frames = 0;
                 continue;
             }
-            if (rc != BT_ETIMEDOUT)
-                return rc;
+            if (rc != BT_ETIMEDOUT) return rc;
         }
         if (bt_now_ns() >= deadline)
             return bt_fail(e, BT_ETIMEDOUT, "transport %s: nothing within %d ms", t->bound,
@@ -314,10 +300,10 @@ int transport_poll(transport_t *const *ts, int n, int timeout_ms, uint64_t *read
         int64_t due = next_due(ts[i]);
         if (due <= now)
             *ready |= 1ull << i; /* a ping to send or a loss to report: recv handles both */
-        if (due < until)
-            until = due;
+        if (due < until) until = due;
         ts[i]->ops->pollitem(ts[i], &it[2 * i]);
-        it[2 * i + 1] = (zmq_pollitem_t){.socket = NULL, .fd = ts[i]->wake_fd, .events = ZMQ_POLLIN};
+        it[2 * i + 1] =
+            (zmq_pollitem_t){.socket = NULL, .fd = ts[i]->wake_fd, .events = ZMQ_POLLIN};
     }
     int rc = zmq_poll(it, 2 * n, *ready ? 0 : wait_ms(until, now));
     if (rc < 0 && errno != EINTR)

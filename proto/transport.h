@@ -25,10 +25,10 @@
  * from any thread (or a signal handler: it writes an eventfd). */
 #ifndef BT_PROTO_TRANSPORT_H
 #define BT_PROTO_TRANSPORT_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 typedef struct transport transport_t;
 
@@ -45,16 +45,16 @@ struct transport_opts {
      * "tcp://0.0.0.0:7701"; ZMQ client: "tcp://10.0.0.5:7701". INPROC: any name; clients
      * connect to a server bound under the same name in this process. */
     const char *endpoint;
-    const char *identity;     /* client: its id as the server sees it (1..255 bytes, required);
+    const char *identity;   /* client: its id as the server sees it (1..255 bytes, required);
                                  server: optional, used in logs */
-    size_t max_frame_bytes;   /* larger frames are refused (BT_EMSGSIZE) / dropped by zmq;
+    size_t max_frame_bytes; /* larger frames are refused (BT_EMSGSIZE) / dropped by zmq;
                                  0 = 1 GiB */
-    int heartbeat_ms;         /* ping interval; 0 = 1000 */
-    int liveness;             /* missed intervals before a peer is lost; 0 = 3 */
-    int send_timeout_ms;      /* a send blocked by a full queue gives up; 0 = 10000 */
-    int reconnect_ms;         /* client: first reconnect delay; 0 = 100 */
-    int reconnect_max_ms;     /* client: backoff cap; 0 = 5000 */
-    int rank, n_ranks;        /* MPI only */
+    int heartbeat_ms;       /* ping interval; 0 = 1000 */
+    int liveness;           /* missed intervals before a peer is lost; 0 = 3 */
+    int send_timeout_ms;    /* a send blocked by a full queue gives up; 0 = 10000 */
+    int reconnect_ms;       /* client: first reconnect delay; 0 = 100 */
+    int reconnect_max_ms;   /* client: backoff cap; 0 = 5000 */
+    int rank, n_ranks;      /* MPI only */
 };
 
 /* One outgoing frame. With free_fn NULL the transport copies data before transport_send

@@ -3,9 +3,9 @@
  * poll item and the wakeup eventfd), pings and the peer table; a backend only moves frames. */
 #ifndef BT_PROTO_TRANSPORT_IMPL_H
 #define BT_PROTO_TRANSPORT_IMPL_H
-#include <zmq.h>
-
 #include "proto/transport.h"
+
+#include <zmq.h>
 
 struct tx_backend_ops {
     const char *name;
@@ -40,8 +40,8 @@ struct transport {
     struct transport_opts o; /* defaults filled; endpoint and identity point into the copies */
     char endpoint_copy[512];
     char identity_copy[TX_PEER_MAX + 1];
-    char bound[512];         /* endpoint actually bound / connected */
-    int wake_fd;             /* eventfd: transport_wakeup writes, recv drains */
+    char bound[512]; /* endpoint actually bound / connected */
+    int wake_fd;     /* eventfd: transport_wakeup writes, recv drains */
     struct peer_state *peers;
     int n_peers, cap_peers;
     int64_t next_ping_ns;

@@ -6,6 +6,8 @@
  * zmq_poll). Frames with a free_fn move without copying; others are copied at send.
  * Differences from ZMQ: a client's send to a server not (yet) bound fails with BT_EPEERLOST
  * instead of queueing, and queues are unbounded (no high-water mark). */
+#include "proto/transport_impl.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -14,8 +16,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#include "proto/transport_impl.h"
 
 struct node {
     struct node *next;
@@ -41,8 +41,7 @@ static void free_copy(void *data, void *hint) {
 }
 
 static void node_free(struct node *nd) {
-    if (!nd)
-        return;
+    if (!nd) return;
     for (int i = 0; i < nd->n; i++)
         nd->f[i].free_fn((void *)(uintptr_t)nd->f[i].data, nd->f[i].hint);
     free(nd);
@@ -50,8 +49,7 @@ static void node_free(struct node *nd) {
 
 static struct ibe *find_server(const char *name) {
     for (struct ibe *b = reg; b; b = b->next_reg)
-        if (b->t->o.role == TRANSPORT_SERVER && strcmp(b->t->o.endpoint, name) == 0)
-            return b;
+        if (b->t->o.role == TRANSPORT_SERVER && strcmp(b->t->o.endpoint, name) == 0) return b;
     return NULL;
 }
 
@@ -65,15 +63,13 @@ static struct ibe *find_client(const char *name, const char *id) {
 
 static int iopen(transport_t *t, bt_err *e) {
     struct ibe *b = calloc(1, sizeof *b);
-    if (!b)
-        return bt_fail(e, -ENOMEM, "transport inproc %s", t->o.endpoint);
+    if (!b) return bt_fail(e, -ENOMEM, "transport inproc %s", t->o.endpoint);
     b->t = t;
     b->evfd = eventfd(0, EFD_NONBLOCK | EFD_SEMAPHORE | EFD_CLOEXEC);
     if (b->evfd < 0) {
         int err = errno;
         free(b);
-        return bt_fail(e, -err, "transport inproc %s: eventfd: %s", t->o.endpoint,
-                       strerror(err));
+        return bt_fail(e, -err, "transport inproc %s: eventfd: %s", t->o.endpoint, strerror(err));
     }
     pthread_mutex_lock(&reg_mu);
     int taken = t->o.role == TRANSPORT_SERVER ? find_server(t->o.endpoint) != NULL
@@ -129,8 +125,7 @@ static int isend(transport_t *t, const char *peer, const struct tx_frame *f, int
         goto fail;
     }
     /* the receiver sees the sender's identity, or "" when the server sent it */
-    snprintf(nd->peer, sizeof nd->peer, "%s",
-             t->o.role == TRANSPORT_CLIENT ? t->o.identity : "");
+    snprintf(nd->peer, sizeof nd->peer, "%s", t->o.role == TRANSPORT_CLIENT ? t->o.identity : "");
     for (int i = 0; i < n; i++) {
         if (f[i].free_fn) {
             nd->f[i] = f[i];
@@ -141,8 +136,7 @@ static int isend(transport_t *t, const char *peer, const struct tx_frame *f, int
                              f[i].len);
                 goto fail;
             }
-            if (f[i].len)
-                memcpy(copy, f[i].data, f[i].len);
+            if (f[i].len) memcpy(copy, f[i].data, f[i].len);
             nd->f[i] = (struct tx_frame){copy, f[i].len, free_copy, NULL};
         }
         nd->n = i + 1;
@@ -173,12 +167,10 @@ fail:
         int done = nd->n;
         node_free(nd);
         for (int i = done; i < n; i++)
-            if (f[i].free_fn)
-                f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
+            if (f[i].free_fn) f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
     } else {
         for (int i = 0; i < n; i++)
-            if (f[i].free_fn)
-                f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
+            if (f[i].free_fn) f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
     }
     return rc;
 }
@@ -190,15 +182,13 @@ static int irecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
     struct node *nd = b->head;
     if (nd) {
         b->head = nd->next;
-        if (!b->head)
-            b->tail = NULL;
+        if (!b->head) b->tail = NULL;
         uint64_t v;
         ssize_t r = read(b->evfd, &v, sizeof v); /* semaphore: takes exactly 1 */
         (void)r;
     }
     pthread_mutex_unlock(&reg_mu);
-    if (!nd)
-        return BT_ETIMEDOUT;
+    if (!nd) return BT_ETIMEDOUT;
     b->held = nd;
     memcpy(out->peer, nd->peer, sizeof out->peer);
     out->n_frames = nd->n;

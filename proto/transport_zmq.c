@@ -6,6 +6,9 @@
  * itself; application-level liveness lives in transport.c. Frames with a free_fn go out
  * without a copy (zmq_msg_init_data); received frames are lent as zmq_msg_t until release.
  * One zmq context per process, reference-counted, shared by all ZMQ transports. */
+#include "common/log.h"
+#include "proto/transport_impl.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -14,19 +17,14 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "common/log.h"
-#include "proto/transport_impl.h"
-
 static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
 static void *ctx;
 static int ctx_refs;
 
 static void *ctx_get(void) {
     pthread_mutex_lock(&ctx_mu);
-    if (!ctx)
-        ctx = zmq_ctx_new();
-    if (ctx)
-        ctx_refs++;
+    if (!ctx) ctx = zmq_ctx_new();
+    if (ctx) ctx_refs++;
     void *c = ctx;
     pthread_mutex_unlock(&ctx_mu);
     return c;
@@ -48,17 +46,14 @@ struct zbe {
 };
 
 static int setopt_int(void *s, int opt, int v, const char *what, transport_t *t, bt_err *e) {
-    if (zmq_setsockopt(s, opt, &v, sizeof v) == 0)
-        return 0;
-    return bt_fail(e, -errno, "transport zmq %s: %s: %s", t->o.endpoint, what,
-                   zmq_strerror(errno));
+    if (zmq_setsockopt(s, opt, &v, sizeof v) == 0) return 0;
+    return bt_fail(e, -errno, "transport zmq %s: %s: %s", t->o.endpoint, what, zmq_strerror(errno));
 }
 
 static int zopen(transport_t *t, bt_err *e) {
     const struct transport_opts *o = &t->o;
     struct zbe *z = calloc(1, sizeof *z);
-    if (!z)
-        return bt_fail(e, -ENOMEM, "transport zmq %s", o->endpoint);
+    if (!z) return bt_fail(e, -ENOMEM, "transport zmq %s", o->endpoint);
     void *c = ctx_get();
     if (!c) {
         free(z);
@@ -88,8 +83,7 @@ static int zopen(transport_t *t, bt_err *e) {
             (rc = setopt_int(z->sock, ZMQ_ROUTER_HANDOVER, 1, "ROUTER_HANDOVER", t, e)))
             goto fail;
         if (zmq_bind(z->sock, o->endpoint) != 0) {
-            rc = bt_fail(e, -errno, "transport zmq: bind %s: %s", o->endpoint,
-                         zmq_strerror(errno));
+            rc = bt_fail(e, -errno, "transport zmq: bind %s: %s", o->endpoint, zmq_strerror(errno));
             goto fail;
         }
         size_t len = sizeof t->bound;
@@ -97,12 +91,11 @@ static int zopen(transport_t *t, bt_err *e) {
             snprintf(t->bound, sizeof t->bound, "%s", o->endpoint);
     } else {
         if (zmq_setsockopt(z->sock, ZMQ_ROUTING_ID, o->identity, strlen(o->identity)) != 0) {
-            rc = bt_fail(e, -errno, "transport zmq %s: identity %s: %s", o->endpoint,
-                         o->identity, zmq_strerror(errno));
+            rc = bt_fail(e, -errno, "transport zmq %s: identity %s: %s", o->endpoint, o->identity,
+                         zmq_strerror(errno));
             goto fail;
         }
-        if ((rc = setopt_int(z->sock, ZMQ_RECONNECT_IVL, o->reconnect_ms, "RECONNECT_IVL", t,
-                             e)) ||
+        if ((rc = setopt_int(z->sock, ZMQ_RECONNECT_IVL, o->reconnect_ms, "RECONNECT_IVL", t, e)) ||
             (rc = setopt_int(z->sock, ZMQ_RECONNECT_IVL_MAX, o->reconnect_max_ms,
                              "RECONNECT_IVL_MAX", t, e)))
             goto fail;
@@ -116,8 +109,7 @@ static int zopen(transport_t *t, bt_err *e) {
     t->be = z;
     return 0;
 fail:
-    if (z->sock)
-        zmq_close(z->sock);
+    if (z->sock) zmq_close(z->sock);
     ctx_put();
     free(z);
     return rc;
@@ -140,8 +132,7 @@ static void zclose(transport_t *t) {
 
 static void free_owned(const struct tx_frame *f, int from, int n) {
     for (int i = from; i < n; i++)
-        if (f[i].free_fn)
-            f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
+        if (f[i].free_fn) f[i].free_fn((void *)(uintptr_t)f[i].data, f[i].hint);
 }
 
 static int send_errno(transport_t *t, const char *peer, int err, bt_err *e) {
@@ -172,8 +163,7 @@ static int zsend(transport_t *t, const char *peer, const struct tx_frame *f, int
                                    f[i].hint);
         } else {
             rc = zmq_msg_init_size(&m, f[i].len);
-            if (rc == 0 && f[i].len)
-                memcpy(zmq_msg_data(&m), f[i].data, f[i].len);
+            if (rc == 0 && f[i].len) memcpy(zmq_msg_data(&m), f[i].data, f[i].len);
         }
         if (rc != 0) {
             int err = errno;
@@ -218,9 +208,9 @@ static int zrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
         if (zmq_msg_recv(&id, z->sock, ZMQ_DONTWAIT) < 0) {
             int err = errno;
             zmq_msg_close(&id);
-            return err == EAGAIN ? BT_ETIMEDOUT
-                                 : bt_fail(e, -err, "transport %s: recv: %s", t->bound,
-                                           zmq_strerror(err));
+            return err == EAGAIN
+                       ? BT_ETIMEDOUT
+                       : bt_fail(e, -err, "transport %s: recv: %s", t->bound, zmq_strerror(err));
         }
         size_t n = zmq_msg_size(&id);
         const char *p = zmq_msg_data(&id);
@@ -236,8 +226,7 @@ static int zrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
             BT_LOG(DEBUG, "transport", "%s: dropped a message from an anonymous peer", t->bound);
             return BT_ETIMEDOUT;
         }
-        if (!more(z->sock))
-            return BT_ETIMEDOUT; /* identity with no body: nothing to deliver */
+        if (!more(z->sock)) return BT_ETIMEDOUT; /* identity with no body: nothing to deliver */
     } else {
         first = 1;
     }
@@ -256,15 +245,14 @@ static int zrecv_nowait(transport_t *t, struct tx_msg *out, bt_err *e) {
             int err = errno;
             zrelease(t);
             out->n_frames = 0;
-            return err == EAGAIN ? BT_ETIMEDOUT
-                                 : bt_fail(e, -err, "transport %s: recv: %s", t->bound,
-                                           zmq_strerror(err));
+            return err == EAGAIN
+                       ? BT_ETIMEDOUT
+                       : bt_fail(e, -err, "transport %s: recv: %s", t->bound, zmq_strerror(err));
         }
         out->data[i] = zmq_msg_data(&z->held[i]);
         out->len[i] = zmq_msg_size(&z->held[i]);
         out->n_frames = i + 1;
-        if (!more(z->sock))
-            break;
+        if (!more(z->sock)) break;
     }
     if (out->len[0] == 0) { /* not ours to deliver: frame 0 must be an envelope or a ping */
         zrelease(t);

@@ -3,13 +3,13 @@
  * same bytes ggml would produce for the same scale choice. */
 #include "proto/wire.h"
 
+#include "common/assert.h"
+#include "ops/quant.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
-
-#include "common/assert.h"
-#include "ops/quant.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "wire.c writes little-endian frames with memcpy: add byte swaps for this host"
@@ -26,8 +26,7 @@ const char *wire_dtype_name(int dt) {
 
 int wire_dtype_from_name(const char *name) {
     for (int i = 0; name && i < WIRE_DTYPE_COUNT; i++)
-        if (strcasecmp(name, names[i]) == 0)
-            return i;
+        if (strcasecmp(name, names[i]) == 0) return i;
     return -1;
 }
 
@@ -47,8 +46,12 @@ int wire_bytes(int dt, int64_t n, int64_t hidden, size_t *out, bt_err *e) {
                        (long long)hidden);
     uint64_t row;
     switch (dt) {
-    case WIRE_F32: row = (uint64_t)hidden * 4; break;
-    case WIRE_F16: row = (uint64_t)hidden * 2; break;
+    case WIRE_F32:
+        row = (uint64_t)hidden * 4;
+        break;
+    case WIRE_F16:
+        row = (uint64_t)hidden * 2;
+        break;
     default:
         if (hidden % WIRE_Q8_0_BLOCK)
             return bt_fail(e, BT_EINVAL, "wire: q8_0 needs hidden %% 32 == 0, got %lld",
@@ -86,7 +89,9 @@ void wire_encode(int dt, const float *x, int64_t n, int64_t hidden, void *dst) {
     BT_ASSERT(wire_bytes(dt, n, hidden, &bytes, NULL) == 0);
     int64_t count = n * hidden;
     switch (dt) {
-    case WIRE_F32: memcpy(dst, x, bytes); break;
+    case WIRE_F32:
+        memcpy(dst, x, bytes);
+        break;
     case WIRE_F16: {
         unsigned char *p = dst;
         for (int64_t i = 0; i < count; i++) {
@@ -95,7 +100,9 @@ void wire_encode(int dt, const float *x, int64_t n, int64_t hidden, void *dst) {
         }
         break;
     }
-    default: encode_q8_0(x, count, dst); break;
+    default:
+        encode_q8_0(x, count, dst);
+        break;
     }
 }
 
@@ -103,15 +110,16 @@ int wire_decode(int dt, const void *src, size_t len, int64_t n, int64_t hidden, 
                 bt_err *e) {
     size_t bytes;
     int rc = wire_bytes(dt, n, hidden, &bytes, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (len != bytes)
         return bt_fail(e, BT_EPROTO, "wire: %s payload of %lld x %lld is %zu bytes, got %zu",
                        wire_dtype_name(dt), (long long)n, (long long)hidden, bytes, len);
     int64_t count = n * hidden;
     const unsigned char *p = src;
     switch (dt) {
-    case WIRE_F32: memcpy(x, src, bytes); break;
+    case WIRE_F32:
+        memcpy(x, src, bytes);
+        break;
     case WIRE_F16:
         for (int64_t i = 0; i < count; i++) {
             uint16_t h;

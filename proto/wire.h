@@ -9,10 +9,10 @@
  * encode/decode never allocate. */
 #ifndef BT_PROTO_WIRE_H
 #define BT_PROTO_WIRE_H
+#include "common/err.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#include "common/err.h"
 
 enum wire_dtype { WIRE_F16 = 0, WIRE_F32 = 1, WIRE_Q8_0 = 2, WIRE_DTYPE_COUNT };
 

@@ -10,19 +10,16 @@
 
 static inline const char *fixtures_dir(void) {
     static char dir[4096];
-    if (dir[0])
-        return dir;
+    if (dir[0]) return dir;
     const char *env = getenv("BT_FIXTURES");
     const char *cands[] = {env, "../shared/fixtures", "../../shared/fixtures",
                            "/work/shared/fixtures"};
     for (size_t i = 0; i < sizeof cands / sizeof *cands; i++) {
         char probe[4200];
-        if (!cands[i])
-            continue;
+        if (!cands[i]) continue;
         snprintf(probe, sizeof probe, "%s/tiny-a/model.json", cands[i]);
         if (access(probe, R_OK) == 0) {
-            if (!realpath(cands[i], dir))
-                snprintf(dir, sizeof dir, "%s", cands[i]);
+            if (!realpath(cands[i], dir)) snprintf(dir, sizeof dir, "%s", cands[i]);
             return dir;
         }
     }

@@ -48,8 +48,8 @@ Test(batch_cost, limit_holds_the_batch_to_the_bound) {
                 double bound = (1.0 + stall) * t9b(ref);
                 cr_assert_geq(p, 1);
                 if (p > 1 || n_dec == 0) /* the floor of 1 token may exceed the bound */
-                    cr_assert_leq(t9b(n_dec + p), bound + 1e-9,
-                                  "ref=%d n_dec=%d stall=%g p=%d", ref, n_dec, stall, p);
+                    cr_assert_leq(t9b(n_dec + p), bound + 1e-9, "ref=%d n_dec=%d stall=%g p=%d",
+                                  ref, n_dec, stall, p);
                 /* the largest such p: one more token would pass the bound */
                 cr_assert_gt(t9b(n_dec + p + 1), bound - 1e-9, "ref=%d n_dec=%d stall=%g p=%d", ref,
                              n_dec, stall, p);

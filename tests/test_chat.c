@@ -1,19 +1,19 @@
 /* tests/test_chat.c: engine/chat against the fixture prompt (Qwen3 template) and the Qwen3.5
  * template's behaviour as spec §14 describes it. Expected strings are written out by hand from
  * the templates, not produced by the code under test. */
+#include "engine/chat.h"
+#include "engine/tokenizer.h"
+#include "tests/fixtures.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/chat.h"
-#include "engine/tokenizer.h"
-#include "tests/fixtures.h"
-
 static char *render(const struct chat_msg *m, size_t n, enum chat_flavour f, int gen, int think,
                     const char *tools) {
-    struct chat_opts o = {.flavour = f, .add_generation_prompt = gen, .enable_thinking = think,
-                          .tools_json = tools};
+    struct chat_opts o = {
+        .flavour = f, .add_generation_prompt = gen, .enable_thinking = think, .tools_json = tools};
     char *out;
     size_t len;
     bt_err e = {0};
@@ -108,9 +108,10 @@ Test(chat, qwen35_multi_turn_drops_old_reasoning) {
 
 Test(chat, qwen35_tool_calls_and_results) {
     struct chat_tool_call calls[] = {
-        {.name = "get_weather", .arguments = "{\"city\": \"Paris\", \"days\": 3, "
-                                             "\"opts\": {\"unit\":\"C\",\"x\":[1,2.5]}, "
-                                             "\"ok\": true}"},
+        {.name = "get_weather",
+         .arguments = "{\"city\": \"Paris\", \"days\": 3, "
+                      "\"opts\": {\"unit\":\"C\",\"x\":[1,2.5]}, "
+                      "\"ok\": true}"},
         {.name = "get_time", .arguments = "{}"},
     };
     struct chat_msg m[] = {

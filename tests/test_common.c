@@ -1,10 +1,10 @@
 /* tests/test_common.c: error codes and dtype traits. */
+#include "common/err.h"
+#include "engine/dtype.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
-
-#include "common/err.h"
-#include "engine/dtype.h"
 
 Test(err, fail_fills_message_and_returns_code) {
     bt_err e = {0};

@@ -260,8 +260,8 @@ static void check_fast(const char *type, const char *prompt) {
     fprintf(stderr,
             "forward: fast %s/%s (isa %s): vs llama.cpp rel L2 %.4f max %.3f top-1 %.3f greedy "
             "%d/32 | vs ref-dequant rel L2 %.4f max %.3f top-1 %.3f\n",
-            type, prompt, ops->isa, rl2[0], (double)maxd[0], top1[0], same, rl2[1],
-            (double)maxd[1], top1[1]);
+            type, prompt, ops->isa, rl2[0], (double)maxd[0], top1[0], same, rl2[1], (double)maxd[1],
+            top1[1]);
     cr_expect_leq(rl2[0], 0.05, "%s/%s: rel L2 vs llama.cpp %g", type, prompt, rl2[0]);
     cr_expect_geq(top1[0], 0.90, "%s/%s: top-1 agreement %g", type, prompt, top1[0]);
     cr_expect_geq(same, 1, "%s/%s: first greedy token differs", type, prompt);

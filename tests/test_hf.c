@@ -3,6 +3,13 @@
  * tensors and ne, and engine/xform applied to the BF16 bytes gives the GGUF's F32 values
  * (exactly, except -exp() which may differ by an ulp from the converter's). Also config.json
  * variants and rejections, and xform on synthetic tensors (F16, permutations). */
+#include "engine/gguf.h"
+#include "engine/hf.h"
+#include "engine/model.h"
+#include "engine/safetensors.h"
+#include "engine/xform.h"
+#include "tests/fixtures.h"
+
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -11,13 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "engine/gguf.h"
-#include "engine/hf.h"
-#include "engine/model.h"
-#include "engine/safetensors.h"
-#include "engine/xform.h"
-#include "tests/fixtures.h"
 
 static void *read_range(const char *path, uint64_t off, uint64_t n) {
     int fd = open(path, O_RDONLY);
@@ -140,15 +140,14 @@ Test(hf, xform_reproduces_gguf_f32) {
         cr_assert_eq(xform_apply(m, t, stored, out, &e), 0, "%s: %s", t->name, e.msg);
         float *want = read_range(gpath, gt->offset, gt->n_bytes);
         int64_t n = (int64_t)(gt->n_bytes / 4);
-        if (t->xform & (XF_VHEAD_ROWS | XF_VHEAD_COLS))
-            n_perm++;
+        if (t->xform & (XF_VHEAD_ROWS | XF_VHEAD_COLS)) n_perm++;
         if (od == DT_F32) {
             cr_assert_eq(ob, gt->n_bytes, "%s", t->name);
             const float *got = out;
             for (int64_t k = 0; k < n; k++) {
                 float tol = t->xform & XF_NEG_EXP ? 1e-6f * fabsf(want[k]) : 0.0f;
-                cr_assert(fabsf(got[k] - want[k]) <= tol, "%s[%lld]: xform %.9g gguf %.9g",
-                          t->name, (long long)k, (double)got[k], (double)want[k]);
+                cr_assert(fabsf(got[k] - want[k]) <= tol, "%s[%lld]: xform %.9g gguf %.9g", t->name,
+                          (long long)k, (double)got[k], (double)want[k]);
             }
             n_negexp += (t->xform & XF_NEG_EXP) != 0;
         } else {
@@ -160,8 +159,8 @@ Test(hf, xform_reproduces_gguf_f32) {
                 uint32_t bits = (uint32_t)got[k] << 16;
                 float f;
                 memcpy(&f, &bits, 4);
-                cr_assert(f == want[k], "%s[%lld]: xform %.9g gguf %.9g", t->name,
-                          (long long)k, (double)f, (double)want[k]);
+                cr_assert(f == want[k], "%s[%lld]: xform %.9g gguf %.9g", t->name, (long long)k,
+                          (double)f, (double)want[k]);
             }
         }
         n_exact++;
@@ -172,7 +171,7 @@ Test(hf, xform_reproduces_gguf_f32) {
     cr_assert_eq(n_trunk, m->n_tensors, "GGUF trunk tensors %d, hf tensors %d", n_trunk,
                  m->n_tensors);
     cr_assert_eq(n_exact, n_trunk);
-    cr_assert_eq(n_negexp, 6);    /* one ssm_a per linear layer */
+    cr_assert_eq(n_negexp, 6); /* one ssm_a per linear layer */
     /* H_v != H_k: qkv, gate, beta, alpha, conv1d, dt, a, out permuted in each linear layer */
     cr_assert_eq(n_perm, 6 * 8);
     gguf_free(g);
@@ -182,12 +181,12 @@ Test(hf, xform_reproduces_gguf_f32) {
 /* ---- config.json variants ---- */
 
 /* A text-only (Qwen3_5ForCausalLM-style) config; %s takes extra keys. */
-#define TINY_TEXT_CFG \
-    "{\"model_type\":\"qwen3_5_text\",\"hidden_size\":128,\"num_hidden_layers\":6," \
-    "\"intermediate_size\":512,\"num_attention_heads\":4,\"num_key_value_heads\":2," \
-    "\"head_dim\":64,\"linear_num_key_heads\":4,\"linear_num_value_heads\":4," \
-    "\"linear_key_head_dim\":32,\"linear_value_head_dim\":16,\"linear_conv_kernel_dim\":4," \
-    "\"full_attention_interval\":3,\"vocab_size\":1000,\"max_position_embeddings\":4096," \
+#define TINY_TEXT_CFG                                                                              \
+    "{\"model_type\":\"qwen3_5_text\",\"hidden_size\":128,\"num_hidden_layers\":6,"                \
+    "\"intermediate_size\":512,\"num_attention_heads\":4,\"num_key_value_heads\":2,"               \
+    "\"head_dim\":64,\"linear_num_key_heads\":4,\"linear_num_value_heads\":4,"                     \
+    "\"linear_key_head_dim\":32,\"linear_value_head_dim\":16,\"linear_conv_kernel_dim\":4,"        \
+    "\"full_attention_interval\":3,\"vocab_size\":1000,\"max_position_embeddings\":4096,"          \
     "\"rms_norm_eps\":1e-5,\"rope_theta\":1000000.0,\"partial_rotary_factor\":0.5%s}"
 
 static int parse_cfg(struct qwen35_hparams *hp, int *tied, const char *extra, bt_err *e) {
@@ -387,8 +386,12 @@ static struct model_desc synth_model(int hk, int hv) {
 
 Test(hf, xform_f16_vector_exact) {
     struct model_desc m = synth_model(1, 1);
-    struct tensor_desc t = {.name = "blk.0.attn_norm.weight", .dtype = DT_F16, .n_dims = 1,
-                            .ne = {6, 1, 1, 1}, .n_bytes = 12, .xform = XF_ADD_ONE};
+    struct tensor_desc t = {.name = "blk.0.attn_norm.weight",
+                            .dtype = DT_F16,
+                            .n_dims = 1,
+                            .ne = {6, 1, 1, 1},
+                            .n_bytes = 12,
+                            .xform = XF_ADD_ONE};
     /* 1.0, -2.0, 2^-24 (smallest subnormal), 2^-15 (subnormal), 65504, -0 */
     const uint16_t h[6] = {0x3c00, 0xc000, 0x0001, 0x0200, 0x7bff, 0x8000};
     const float want[6] = {2.0f, -1.0f, 1.0f + 0x1p-24f, 1.0f + 0x1p-15f, 65505.0f, 1.0f};
@@ -411,9 +414,14 @@ Test(hf, xform_permutations_follow_formula) {
     float src[ROWS * COLS], out[ROWS * COLS];
     for (int i = 0; i < ROWS * COLS; i++)
         src[i] = (float)i;
-    struct tensor_desc t = {.name = "blk.0.attn_qkv.weight", .dtype = DT_F32, .n_dims = 2,
-                            .ne = {COLS, ROWS, 1, 1}, .n_bytes = sizeof src,
-                            .xform = XF_VHEAD_ROWS, .perm_first = FIRST, .perm_block = D};
+    struct tensor_desc t = {.name = "blk.0.attn_qkv.weight",
+                            .dtype = DT_F32,
+                            .n_dims = 2,
+                            .ne = {COLS, ROWS, 1, 1},
+                            .n_bytes = sizeof src,
+                            .xform = XF_VHEAD_ROWS,
+                            .perm_first = FIRST,
+                            .perm_block = D};
     bt_err e = {0};
     cr_assert_eq(xform_apply(&m, &t, src, out, &e), 0, "%s", e.msg);
     for (int r = 0; r < ROWS; r++) {
@@ -429,9 +437,14 @@ Test(hf, xform_permutations_follow_formula) {
     float a[3 * 12], b[3 * 12];
     for (int i = 0; i < 36; i++)
         a[i] = (float)i;
-    struct tensor_desc tc = {.name = "blk.0.ssm_out.weight", .dtype = DT_F32, .n_dims = 2,
-                             .ne = {12, 3, 1, 1}, .n_bytes = sizeof a, .xform = XF_VHEAD_COLS,
-                             .perm_first = 0, .perm_block = D};
+    struct tensor_desc tc = {.name = "blk.0.ssm_out.weight",
+                             .dtype = DT_F32,
+                             .n_dims = 2,
+                             .ne = {12, 3, 1, 1},
+                             .n_bytes = sizeof a,
+                             .xform = XF_VHEAD_COLS,
+                             .perm_first = 0,
+                             .perm_block = D};
     cr_assert_eq(xform_apply(&m, &tc, a, b, &e), 0, "%s", e.msg);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 12; c++) {
@@ -450,16 +463,22 @@ Test(hf, xform_permutations_follow_formula) {
 
 Test(hf, xform_conv_is_f32_and_quant_vectors_rejected) {
     struct model_desc m = synth_model(1, 1);
-    struct tensor_desc conv = {.name = "blk.1.ssm_conv1d.weight", .dtype = DT_BF16,
-                               .n_dims = 2, .ne = {4, 3, 1, 1}, .n_bytes = 24};
+    struct tensor_desc conv = {.name = "blk.1.ssm_conv1d.weight",
+                               .dtype = DT_BF16,
+                               .n_dims = 2,
+                               .ne = {4, 3, 1, 1},
+                               .n_bytes = 24};
     cr_assert_eq(xform_out_dtype(&conv), DT_F32);
     cr_assert_eq(xform_out_bytes(&m, &conv), 48);
     struct tensor_desc mat = conv;
     snprintf(mat.name, sizeof mat.name, "blk.1.ffn_up.weight");
     cr_assert_eq(xform_out_dtype(&mat), DT_BF16);
     cr_assert_eq(xform_out_bytes(&m, &mat), 24);
-    struct tensor_desc q = {.name = "blk.0.attn_norm.weight", .dtype = DT_Q8_0, .n_dims = 1,
-                            .ne = {32, 1, 1, 1}, .n_bytes = 34};
+    struct tensor_desc q = {.name = "blk.0.attn_norm.weight",
+                            .dtype = DT_Q8_0,
+                            .n_dims = 1,
+                            .ne = {32, 1, 1, 1},
+                            .n_bytes = 34};
     unsigned char in[34] = {0};
     float out[32];
     bt_err e = {0};

@@ -362,7 +362,8 @@ Test(ops, matmul_x16_same_bits_on_every_kernel_isa) {
     const int64_t rows = 48, cols = 3 * QK_K, n = 11, ldq = 2 * 3 * 300;
     int kernels = 0;
     EVERY_ISA(T) kernels += T->matmul_q[DT_Q4_K_X16] != ops_ref.matmul_q[DT_Q4_K_X16];
-    if (kernels < 2) cr_skip_test("this CPU has %d table with x16 kernels: nothing to compare", kernels);
+    if (kernels < 2)
+        cr_skip_test("this CPU has %d table with x16 kernels: nothing to compare", kernels);
     srand(17);
     for (int k = 0; k < 3; k++) {
         enum dtype xdt = repack_x16_dtype(srcs[k]);

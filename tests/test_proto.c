@@ -1,14 +1,14 @@
 /* tests/test_proto.c: msg pack/unpack round trips for every body, every rejection path of
  * msg_unpack (garbage, truncation, version, missing body, inconsistent fields), payload checks,
  * and the wire activation encodings. */
+#include "proto/msg.h"
+#include "proto/wire.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "proto/msg.h"
-#include "proto/wire.h"
 
 /* protobuf-c string fields are char *; the packer only reads them */
 #define STR(s) ((char *)(uintptr_t)(s))
@@ -53,8 +53,7 @@ static void expect_reject(const Baton__Envelope *env, int want, const char *need
     cr_assert_eq(rc, want, "%s: got %d (%s), want %d", msg_body_name(env->body_case), rc, e.msg,
                  want);
     cr_assert_null(out);
-    if (needle)
-        cr_assert(strstr(e.msg, needle), "message '%s' lacks '%s'", e.msg, needle);
+    if (needle) cr_assert(strstr(e.msg, needle), "message '%s' lacks '%s'", e.msg, needle);
 }
 
 /* A valid Forward for 3 sequences, hidden 64, f16 activations. Arrays are static storage. */
@@ -472,8 +471,7 @@ Test(msg, rejects_garbage_truncation_and_size) {
         for (size_t i = 0; i < n; i++)
             randbuf[i] = (uint8_t)rand_r(&seed);
         int rc = msg_unpack(randbuf, n, NULL, &o, NULL, &e);
-        if (rc == 0)
-            msg_free(o, NULL); /* random bytes may form a valid message: fine, no crash */
+        if (rc == 0) msg_free(o, NULL); /* random bytes may form a valid message: fine, no crash */
     }
 }
 
@@ -732,7 +730,7 @@ Test(wire, f32_exact_f16_close_q8_0_within_block_bound) {
     for (int dt = 0; dt < WIRE_DTYPE_COUNT; dt++) {
         size_t bytes;
         cr_assert_eq(wire_bytes(dt, n, h, &bytes, &e), 0, "%s", e.msg);
-        size_t want = dt == WIRE_F32 ? (size_t)(n * h * 4)
+        size_t want = dt == WIRE_F32   ? (size_t)(n * h * 4)
                       : dt == WIRE_F16 ? (size_t)(n * h * 2)
                                        : (size_t)(n * h / 32 * 34);
         cr_assert_eq(bytes, want, "%s", wire_dtype_name(dt));
@@ -751,8 +749,8 @@ Test(wire, f32_exact_f16_close_q8_0_within_block_bound) {
                     cr_assert(a == r, "f32 [%lld] %g != %g", (long long)(b + j), (double)a,
                               (double)r);
                 else if (dt == WIRE_F16)
-                    cr_assert(fabsf(a - r) <= 1e-3f * fabsf(a) + 6e-8f, "f16 %g -> %g",
-                              (double)a, (double)r);
+                    cr_assert(fabsf(a - r) <= 1e-3f * fabsf(a) + 6e-8f, "f16 %g -> %g", (double)a,
+                              (double)r);
                 else
                     cr_assert(fabsf(a - r) <= amax / 127.0f, "q8_0 %g -> %g (block max %g)",
                               (double)a, (double)r, (double)amax);
@@ -801,11 +799,11 @@ Test(wire, rejects_bad_shapes_and_scales) {
  * whose tag is an over-long varint of 0. protobuf-c accepts it and then packs bytes it refuses
  * to unpack, so msg_unpack rejects field number 0 anywhere. */
 Test(msg, rejects_field_number_zero) {
-    static const uint8_t crash[] = {
-        0x08, 0x01, 0x10, 0x04, 0x7a, 0x2c, 0x08, 0x09, 0x12, 0x02, 0x01, 0x02, 0x1a,
-        0x02, 0x00, 0x09, 0x22, 0x02, 0x03, 0x01, 0x80, 0x80, 0x00, 0x32, 0x40, 0x40,
-        0x4a, 0x04, 0x05, 0x00, 0x00, 0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f,
-        0x18, 0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f, 0x18, 0x04};
+    static const uint8_t crash[] = {0x08, 0x01, 0x10, 0x04, 0x7a, 0x2c, 0x08, 0x09, 0x12, 0x02,
+                                    0x01, 0x02, 0x1a, 0x02, 0x00, 0x09, 0x22, 0x02, 0x03, 0x01,
+                                    0x80, 0x80, 0x00, 0x32, 0x40, 0x40, 0x4a, 0x04, 0x05, 0x00,
+                                    0x00, 0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f, 0x18,
+                                    0x04, 0x52, 0x07, 0x0d, 0x00, 0x00, 0x00, 0x3f, 0x18, 0x04};
     Baton__Envelope *o;
     bt_err e = {0};
     cr_assert_eq(msg_unpack(crash, sizeof crash, NULL, &o, NULL, &e), BT_EFORMAT, "%s", e.msg);

@@ -1,6 +1,10 @@
 /* tests/test_safetensors.c: the safetensors parser on tiny-a's checkpoint, every malformed
  * fixture in tests/fixtures/bad/st_*.safetensors (written by st_gen.py there), the index
  * parser, and a sharded copy of tiny-a built here that must describe the same model. */
+#include "engine/hf.h"
+#include "engine/safetensors.h"
+#include "tests/fixtures.h"
+
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -10,18 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/hf.h"
-#include "engine/safetensors.h"
-#include "tests/fixtures.h"
-
 static const char *bad_dir(void) {
     static char dir[4096];
     if (!dir[0]) {
         /* Tests run from the repository root (tests/run.sh cds there). */
         const char *c[] = {"tests/fixtures/bad", "../tests/fixtures/bad"};
         for (int i = 0; i < 2; i++)
-            if (access(c[i], R_OK) == 0 && realpath(c[i], dir))
-                break;
+            if (access(c[i], R_OK) == 0 && realpath(c[i], dir)) break;
         cr_assert(dir[0], "tests/fixtures/bad not found (run from the repository root)");
     }
     return dir;

@@ -1,12 +1,12 @@
 /* tests/test_sampler.c: engine/sampler: greedy, truncations, penalties, masking, seeding,
  * logprobs, stop strings. Distributions are checked against their closed forms. */
+#include "engine/sampler.h"
+
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "engine/sampler.h"
 
 static sampler_t *mk(const struct sampler_params *p, int32_t n_vocab, int32_t n_real) {
     sampler_t *s;

@@ -1,14 +1,14 @@
 /* tests/test_tokenizer.c: engine/tokenizer against llama.cpp's ids in the shared fixtures
  * (tiny-a and the real-sized qwen3-vocab), both load paths, decoding, streaming. */
+#include "engine/tokenizer.h"
+#include "tests/fixtures.h"
+
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "engine/tokenizer.h"
-#include "tests/fixtures.h"
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -21,8 +21,7 @@ static char *slurp(const char *path, size_t *len) {
     cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
     fclose(f);
     b[n] = 0;
-    if (len)
-        *len = (size_t)n;
+    if (len) *len = (size_t)n;
     return b;
 }
 
@@ -43,8 +42,7 @@ static tok_t *open_tok(const char *rel) {
 }
 
 static int ids_equal(const int32_t *got, size_t n, const cJSON *want) {
-    if ((size_t)cJSON_GetArraySize(want) != n)
-        return 0;
+    if ((size_t)cJSON_GetArraySize(want) != n) return 0;
     size_t i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, want) if (got[i++] != it->valueint) return 0;
@@ -172,8 +170,7 @@ static void check_prompt(tok_t *t, const char *name) {
     size_t nw = 0;
     for (char *p = idtxt, *end;; p = end) {
         long v = strtol(p, &end, 10);
-        if (end == p)
-            break;
+        if (end == p) break;
         cr_assert(nw < 4096);
         want[nw++] = (int32_t)v;
     }
@@ -229,13 +226,11 @@ Test(tokenizer, long_text_fast) {
         cJSON_ArrayForEach(c, strs) {
             const char *s = cJSON_GetObjectItem(c, "text")->valuestring;
             size_t n = strlen(s);
-            if (strstr(s, "<|") || len + n > cap - 9000)
-                continue;
+            if (strstr(s, "<|") || len + n > cap - 9000) continue;
             memcpy(buf + len, s, n);
             len += n;
         }
-        if (len > cap - 9000)
-            break;
+        if (len > cap - 9000) break;
     }
     memset(buf + len, 'x', 8000); /* a single 8000-letter pre-token */
     len += 8000;
@@ -315,8 +310,7 @@ Test(tokenizer, stream_holds_partial_utf8) {
         tokenizer_token_bytes(t, ids[i], &tl);
         held_some |= pl < tl;
         /* whatever comes out ends on a character boundary */
-        if (pl)
-            cr_assert(((unsigned char)p[pl - 1] & 0xC0) != 0xC0);
+        if (pl) cr_assert(((unsigned char)p[pl - 1] & 0xC0) != 0xC0);
         cr_assert(ol + pl < sizeof out);
         memcpy(out + ol, p, pl);
         ol += pl;

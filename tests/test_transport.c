@@ -3,6 +3,9 @@
  * zero-copy ownership, deadlines, wakeup, loss of a client and of the server, unknown peers,
  * and transport_poll over several transports. Client threads record results; the main thread
  * asserts. */
+#include "common/clock.h"
+#include "proto/transport.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -11,9 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "common/clock.h"
-#include "proto/transport.h"
 
 #define BIG (8u << 20)
 
@@ -32,8 +32,7 @@ static int server_open(transport_t **s, enum transport_kind kind, const char *na
 static int client_open(transport_t **c, enum transport_kind kind, const transport_t *s,
                        const char *id, int hb_ms, bt_err *e) {
     const char *ep = transport_endpoint(s);
-    if (kind == TRANSPORT_INPROC)
-        ep += strlen("inproc:");
+    if (kind == TRANSPORT_INPROC) ep += strlen("inproc:");
     struct transport_opts o = {.kind = kind,
                                .role = TRANSPORT_CLIENT,
                                .endpoint = ep,
@@ -52,8 +51,7 @@ static void fill(unsigned char *p, size_t n, unsigned seed) {
 
 static int check(const unsigned char *p, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(i * 131u + seed * 7u + (i >> 13)))
-            return 0;
+        if (p[i] != (unsigned char)(i * 131u + seed * 7u + (i >> 13))) return 0;
     return 1;
 }
 
@@ -71,7 +69,7 @@ struct client_job {
     const transport_t *server;
     char id[16];
     unsigned seed;
-    int ok;           /* 1 when the reply arrived intact */
+    int ok; /* 1 when the reply arrived intact */
     char err[320];
 };
 
@@ -127,10 +125,9 @@ static void multipart_two_clients(enum transport_kind kind, const char *name) {
     while (got < 2 && bt_now_ns() < until) {
         struct tx_msg m;
         int rc = transport_recv(s, 1000, &m, &e);
-        if (rc == BT_ETIMEDOUT)
-            continue;
+        if (rc == BT_ETIMEDOUT) continue;
         cr_assert_eq(rc, 0, "server recv: %s", e.msg);
-        struct client_job *j = strcmp(m.peer, "alpha") == 0 ? &jobs[0]
+        struct client_job *j = strcmp(m.peer, "alpha") == 0  ? &jobs[0]
                                : strcmp(m.peer, "beta") == 0 ? &jobs[1]
                                                              : NULL;
         cr_assert_not_null(j, "unknown peer %s", m.peer);
@@ -213,8 +210,8 @@ Test(transport, inproc_timeouts_and_errors, .timeout = 10) {
 Test(transport, inproc_duplicate_names_refused) {
     transport_t *s, *s2;
     server_open(&s, TRANSPORT_INPROC, "dup", 1000);
-    struct transport_opts o = {.kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER,
-                               .endpoint = "dup"};
+    struct transport_opts o = {
+        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "dup"};
     bt_err e = {0};
     cr_assert_eq(transport_open(&s2, &o, &e), -EADDRINUSE);
     o.role = TRANSPORT_CLIENT; /* no identity */
@@ -348,8 +345,8 @@ Test(transport, zmq_client_reconnects_after_server_restart, .timeout = 10) {
     cr_assert_eq(transport_recv(s, 2000, &m, &e), 0, "%s", e.msg);
     transport_close(s);
     usleep(50000);
-    struct transport_opts o = {.kind = TRANSPORT_ZMQ, .role = TRANSPORT_SERVER, .endpoint = ep,
-                               .heartbeat_ms = 100};
+    struct transport_opts o = {
+        .kind = TRANSPORT_ZMQ, .role = TRANSPORT_SERVER, .endpoint = ep, .heartbeat_ms = 100};
     cr_assert_eq(transport_open(&s, &o, &e), 0, "rebind %s: %s", ep, e.msg);
     f.data = "b";
     cr_assert_eq(transport_send(c, NULL, &f, 1, &e), 0);

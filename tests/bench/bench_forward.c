@@ -109,9 +109,9 @@ static uint64_t step_bytes(const struct weights *w) {
     uint64_t b = mat_bytes(&w->output);
     for (int l = w->lo; l < w->hi; l++) {
         const struct layer_weights *L = &w->layers[l];
-        const struct mat *ms[] = {&L->ffn_gate, &L->ffn_up, &L->ffn_down, &L->wq,    &L->wk,
-                                  &L->wv,       &L->wo,     &L->wqkv,     &L->wz,    &L->wbeta,
-                                  &L->walpha,   &L->ssm_out};
+        const struct mat *ms[] = {&L->ffn_gate, &L->ffn_up, &L->ffn_down, &L->wq,
+                                  &L->wk,       &L->wv,     &L->wo,       &L->wqkv,
+                                  &L->wz,       &L->wbeta,  &L->walpha,   &L->ssm_out};
         for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
             b += mat_bytes(ms[i]);
     }
@@ -119,7 +119,7 @@ static uint64_t step_bytes(const struct weights *w) {
 }
 
 struct figures {
-    double tg1, tgb, pp, gbps1; /* tgb: decode tok/s at batch B */
+    double tg1, tgb, pp, gbps1;          /* tgb: decode tok/s at batch B */
     double triad_pre, triad_post, triad; /* GB/s right before / after the b1 decode; mean */
 };
 
@@ -297,8 +297,7 @@ int main(int argc, char **argv) {
                    path);
             continue;
         }
-        double tg1[MAXR], tgb[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR],
-            lpp[MAXR];
+        double tg1[MAXR], tgb[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR], lpp[MAXR];
         int nb = 0, nl = 0;
         uint64_t bytes = 0;
         for (int r = 0; r < runs; r++) { /* interleaved: baton, then llama.cpp */
@@ -308,8 +307,8 @@ int main(int argc, char **argv) {
                 tr[nb] = f.triad, fr[nb] = f.triad > 0 ? f.gbps1 / f.triad : 0.0;
                 printf("bench_forward: model=%s run=%d baton tg1=%.3f tg%d=%.3f pp%d=%.2f "
                        "gbps=%.1f triad_gbps=%.1f frac=%.3f triad_pre=%.1f triad_post=%.1f\n",
-                       path, r, f.tg1, B, f.tgb, prefill, f.pp, f.gbps1, f.triad, fr[nb], f.triad_pre,
-                       f.triad_post);
+                       path, r, f.tg1, B, f.tgb, prefill, f.pp, f.gbps1, f.triad, fr[nb],
+                       f.triad_pre, f.triad_post);
                 nb++;
             } else {
                 failed = 1;

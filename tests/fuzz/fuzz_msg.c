@@ -3,13 +3,13 @@
  * into a small arena (the exhaustion path). A message that validates must survive
  * pack -> unpack unchanged in size and still validate, and msg_check_payload must accept the
  * payload sizes the envelope itself declares. */
+#include "common/assert.h"
+#include "proto/msg.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-
-#include "common/assert.h"
-#include "proto/msg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,10 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc2 = msg_unpack(data, size, &a.alloc, &env2, NULL, NULL);
     /* same verdict unless the arena ran out */
     BT_ASSERT(rc2 == rc || rc2 == -ENOMEM);
-    if (rc2 == 0)
-        msg_free(env2, &a.alloc);
-    if (rc != 0)
-        return 0;
+    if (rc2 == 0) msg_free(env2, &a.alloc);
+    if (rc != 0) return 0;
     BT_ASSERT(msg_validate(env, NULL) == 0);
     uint8_t *buf;
     size_t len;
@@ -51,8 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         n = 1;
         lens[0] = (size_t)env->model_chunk->length;
     }
-    if (n)
-        BT_ASSERT(msg_check_payload(env, n, lens, NULL) == 0);
+    if (n) BT_ASSERT(msg_check_payload(env, n, lens, NULL) == 0);
     (void)msg_check_payload(env, 0, lens, NULL);
     msg_free(env, NULL);
     return 0;

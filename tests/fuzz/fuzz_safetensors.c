@@ -4,11 +4,11 @@
  * name). The bytes after the 8-byte length word are JSON in the seeds, so they are also fed to
  * the two other JSON parsers of HF checkpoints: safetensors_index_parse() and
  * hf_parse_config(). ASan reports leaks and out-of-bounds reads. */
-#include <stddef.h>
-#include <stdint.h>
-
 #include "engine/hf.h"
 #include "engine/safetensors.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
