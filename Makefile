@@ -217,7 +217,8 @@ deps:
 	bash .ci/deps.sh
 
 lint:
-	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+	@clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h') && \
+		echo "lint: $(words $(shell git ls-files '*.c' '*.h')) files as .clang-format says"
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
