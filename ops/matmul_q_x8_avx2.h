@@ -102,26 +102,6 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         }                                                                                          \
     } while (0)
 
-/* sum over k < 8 of pairs(k) (two int16 per row) . the activation's 16-value sums 2k, 2k + 1,
- * for g tokens */
-#define X8_BSUM_DOTS(out, pairs_of, xb, ldxq, g)                                                   \
-    do {                                                                                           \
-        X8_UNROLL                                                                                  \
-        for (int t_ = 0; t_ < (g); t_++)                                                           \
-            (out)[t_] = _mm256_setzero_si256();                                                    \
-        X8_UNROLL                                                                                  \
-        for (int k_ = 0; k_ < 8; k_++) {                                                           \
-            __m256i pr_ = pairs_of(k_);                                                            \
-            X8_UNROLL                                                                              \
-            for (int t_ = 0; t_ < (g); t_++)                                                       \
-                (out)[t_] = _mm256_add_epi32(                                                      \
-                    (out)[t_],                                                                     \
-                    _mm256_madd_epi16(pr_, QN(x8_bcast4)((xb) + (size_t)t_ * (ldxq) +              \
-                                                         offsetof(struct block_q8_k, bsums) +      \
-                                                         4 * (size_t)k_)));                        \
-        }                                                                                          \
-    } while (0)
-
 static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j) {
     const char *pf = (const char *)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
     X8_UNROLL
@@ -184,9 +164,20 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
                 const int rh = rh0 + hh;
                 /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s */
                 __m256i ms[4];
-#define X8_MIN_PAIR(s) QN(x8_pairs_u8)(sm[8 + (s)], rh)
-                X8_BSUM_DOTS(ms, X8_MIN_PAIR, xb, ldxq, g);
-#undef X8_MIN_PAIR
+                X8_UNROLL
+                for (int t = 0; t < g; t++)
+                    ms[t] = _mm256_setzero_si256();
+                X8_UNROLL
+                for (int sb = 0; sb < 8; sb++) {
+                    __m256i mm = QN(x8_pairs_u8)(sm[8 + sb], rh);
+                    X8_UNROLL
+                    for (int t = 0; t < g; t++)
+                        ms[t] = _mm256_add_epi32(
+                            ms[t],
+                            _mm256_madd_epi16(mm, QN(x8_bcast4)(xb + (size_t)t * ldxq +
+                                                                offsetof(struct block_q8_k, bsums) +
+                                                                4 * (size_t)sb)));
+                }
                 __m256 D =
                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * rh]));
                 __m256 DM = _mm256_cvtph_ps(
@@ -232,6 +223,5 @@ static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restric
 #undef X8_FLUSH
 #undef X8_DOTS
 #undef X8_IN_ORDER
-#undef X8_BSUM_DOTS
 #undef X8_PF_AHEAD
 #undef X8_UNROLL
