@@ -229,13 +229,22 @@ static inline QATTR __m256i QN(kacc_sum)(const struct QN(kacc) * k) {
     return k->a;
 #endif
 }
+/* An empty asm that "changes" v. GCC otherwise reassociates a chain of integer adds into a
+ * tree: every product of a block is computed first and kept live, and with more tokens than
+ * registers they go to the stack and back (the AVX2 Q6_K kernel spent a fifth of its
+ * instructions on stack moves). */
+#define QIN_ORDER(v) __asm__("" : "+v"(v))
+
 static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i s0, __m256i c0,
                                        __m256i u1, __m256i s1, __m256i c1) {
     k->a = QN(dot_scaled)(k->a, u0, s0, c0);
+    QIN_ORDER(k->a);
 #if QVNNI
     k->b = QN(dot_scaled)(k->b, u1, s1, c1);
+    QIN_ORDER(k->b);
 #else
     k->a = QN(dot_scaled)(k->a, u1, s1, c1);
+    QIN_ORDER(k->a);
 #endif
 }
 

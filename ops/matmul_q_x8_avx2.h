@@ -115,7 +115,7 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
                                                                      const uint8_t *xq, size_t ldxq,
                                                                      float *y, int64_t ldy,
                                                                      const int g) {
-    const int H = g <= 2 ? 2 : 1; /* row halves per pass */
+    const int H = 2; /* row halves per pass */
     const size_t bsz = sizeof(struct block_q4_k_x16);
     const __m256i m4 = _mm256_set1_epi8(15);
 #pragma GCC unroll 1
@@ -133,7 +133,9 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
             const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
             uint8_t sm[16][16] __attribute__((aligned(32)));
             QN(x8_scales_mins)(B, sm);
-            __m256i isum[2][4], P[2][4];
+            __m256i isum_mem[2][4] __attribute__((aligned(32))), P[2][4];
+            __m256i(*isum)[4] = isum_mem;
+            __asm__("" : "+r"(isum)); /* keep the sums in memory: registers go to P */
             X8_UNROLL
             for (int hh = 0; hh < H; hh++)
                 X8_UNROLL
@@ -159,25 +161,35 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
                         X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[2 * j + h], rh0 + hh), g);
                 }
             }
+            /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s, both
+             * halves per broadcast (GCC otherwise keeps the broadcasts of one half for the
+             * other, on the stack) */
+            __m256i ms[2][4];
+            X8_UNROLL
+            for (int hh = 0; hh < H; hh++)
+                X8_UNROLL
+            for (int t = 0; t < g; t++)
+                ms[hh][t] = _mm256_setzero_si256();
+            X8_UNROLL
+            for (int sb = 0; sb < 8; sb++) {
+                __m256i mm[2];
+                X8_UNROLL
+                for (int hh = 0; hh < H; hh++)
+                    mm[hh] = QN(x8_pairs_u8)(sm[8 + sb], rh0 + hh);
+                X8_UNROLL
+                for (int t = 0; t < g; t++) {
+                    __m256i bs = QN(x8_bcast4)(xb + (size_t)t * ldxq +
+                                               offsetof(struct block_q8_k, bsums) + 4 * (size_t)sb);
+                    X8_UNROLL
+                    for (int hh = 0; hh < H; hh++) {
+                        ms[hh][t] = _mm256_add_epi32(ms[hh][t], _mm256_madd_epi16(mm[hh], bs));
+                        X8_IN_ORDER(ms[hh][t]);
+                    }
+                }
+            }
             X8_UNROLL
             for (int hh = 0; hh < H; hh++) {
                 const int rh = rh0 + hh;
-                /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s */
-                __m256i ms[4];
-                X8_UNROLL
-                for (int t = 0; t < g; t++)
-                    ms[t] = _mm256_setzero_si256();
-                X8_UNROLL
-                for (int sb = 0; sb < 8; sb++) {
-                    __m256i mm = QN(x8_pairs_u8)(sm[8 + sb], rh);
-                    X8_UNROLL
-                    for (int t = 0; t < g; t++)
-                        ms[t] = _mm256_add_epi32(
-                            ms[t],
-                            _mm256_madd_epi16(mm, QN(x8_bcast4)(xb + (size_t)t * ldxq +
-                                                                offsetof(struct block_q8_k, bsums) +
-                                                                4 * (size_t)sb)));
-                }
                 __m256 D =
                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * rh]));
                 __m256 DM = _mm256_cvtph_ps(
@@ -185,7 +197,7 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
                 X8_UNROLL
                 for (int t = 0; t < g; t++) {
                     __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
-                    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_mul_ps(DM, yd));
+                    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[hh][t]), _mm256_mul_ps(DM, yd));
                     acc[hh][t] =
                         _mm256_add_ps(acc[hh][t], _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[hh][t]),
                                                                   _mm256_mul_ps(D, yd), m));
