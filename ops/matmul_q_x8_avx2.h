@@ -1,28 +1,35 @@
-/* ops/matmul_q_x8_avx2.h: matmul_q for DT_Q4_K_X16 (ops/repack.h) on AVX2, included by
- * ops_avx2.c after matmul_q_x86.h (whose QN, QATTR and QSFX it uses).
+/* ops/matmul_q_x8_avx2.h: matmul_q for DT_Q4_K_X16 and DT_Q5_K_X16 (ops/repack.h) on AVX2,
+ * included by ops_avx2.c after matmul_q_x86.h (whose QN, QATTR and QSFX it uses).
  *
  * A ymm holds the 32 bytes of one half of an x16 code row: 4 code bytes of each of 8 rows
  * (lane r = row 8 * rh + r). Without VNNI a byte dot product is vpmaddubsw (u8 x s8 pairs to
  * int16) then vpmaddwd (int16 pairs to int32), and the GGUF-layout kernels pay both for every
- * 32 products. Here the int16 pair sums of a row stay in its lane across the sub-block, so they
- * are added as int16 (vpaddw, no multiply), and one vpmaddwd against the row's scale (in both
- * int16 halves of the lane) finishes and scales the sub-block: 9 multiplies per 256 products
- * instead of 16. The int16 sums are exact for activations in [-128, 127]: a vpmaddubsw result
- * is at most 2 * 15 * 128, so the 8 of a sub-block stay below 30720. The integer sums are those
- * of the AVX-512 x16 kernels, with the same float step per block, so a token's result does not
- * depend on the token group, n or the row split.
+ * 32 products. Here the int16 pair sums of a row stay in its lane, so they are added as int16
+ * (vpaddw, no multiply), and one vpmaddwd against the row's scale (in both int16 halves of the
+ * lane) finishes and scales them. The int16 sums are exact for activations in [-128, 127]: a
+ * vpmaddubsw result is at most 2 * c * 128 for codes <= c, so a whole Q4_K sub-block (8
+ * results, c = 15: 30720) and half a Q5_K one (4 results, c = 31: 31744) fit before their
+ * vpmaddwd. The integer sums are those of the AVX-512 x16 kernels, with the same float step
+ * per block, so a token's result does not depend on the token group, n or the row split.
  *
- * Tokens go in groups of g = 4, 2 or 1 per pass over a block (16 registers: g int32 sums, g
- * int16 sums, a code vector, a broadcast, a scale and masks). For g <= 2 a pass covers both row
- * halves, each broadcast serving both; for g = 4 the two halves are two passes (the second finds
- * the group in L2). The float step
+ * Tokens go in groups of g = 4, 2 or 1, and a pass over a block covers both row halves: the
+ * two code vectors of a column group are built, then each token's broadcast serves both. The
+ * int16 sums (2g registers) stay in registers and the int32 sub-block sums in memory, one load
+ * and store per flush. The float step
  *   acc[r] += isum[r] * (d[r] * yd) - msum[r] * (dmin[r] * yd)
  * runs once per block, half and token.
  *
- * Q5_K and Q6_K keep their GGUF layouts on AVX2: loops of this shape measured slower than the
- * row kernels for one token and no faster for 8 (bench_ops, this Zen 3): their extra code bits
- * cost three or four more instructions per code vector, which on AVX2 (no vpternlogd, no
- * masked adds) the single-token pass cannot hide. */
+ * The Zen 3 these were tuned on issues two vpmaddubsw per cycle but about four vector
+ * instructions in all, and a broadcast from memory is dearer than a load: the loops are bound
+ * by instruction count, not by the multiplies. GCC's register allocation is the other limit:
+ * it reassociates add chains into trees and keeps values it can reuse (broadcasts, the
+ * fifth-bit bytes) live across the unrolled loop, and both spill to the stack. The empty asm
+ * barriers below stop both; the stack references per kernel are worth a look after any change
+ * (objdump -d build/ops/ops_avx2.o).
+ *
+ * Q6_K keeps its GGUF layout on AVX2: a loop of this shape measured slower than the row kernel
+ * (its two extra code bits per byte cost more instructions per code vector without vpternlogd,
+ * and a 16-value sub-block flushes every 2 code vectors). */
 
 #define X8_UNROLL   _Pragma("GCC unroll 8")
 #define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values (as the x16 kernels) */
@@ -90,18 +97,6 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         }                                                                                          \
     } while (0)
 
-/* P[t] = (first ? 0 : P[t]) + the u8 x s8 pair sums of codes q and token t's 4 bytes at
- * x + t * ldxq */
-#define X8_DOTS(P, q, x, ldxq, g, first)                                                           \
-    do {                                                                                           \
-        X8_UNROLL                                                                                  \
-        for (int t_ = 0; t_ < (g); t_++) {                                                         \
-            __m256i p_ = _mm256_maddubs_epi16((q), QN(x8_bcast4)((x) + (size_t)t_ * (ldxq)));      \
-            (P)[t_] = (first) ? p_ : _mm256_add_epi16((P)[t_], p_);                                \
-            X8_IN_ORDER((P)[t_]);                                                                  \
-        }                                                                                          \
-    } while (0)
-
 static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j) {
     const char *pf = (const char *)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
     X8_UNROLL
@@ -109,15 +104,19 @@ static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j) {
         _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
 }
 
-/* y[t * ldy + r] for the 16 rows of a Q4_K x16 group and g tokens of xq (rows ldxq bytes
- * apart) */
-static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8_t *grp, int64_t nb,
-                                                                     const uint8_t *xq, size_t ldxq,
-                                                                     float *y, int64_t ldy,
-                                                                     const int g) {
-    const int H = 2; /* row halves per pass */
-    const size_t bsz = sizeof(struct block_q4_k_x16);
-    const __m256i m4 = _mm256_set1_epi8(15);
+/* bit s of each byte of v at bit 4 (the other bits are masked off after) */
+static inline QATTR __m256i QN(x8_bit_to_4)(__m256i v, int s) {
+    return s <= 4 ? _mm256_slli_epi16(v, 4 - s) : _mm256_srli_epi16(v, s - 4);
+}
+
+/* y[t * ldy + r] for the 16 rows of a Q4_K (five = 0) or Q5_K (five = 1) x16 group and g
+ * tokens of xq (rows ldxq bytes apart) */
+static inline QATTR __attribute__((always_inline)) void
+QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
+             int64_t ldy, const int g, const int five) {
+    const int H = 2;              /* row halves per pass */
+    const int run = five ? 4 : 8; /* int16 products added before a flush (see above) */
+    const __m256i m4 = _mm256_set1_epi8(15), b16 = _mm256_set1_epi8(16);
 #pragma GCC unroll 1
     for (int rh0 = 0; rh0 < 2; rh0 += H) {
         __m256 acc[2][4];
@@ -129,6 +128,7 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
         for (int64_t i = 0; i < nb; i++) {
             const struct block_q4_k_x16 *B =
                 (const struct block_q4_k_x16 *)(const void *)(grp + (size_t)i * bsz);
+            const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
             const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
             const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
             uint8_t sm[16][16] __attribute__((aligned(32)));
@@ -145,20 +145,43 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
             for (int j = 0; j < 4; j++) {
                 QN(x8_prefetch)(B, bsz, j);
                 X8_UNROLL
-                for (int h = 0; h < 2; h++) { /* sub-block 2j + h: low or high nibbles */
+                for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
+                    const int s = 2 * j + h;
+                    /* the fifth-bit bytes serve all 8 sub-blocks: a fresh pointer per sub-block
+                     * stops GCC keeping all 16 vectors from the first (on the stack) */
+                    const uint8_t(*qh)[X16_ROWS][4] = B5->qh;
+                    __asm__("" : "+r"(qh));
                     X8_UNROLL
                     for (int b = 0; b < 8; b++) {
+                        __m256i q[2];
                         X8_UNROLL
                         for (int hh = 0; hh < H; hh++) {
                             __m256i w = QN(load256)(B->qs[j][b][8 * (rh0 + hh)]);
-                            __m256i q = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
-                                          : _mm256_and_si256(w, m4);
-                            X8_DOTS(P[hh], q, xqs + 64 * j + 32 * h + 4 * b, ldxq, g, b == 0);
+                            q[hh] = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
+                                      : _mm256_and_si256(w, m4);
+                            if (five) /* bit s of the fifth-bit bytes is bit 4 of the code */
+                                q[hh] = _mm256_or_si256(
+                                    q[hh],
+                                    _mm256_and_si256(
+                                        QN(x8_bit_to_4)(QN(load256)(qh[b][8 * (rh0 + hh)]), s),
+                                        b16));
                         }
+                        /* one broadcast per token serves both halves: the codes of both
+                         * are live (2 registers), not the 4 broadcasts */
+                        X8_UNROLL
+                        for (int t = 0; t < g; t++) {
+                            __m256i x = QN(x8_bcast4)(xqs + (size_t)t * ldxq + 32 * s + 4 * b);
+                            X8_UNROLL
+                            for (int hh = 0; hh < H; hh++) {
+                                __m256i p = _mm256_maddubs_epi16(q[hh], x);
+                                P[hh][t] = b % run == 0 ? p : _mm256_add_epi16(P[hh][t], p);
+                                X8_IN_ORDER(P[hh][t]);
+                            }
+                        }
+                        if (b % run == run - 1) X8_UNROLL
+                        for (int hh = 0; hh < H; hh++)
+                            X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[s], rh0 + hh), g);
                     }
-                    X8_UNROLL
-                    for (int hh = 0; hh < H; hh++)
-                        X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[2 * j + h], rh0 + hh), g);
                 }
             }
             /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s, both
@@ -212,28 +235,40 @@ static inline QATTR __attribute__((always_inline)) void QN(x8_group)(const uint8
     }
 }
 
-/* rows [r0, r1) (whole groups of 16) of a Q4_K x16 matrix */
-static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
-                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
-                                        int64_t r1) {
+/* rows [r0, r1) (whole groups of 16) of a Q4_K (five = 0) or Q5_K (five = 1) x16 matrix */
+static inline QATTR __attribute__((always_inline)) void
+QN(x8_matmul)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, float *y, int64_t ldy,
+              int64_t r0, int64_t r1, const int five) {
     BT_ASSERT(r0 % X16_ROWS == 0 && r1 % X16_ROWS == 0); /* whole groups (repack.h) */
-    const uint8_t *x = xq;
+    const size_t bsz = five ? sizeof(struct block_q5_k_x16) : sizeof(struct block_q4_k_x16);
     int64_t nb = w->cols / QK_K;
     for (int64_t r = r0; r < r1; r += X16_ROWS) {
         const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         int64_t t = 0;
         for (; t + 4 <= n; t += 4)
-            QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 4);
+            QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 4, five);
         if (n - t >= 2) {
-            QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 2);
+            QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 2, five);
             t += 2;
         }
-        if (n - t >= 1) QN(x8_group)(grp, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 1);
+        if (n - t >= 1)
+            QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, 1, five);
     }
 }
 
+static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
+    QN(x8_matmul)(w, xq, ldxq, n, y, ldy, r0, r1, 0);
+}
+
+static QATTR void QN(matmul_q_q5_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
+                                        int64_t n, float *restrict y, int64_t ldy, int64_t r0,
+                                        int64_t r1) {
+    QN(x8_matmul)(w, xq, ldxq, n, y, ldy, r0, r1, 1);
+}
+
 #undef X8_FLUSH
-#undef X8_DOTS
 #undef X8_IN_ORDER
 #undef X8_PF_AHEAD
 #undef X8_UNROLL

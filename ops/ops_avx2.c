@@ -498,7 +498,8 @@ static void attention_avx2(float *o, const float *q, const float *k_cache, const
 
 const struct ops_table ops_avx2 = {
     .isa = "avx2",
-    .matmul_q = {QSLOTS(avx2), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx2},
+    .matmul_q = {QSLOTS(avx2), [DT_Q4_K_X16] = matmul_q_q4_k_x16_avx2,
+                 [DT_Q5_K_X16] = matmul_q_q5_k_x16_avx2},
     .matmul =
         {
             [DT_F32] = matmul_f32_avx2,

@@ -70,7 +70,7 @@ int repack_x16_fits(const struct mat *w);
  * scratch (16 rows) cannot be allocated. */
 int repack_x16(struct mat *w, bt_err *e);
 /* Whether the active ops table has a kernel for dt's x16 layout, i.e. multiplies it faster
- * than dt (the AVX-512 tables: all three; AVX2: Q4_K); elsewhere repacking would only
+ * than dt (the AVX-512 tables: all three; AVX2: Q4_K and Q5_K); elsewhere repacking would only
  * slow the scalar fallback down. 0 for other dtypes and in exact mode. */
 int repack_x16_wanted(enum dtype dt);
 /* Block i of row r (r in [0, rows)) of an x16 matrix of that type, restored to its GGUF
