@@ -45,6 +45,7 @@ struct worker {
     char id[TX_PEER_MAX + 1];
     char data_ep[512];
     transport_t *coord, *data, *next;
+    unsigned next_gen; /* bumped whenever next is closed: a snapshot of it is then stale */
     volatile sig_atomic_t stop;
     int state; /* Baton__WorkerState */
     int welcomed;
@@ -393,6 +394,7 @@ static void drop_stage(worker_t *w) {
     w->stage = NULL;
     transport_close(w->next);
     w->next = NULL;
+    w->next_gen++;
     model_cache_close(w->cache);
     w->cache = NULL;
     memset(&w->si, 0, sizeof w->si);
@@ -623,6 +625,7 @@ static int link_stage(worker_t *w, const Baton__LoadLayers *L, bt_err *e) {
     }
     transport_close(w->next);
     w->next = NULL;
+    w->next_gen++;
     if (!w->si.is_last) {
         if (!L->next_endpoint || !*L->next_endpoint)
             return bt_fail(e, BT_EPROTO, "load: stage %u is not last but has no next_endpoint",
@@ -1161,12 +1164,18 @@ int worker_run(worker_t *w, bt_err *e) {
     while (!w->stop) {
         transport_t *ts[3] = {w->coord, w->data, w->next};
         int n = w->next ? 3 : 2;
+        unsigned next_gen = w->next_gen;
         uint64_t ready = 0;
         bt_err pe = {0};
         int rc = transport_poll(ts, n, 200, &ready, &pe);
         if (rc && rc != -EINTR) BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
-        for (int i = 0; i < n && !w->stop; i++)
+        for (int i = 0; i < n && !w->stop; i++) {
+            /* A Load drained from the coordinator above closes the next-stage link (and may
+             * open another): ts[2] then points at freed memory, and the new link waits for the
+             * next poll. */
+            if (i == 2 && w->next_gen != next_gen) break;
             if (ready & (1ull << i)) drain_transport(w, ts[i], i);
+        }
         flush_outbox(w);
         int64_t now = bt_now_ns();
         if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns)) coord_regained(w);
