@@ -114,125 +114,118 @@ static inline QATTR __m256i QN(x8_bit_to_4)(__m256i v, int s) {
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
              int64_t ldy, const int g, const int five) {
-    const int H = 2;              /* row halves per pass */
     const int run = five ? 4 : 8; /* int16 products added before a flush (see above) */
     const __m256i m4 = _mm256_set1_epi8(15), b16 = _mm256_set1_epi8(16);
-#pragma GCC unroll 1
-    for (int rh0 = 0; rh0 < 2; rh0 += H) {
-        __m256 acc[2][4];
+    __m256 acc[2][4];
+    X8_UNROLL
+    for (int hh = 0; hh < 2; hh++)
         X8_UNROLL
-        for (int hh = 0; hh < H; hh++)
+    for (int t = 0; t < g; t++)
+        acc[hh][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const struct block_q4_k_x16 *B =
+            (const struct block_q4_k_x16 *)(const void *)(grp + (size_t)i * bsz);
+        const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
+        const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
+        const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
+        uint8_t sm[16][16] __attribute__((aligned(32)));
+        QN(x8_scales_mins)(B, sm);
+        __m256i isum_mem[2][4] __attribute__((aligned(32))), P[2][4];
+        __m256i(*isum)[4] = isum_mem;
+        __asm__("" : "+r"(isum)); /* keep the sums in memory: registers go to P */
+        X8_UNROLL
+        for (int hh = 0; hh < 2; hh++)
             X8_UNROLL
         for (int t = 0; t < g; t++)
-            acc[hh][t] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            const struct block_q4_k_x16 *B =
-                (const struct block_q4_k_x16 *)(const void *)(grp + (size_t)i * bsz);
-            const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
-            const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
-            const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
-            uint8_t sm[16][16] __attribute__((aligned(32)));
-            QN(x8_scales_mins)(B, sm);
-            __m256i isum_mem[2][4] __attribute__((aligned(32))), P[2][4];
-            __m256i(*isum)[4] = isum_mem;
-            __asm__("" : "+r"(isum)); /* keep the sums in memory: registers go to P */
+            isum[hh][t] = _mm256_setzero_si256();
+        X8_UNROLL
+        for (int j = 0; j < 4; j++) {
+            QN(x8_prefetch)(B, bsz, j);
             X8_UNROLL
-            for (int hh = 0; hh < H; hh++)
-                X8_UNROLL
-            for (int t = 0; t < g; t++)
-                isum[hh][t] = _mm256_setzero_si256();
-            X8_UNROLL
-            for (int j = 0; j < 4; j++) {
-                QN(x8_prefetch)(B, bsz, j);
-                X8_UNROLL
-                for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
-                    const int s = 2 * j + h;
-                    /* the fifth-bit bytes serve all 8 sub-blocks: a fresh pointer per sub-block
+            for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
+                const int s = 2 * j + h;
+                /* the fifth-bit bytes serve all 8 sub-blocks: a fresh pointer per sub-block
                      * stops GCC keeping all 16 vectors from the first (on the stack) */
-                    const uint8_t(*qh)[X16_ROWS][4] = B5->qh;
-                    __asm__("" : "+r"(qh));
+                const uint8_t(*qh)[X16_ROWS][4] = B5->qh;
+                __asm__("" : "+r"(qh));
+                X8_UNROLL
+                for (int b = 0; b < 8; b++) {
+                    __m256i q[2];
                     X8_UNROLL
-                    for (int b = 0; b < 8; b++) {
-                        __m256i q[2];
-                        X8_UNROLL
-                        for (int hh = 0; hh < H; hh++) {
-                            __m256i w = QN(load256)(B->qs[j][b][8 * (rh0 + hh)]);
-                            q[hh] = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
-                                      : _mm256_and_si256(w, m4);
-                            if (five) /* bit s of the fifth-bit bytes is bit 4 of the code */
-                                q[hh] = _mm256_or_si256(
-                                    q[hh],
-                                    _mm256_and_si256(
-                                        QN(x8_bit_to_4)(QN(load256)(qh[b][8 * (rh0 + hh)]), s),
-                                        b16));
-                        }
-                        /* one broadcast per token serves both halves: the codes of both
-                         * are live (2 registers), not the 4 broadcasts */
-                        X8_UNROLL
-                        for (int t = 0; t < g; t++) {
-                            __m256i x = QN(x8_bcast4)(xqs + (size_t)t * ldxq + 32 * s + 4 * b);
-                            X8_UNROLL
-                            for (int hh = 0; hh < H; hh++) {
-                                __m256i p = _mm256_maddubs_epi16(q[hh], x);
-                                P[hh][t] = b % run == 0 ? p : _mm256_add_epi16(P[hh][t], p);
-                                X8_IN_ORDER(P[hh][t]);
-                            }
-                        }
-                        if (b % run == run - 1) X8_UNROLL
-                        for (int hh = 0; hh < H; hh++)
-                            X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[s], rh0 + hh), g);
+                    for (int hh = 0; hh < 2; hh++) {
+                        __m256i w = QN(load256)(B->qs[j][b][8 * (hh)]);
+                        q[hh] = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
+                                  : _mm256_and_si256(w, m4);
+                        if (five) /* bit s of the fifth-bit bytes is bit 4 of the code */
+                            q[hh] = _mm256_or_si256(
+                                q[hh], _mm256_and_si256(
+                                           QN(x8_bit_to_4)(QN(load256)(qh[b][8 * (hh)]), s), b16));
                     }
+                    /* one broadcast per token serves both halves: the codes of both
+                         * are live (2 registers), not the 4 broadcasts */
+                    X8_UNROLL
+                    for (int t = 0; t < g; t++) {
+                        __m256i x = QN(x8_bcast4)(xqs + (size_t)t * ldxq + 32 * s + 4 * b);
+                        X8_UNROLL
+                        for (int hh = 0; hh < 2; hh++) {
+                            __m256i p = _mm256_maddubs_epi16(q[hh], x);
+                            P[hh][t] = b % run == 0 ? p : _mm256_add_epi16(P[hh][t], p);
+                            X8_IN_ORDER(P[hh][t]);
+                        }
+                    }
+                    if (b % run == run - 1) X8_UNROLL
+                    for (int hh = 0; hh < 2; hh++)
+                        X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[s], hh), g);
                 }
             }
-            /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s, both
+        }
+        /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s, both
              * halves per broadcast (GCC otherwise keeps the broadcasts of one half for the
              * other, on the stack) */
-            __m256i ms[2][4];
+        __m256i ms[2][4];
+        X8_UNROLL
+        for (int hh = 0; hh < 2; hh++)
             X8_UNROLL
-            for (int hh = 0; hh < H; hh++)
-                X8_UNROLL
-            for (int t = 0; t < g; t++)
-                ms[hh][t] = _mm256_setzero_si256();
+        for (int t = 0; t < g; t++)
+            ms[hh][t] = _mm256_setzero_si256();
+        X8_UNROLL
+        for (int sb = 0; sb < 8; sb++) {
+            __m256i mm[2];
             X8_UNROLL
-            for (int sb = 0; sb < 8; sb++) {
-                __m256i mm[2];
-                X8_UNROLL
-                for (int hh = 0; hh < H; hh++)
-                    mm[hh] = QN(x8_pairs_u8)(sm[8 + sb], rh0 + hh);
-                X8_UNROLL
-                for (int t = 0; t < g; t++) {
-                    __m256i bs = QN(x8_bcast4)(xb + (size_t)t * ldxq +
-                                               offsetof(struct block_q8_k, bsums) + 4 * (size_t)sb);
-                    X8_UNROLL
-                    for (int hh = 0; hh < H; hh++) {
-                        ms[hh][t] = _mm256_add_epi32(ms[hh][t], _mm256_madd_epi16(mm[hh], bs));
-                        X8_IN_ORDER(ms[hh][t]);
-                    }
-                }
-            }
+            for (int hh = 0; hh < 2; hh++)
+                mm[hh] = QN(x8_pairs_u8)(sm[8 + sb], hh);
             X8_UNROLL
-            for (int hh = 0; hh < H; hh++) {
-                const int rh = rh0 + hh;
-                __m256 D =
-                    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * rh]));
-                __m256 DM = _mm256_cvtph_ps(
-                    _mm_loadu_si128((const __m128i *)(const void *)&B->dmin[8 * rh]));
+            for (int t = 0; t < g; t++) {
+                __m256i bs = QN(x8_bcast4)(xb + (size_t)t * ldxq +
+                                           offsetof(struct block_q8_k, bsums) + 4 * (size_t)sb);
                 X8_UNROLL
-                for (int t = 0; t < g; t++) {
-                    __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
-                    __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[hh][t]), _mm256_mul_ps(DM, yd));
-                    acc[hh][t] =
-                        _mm256_add_ps(acc[hh][t], _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[hh][t]),
-                                                                  _mm256_mul_ps(D, yd), m));
+                for (int hh = 0; hh < 2; hh++) {
+                    ms[hh][t] = _mm256_add_epi32(ms[hh][t], _mm256_madd_epi16(mm[hh], bs));
+                    X8_IN_ORDER(ms[hh][t]);
                 }
             }
         }
         X8_UNROLL
-        for (int hh = 0; hh < H; hh++)
+        for (int hh = 0; hh < 2; hh++) {
+            __m256 D =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * hh]));
+            __m256 DM =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->dmin[8 * hh]));
             X8_UNROLL
-        for (int t = 0; t < g; t++)
-            _mm256_storeu_ps(y + t * ldy + 8 * (rh0 + hh), acc[hh][t]);
+            for (int t = 0; t < g; t++) {
+                __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
+                __m256 m = _mm256_mul_ps(_mm256_cvtepi32_ps(ms[hh][t]), _mm256_mul_ps(DM, yd));
+                acc[hh][t] =
+                    _mm256_add_ps(acc[hh][t], _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[hh][t]),
+                                                              _mm256_mul_ps(D, yd), m));
+            }
+        }
     }
+    X8_UNROLL
+    for (int hh = 0; hh < 2; hh++)
+        X8_UNROLL
+    for (int t = 0; t < g; t++)
+        _mm256_storeu_ps(y + t * ldy + 8 * (hh), acc[hh][t]);
 }
 
 /* rows [r0, r1) (whole groups of 16) of a Q4_K (five = 0) or Q5_K (five = 1) x16 matrix.
@@ -251,20 +244,21 @@ QN(x8_matmul)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, flo
     int64_t nb = w->cols / QK_K;
     for (int64_t rc = r0; rc < r1; rc += chunk) {
         const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
+        const uint8_t *g0 = (const uint8_t *)w->data + (size_t)rc * w->row_bytes;
+#define X8_CHUNK_PASS(g)                                                                           \
+    for (int64_t r = rc; r < re; r += X16_ROWS)                                                    \
+    QN(x8_group)                                                                                   \
+    (g0 + (size_t)(r - rc) * w->row_bytes, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r,   \
+     ldy, g, five)
         int64_t t = 0;
-        for (; t < n; t += t + 4 <= n ? 4 : n - t >= 2 ? 2 : 1) {
-            const int g = t + 4 <= n ? 4 : n - t >= 2 ? 2 : 1;
-            for (int64_t r = rc; r < re; r += X16_ROWS) {
-                const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-                const uint8_t *xt = x + (size_t)t * ldxq;
-                if (g == 4)
-                    QN(x8_group)(grp, bsz, nb, xt, ldxq, y + t * ldy + r, ldy, 4, five);
-                else if (g == 2)
-                    QN(x8_group)(grp, bsz, nb, xt, ldxq, y + t * ldy + r, ldy, 2, five);
-                else
-                    QN(x8_group)(grp, bsz, nb, xt, ldxq, y + t * ldy + r, ldy, 1, five);
-            }
+        for (; t + 4 <= n; t += 4)
+            X8_CHUNK_PASS(4);
+        if (n - t >= 2) {
+            X8_CHUNK_PASS(2);
+            t += 2;
         }
+        if (n - t >= 1) X8_CHUNK_PASS(1);
+#undef X8_CHUNK_PASS
     }
 }
 #undef X8_CHUNK_BYTES
