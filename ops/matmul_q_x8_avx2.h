@@ -228,6 +228,16 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
         _mm256_storeu_ps(y + t * ldy + 8 * (hh), acc[hh][t]);
 }
 
+/* row groups [rc, re) of w against tokens [t, t + g) */
+static inline QATTR __attribute__((always_inline)) void
+QN(x8_pass)(const struct mat *w, size_t bsz, int64_t nb, const uint8_t *x, size_t ldxq, float *y,
+            int64_t ldy, int64_t rc, int64_t re, int64_t t, const int g, const int five) {
+    for (int64_t r = rc; r < re; r += X16_ROWS) {
+        const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five);
+    }
+}
+
 /* rows [r0, r1) (whole groups of 16) of a Q4_K (five = 0) or Q5_K (five = 1) x16 matrix.
  * Row groups go in chunks of about X8_CHUNK_BYTES of weights, which stay in L2 while every
  * token group passes over them. One group at a time, each group re-read all n tokens'
@@ -244,21 +254,14 @@ QN(x8_matmul)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, flo
     int64_t nb = w->cols / QK_K;
     for (int64_t rc = r0; rc < r1; rc += chunk) {
         const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
-        const uint8_t *g0 = (const uint8_t *)w->data + (size_t)rc * w->row_bytes;
-#define X8_CHUNK_PASS(g)                                                                           \
-    for (int64_t r = rc; r < re; r += X16_ROWS)                                                    \
-    QN(x8_group)                                                                                   \
-    (g0 + (size_t)(r - rc) * w->row_bytes, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r,   \
-     ldy, g, five)
         int64_t t = 0;
         for (; t + 4 <= n; t += 4)
-            X8_CHUNK_PASS(4);
+            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 4, five);
         if (n - t >= 2) {
-            X8_CHUNK_PASS(2);
+            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 2, five);
             t += 2;
         }
-        if (n - t >= 1) X8_CHUNK_PASS(1);
-#undef X8_CHUNK_PASS
+        if (n - t >= 1) QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 1, five);
     }
 }
 #undef X8_CHUNK_BYTES
