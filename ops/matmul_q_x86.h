@@ -232,7 +232,8 @@ static inline QATTR __m256i QN(kacc_sum)(const struct QN(kacc) * k) {
 /* An empty asm that "changes" v. GCC otherwise reassociates a chain of integer adds into a
  * tree: every product of a block is computed first and kept live, and with more tokens than
  * registers they go to the stack and back (the AVX2 Q6_K kernel spent a fifth of its
- * instructions on stack moves). */
+ * instructions on stack moves; the Q4_K x16 kernel of matmul_q_x8_avx2.h half, at half the
+ * speed). */
 #define QIN_ORDER(v) __asm__("" : "+v"(v))
 
 static inline QATTR void QN(kacc_add2)(struct QN(kacc) * k, __m256i u0, __m256i s0, __m256i c0,

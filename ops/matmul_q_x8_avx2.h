@@ -81,19 +81,13 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         v, _mm256_load_si256((const __m256i *)(const void *)QN(x8_pair_ctl)[rh]));
 }
 
-/* An empty asm that "changes" v: GCC otherwise reassociates the chains of adds (int16
- * products, int32 sub-block sums) into trees, which keeps every product of a sub-block live
- * and spills them (half of the Q4_K kernel's instructions were stack moves, and it ran at
- * half the speed). */
-#define X8_IN_ORDER(v) __asm__("" : "+x"(v))
-
 /* isum[t] += P[t] (int16 pairs) . S for t < g, then P restarts */
 #define X8_FLUSH(isum, P, S, g)                                                                    \
     do {                                                                                           \
         X8_UNROLL                                                                                  \
         for (int t_ = 0; t_ < (g); t_++) {                                                         \
             (isum)[t_] = _mm256_add_epi32((isum)[t_], _mm256_madd_epi16((P)[t_], (S)));            \
-            X8_IN_ORDER((isum)[t_]);                                                               \
+            QIN_ORDER((isum)[t_]);                                                                 \
         }                                                                                          \
     } while (0)
 
@@ -145,7 +139,7 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
             for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
                 const int s = 2 * j + h;
                 /* the fifth-bit bytes serve all 8 sub-blocks: a fresh pointer per sub-block
-                     * stops GCC keeping all 16 vectors from the first (on the stack) */
+                 * stops GCC keeping all 16 vectors from the first (on the stack) */
                 const uint8_t(*qh)[X16_ROWS][4] = B5->qh;
                 __asm__("" : "+r"(qh));
                 X8_UNROLL
@@ -153,16 +147,16 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
                     __m256i q[2];
                     X8_UNROLL
                     for (int hh = 0; hh < 2; hh++) {
-                        __m256i w = QN(load256)(B->qs[j][b][8 * (hh)]);
+                        __m256i w = QN(load256)(B->qs[j][b][8 * hh]);
                         q[hh] = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
                                   : _mm256_and_si256(w, m4);
                         if (five) /* bit s of the fifth-bit bytes is bit 4 of the code */
                             q[hh] = _mm256_or_si256(
                                 q[hh], _mm256_and_si256(
-                                           QN(x8_bit_to_4)(QN(load256)(qh[b][8 * (hh)]), s), b16));
+                                           QN(x8_bit_to_4)(QN(load256)(qh[b][8 * hh]), s), b16));
                     }
                     /* one broadcast per token serves both halves: the codes of both
-                         * are live (2 registers), not the 4 broadcasts */
+                     * are live (2 registers), not the 4 broadcasts */
                     X8_UNROLL
                     for (int t = 0; t < g; t++) {
                         __m256i x = QN(x8_bcast4)(xqs + (size_t)t * ldxq + 32 * s + 4 * b);
@@ -170,18 +164,20 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
                         for (int hh = 0; hh < 2; hh++) {
                             __m256i p = _mm256_maddubs_epi16(q[hh], x);
                             P[hh][t] = b % run == 0 ? p : _mm256_add_epi16(P[hh][t], p);
-                            X8_IN_ORDER(P[hh][t]);
+                            QIN_ORDER(P[hh][t]);
                         }
                     }
-                    if (b % run == run - 1) X8_UNROLL
-                    for (int hh = 0; hh < 2; hh++)
-                        X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[s], hh), g);
+                    if (b % run == run - 1) {
+                        X8_UNROLL
+                        for (int hh = 0; hh < 2; hh++)
+                            X8_FLUSH(isum[hh], P[hh], QN(x8_pairs_u8)(sm[s], hh), g);
+                    }
                 }
             }
         }
         /* mins: (m_s, m_s) int16 pairs against the two 16-value sums of sub-block s, both
-             * halves per broadcast (GCC otherwise keeps the broadcasts of one half for the
-             * other, on the stack) */
+         * halves per broadcast (GCC otherwise keeps the broadcasts of one half for the
+         * other, on the stack) */
         __m256i ms[2][4];
         X8_UNROLL
         for (int hh = 0; hh < 2; hh++)
@@ -201,7 +197,7 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
                 X8_UNROLL
                 for (int hh = 0; hh < 2; hh++) {
                     ms[hh][t] = _mm256_add_epi32(ms[hh][t], _mm256_madd_epi16(mm[hh], bs));
-                    X8_IN_ORDER(ms[hh][t]);
+                    QIN_ORDER(ms[hh][t]);
                 }
             }
         }
@@ -225,7 +221,7 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
     for (int hh = 0; hh < 2; hh++)
         X8_UNROLL
     for (int t = 0; t < g; t++)
-        _mm256_storeu_ps(y + t * ldy + 8 * (hh), acc[hh][t]);
+        _mm256_storeu_ps(y + t * ldy + 8 * hh, acc[hh][t]);
 }
 
 /* row groups [rc, re) of w against tokens [t, t + g) */
@@ -279,6 +275,5 @@ static QATTR void QN(matmul_q_q5_k_x16)(const struct mat *w, const void *restric
 }
 
 #undef X8_FLUSH
-#undef X8_IN_ORDER
 #undef X8_PF_AHEAD
 #undef X8_UNROLL
