@@ -11,7 +11,11 @@
  * their mean as the run's triad (triad_gbps=) and prints the run's fraction (frac=); the
  * median line gives the median of the per-run fractions
  * (triad_frac=) beside the median triad (triad_gbps_median=). The header's triad_gbps= is the
- * one taken at start, before any model is loaded.
+ * one taken at start, before any model is loaded. Next to each triad the run also reads the
+ * step's own weight bytes once with plain loads (tests/bench/bench_read.h; read_gbps=, the
+ * mean of both): read_frac= is decode's GB/s over that, the share of the memory's pace for
+ * these very bytes that the decode step reaches (the triad is best of 5 passes and counts
+ * writes, so it can sit above or below what a read of the weights gets).
  * Runs are interleaved (baton, llama.cpp, baton, ...) because the machine is shared, and
  * medians are printed. Environment: BENCH_MODELS (space-separated paths), BENCH_THREADS
  * (default: all CPUs), BENCH_RUNS (3), BENCH_DECODE (decode steps, 16: a 9B decodes at a few
@@ -24,6 +28,7 @@
 #include "engine/seqstate.h"
 #include "ops/ops.h"
 #include "ops/threadpool.h"
+#include "tests/bench/bench_read.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -104,23 +109,31 @@ static uint64_t mat_bytes(const struct mat *m) {
     return m->data ? (uint64_t)m->rows * m->row_bytes : 0;
 }
 
-/* Weight bytes a decode step reads: every matrix of every layer plus the LM head. */
-static uint64_t step_bytes(const struct weights *w) {
-    uint64_t b = mat_bytes(&w->output);
+/* The matrices a decode step reads: every matrix of every layer plus the LM head. Fills
+ * out[] (up to max) and returns their bytes. */
+#define MAXMATS 1024
+static uint64_t step_mats(const struct weights *w, const struct mat **out, int *n_out) {
+    int n = 0;
+    uint64_t b = 0;
+    if (w->output.data) out[n++] = &w->output;
     for (int l = w->lo; l < w->hi; l++) {
         const struct layer_weights *L = &w->layers[l];
         const struct mat *ms[] = {&L->ffn_gate, &L->ffn_up, &L->ffn_down, &L->wq,
                                   &L->wk,       &L->wv,     &L->wo,       &L->wqkv,
                                   &L->wz,       &L->wbeta,  &L->walpha,   &L->ssm_out};
         for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
-            b += mat_bytes(ms[i]);
+            if (ms[i]->data && n < MAXMATS) out[n++] = ms[i];
     }
+    for (int i = 0; i < n; i++)
+        b += mat_bytes(out[i]);
+    *n_out = n;
     return b;
 }
 
 struct figures {
     double tg1, tgb, pp, gbps1;          /* tgb: decode tok/s at batch B */
     double triad_pre, triad_post, triad; /* GB/s right before / after the b1 decode; mean */
+    double read;                         /* GB/s of a plain read of the step's weights */
 };
 
 static int baton_run(const char *path, pool_t *pool, int B, int decode, int prefill,
@@ -140,7 +153,9 @@ static int baton_run(const char *path, pool_t *pool, int B, int decode, int pref
         fprintf(stderr, "bench_forward: %s: %s\n", path, e.msg);
         goto out;
     }
-    *bytes_out = step_bytes(w);
+    static const struct mat *mats[MAXMATS];
+    int n_mats = 0;
+    *bytes_out = step_mats(w, mats, &n_mats);
     int V = m->hp.n_vocab;
     ids = malloc((size_t)(prefill + B * pre) * sizeof *ids);
     logits = malloc((size_t)B * V * sizeof *logits);
@@ -184,12 +199,15 @@ static int baton_run(const char *path, pool_t *pool, int B, int decode, int pref
     if (forward(fc, &b, &e)) goto fail;
     sq.n_tokens = 1;
     f->triad_pre = triad_gbps(pool);
+    double rd = bench_read_s(pool, mats, n_mats);
     t0 = now_s();
     for (int i = 0; i < decode; i++) {
         b = (struct fwd_batch){1, &sq, &ids[i % 64], NULL, logits, NULL};
         if (forward(fc, &b, &e)) goto fail;
     }
     double dt = (now_s() - t0) / decode;
+    rd += bench_read_s(pool, mats, n_mats);
+    f->read = 2.0 * (double)*bytes_out / rd * 1e-9;
     f->triad_post = triad_gbps(pool);
     f->triad = 0.5 * (f->triad_pre + f->triad_post);
     f->tg1 = 1.0 / dt;
@@ -298,6 +316,7 @@ int main(int argc, char **argv) {
             continue;
         }
         double tg1[MAXR], tgb[MAXR], pp[MAXR], gb[MAXR], tr[MAXR], fr[MAXR], ltg[MAXR], lpp[MAXR];
+        double rg[MAXR], rf[MAXR];
         int nb = 0, nl = 0;
         uint64_t bytes = 0;
         for (int r = 0; r < runs; r++) { /* interleaved: baton, then llama.cpp */
@@ -305,10 +324,12 @@ int main(int argc, char **argv) {
             if (baton_run(path, pool, B, decode, prefill, &f, &bytes) == 0) {
                 tg1[nb] = f.tg1, tgb[nb] = f.tgb, pp[nb] = f.pp, gb[nb] = f.gbps1;
                 tr[nb] = f.triad, fr[nb] = f.triad > 0 ? f.gbps1 / f.triad : 0.0;
+                rg[nb] = f.read, rf[nb] = f.read > 0 ? f.gbps1 / f.read : 0.0;
                 printf("bench_forward: model=%s run=%d baton tg1=%.3f tg%d=%.3f pp%d=%.2f "
-                       "gbps=%.1f triad_gbps=%.1f frac=%.3f triad_pre=%.1f triad_post=%.1f\n",
+                       "gbps=%.1f triad_gbps=%.1f frac=%.3f triad_pre=%.1f triad_post=%.1f "
+                       "read_gbps=%.1f read_frac=%.3f\n",
                        path, r, f.tg1, B, f.tgb, prefill, f.pp, f.gbps1, f.triad, fr[nb],
-                       f.triad_pre, f.triad_post);
+                       f.triad_pre, f.triad_post, f.read, rf[nb]);
                 nb++;
             } else {
                 failed = 1;
@@ -330,11 +351,13 @@ int main(int argc, char **argv) {
         if (!nb) continue;
         double mtg1 = median(tg1, nb), mtgb = median(tgb, nb), mpp = median(pp, nb);
         double mgb = median(gb, nb), mtr = median(tr, nb), mfr = median(fr, nb);
+        double mrg = median(rg, nb), mrf = median(rf, nb);
         printf("bench_forward: model=%s weights_per_token=%.2fGB baton median of %d: "
                "decode_b1=%.3f tok/s decode_b%d=%.3f tok/s prefill%d=%.2f tok/s "
-               "eff_gbps=%.1f triad_frac=%.3f triad_gbps_median=%.1f triad_frac_start=%.3f\n",
+               "eff_gbps=%.1f triad_frac=%.3f triad_gbps_median=%.1f triad_frac_start=%.3f "
+               "read_gbps_median=%.1f read_frac=%.3f\n",
                path, (double)bytes * 1e-9, nb, mtg1, B, mtgb, prefill, mpp, mgb, mfr, mtr,
-               triad > 0 ? mgb / triad : 0.0);
+               triad > 0 ? mgb / triad : 0.0, mrg, mrf);
         if (nl) {
             double ltg1 = median(ltg, nl), lpp1 = median(lpp, nl);
             printf("bench_forward: model=%s llama.cpp median of %d: tg%d=%.3f tok/s pp%d=%.2f "
