@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MAXROWS 65536
 static int ROWS = 12288; /* BENCH_STREAM_ROWS */
@@ -103,9 +104,12 @@ static int stream_type(pool_t *pool, enum dtype dt, size_t total, int runs, cons
     const char *xe = getenv("BENCH_STREAM_X16"); /* 0: keep the GGUF layout */
     int x16 = repack_x16_wanted(dt) && !(xe && !atoi(xe));
     for (int m = 0; m < j.n_mats; m++) {
-        uint8_t *d = aligned_alloc(64, mb);
+        /* 2 MB aligned and advised like the loader's blob (engine/loader.c), so that the
+         * kernels stream from the pages they get in the forward pass */
+        uint8_t *d = aligned_alloc(2u << 20, (mb + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1));
         if (!d) goto oom;
         j.owned[m] = d;
+        (void)madvise(d, mb, MADV_HUGEPAGE);
         for (int r = 0; r < ROWS; r += TILE)
             memcpy(d + (size_t)r * rb, tile, rb * TILE);
         j.w[m] = (struct mat){dt, d, ROWS, COLS, rb};
