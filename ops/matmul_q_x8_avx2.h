@@ -27,12 +27,23 @@
  * barriers below stop both; the stack references per kernel are worth a look after any change
  * (objdump -d build/ops/ops_avx2.o).
  *
+ * Prefetch: a quarter of the block two ahead into L1 per quarter, and on a chunk's first pass
+ * (the one that streams the weights from memory; later token groups find them in L2) the
+ * whole block X8_PF_FAR ahead into L2. The near prefetch alone left the hardware prefetcher
+ * to run ahead of it, and a Q5_K x16 block, whose fifth bits the kernel reads first and from
+ * the block's end, defeated that: single-token Q5_K streamed at 0.64-0.68 of a plain read of
+ * the same 512 MB on the AVX2 host of round 12, 0.99-1.01 with the far prefetch (Q4_K x16:
+ * 0.88-0.91, then 0.93-1.08; tests/bench/bench_stream.c against a read without prefetch).
+ * On every later pass, or from L3 (bench_ops), the far prefetch only cost (Q5_K x16, n = 64:
+ * 17.8 against 20.4 ms when it ran on every pass).
+ *
  * Q6_K keeps its GGUF layout on AVX2: a loop of this shape measured slower than the row kernel
  * (its two extra code bits per byte cost more instructions per code vector without vpternlogd,
  * and a 16-value sub-block flushes every 2 code vectors). */
 
 #define X8_UNROLL   _Pragma("GCC unroll 8")
 #define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values (as the x16 kernels) */
+#define X8_PF_FAR   8 /* blocks fetched ahead into L2 on a pass that streams from memory */
 
 /* the 4 activation bytes at p in every lane */
 static inline QATTR __m256i QN(x8_bcast4)(const uint8_t *p) {
@@ -91,11 +102,17 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         }                                                                                          \
     } while (0)
 
-static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j) {
-    const char *pf = (const char *)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
+/* Quarter j of the block X8_PF_AHEAD blocks ahead into L1, and with far, at j = 0, the whole
+ * block X8_PF_FAR blocks ahead into L2. Addresses past the matrix are hints to nowhere
+ * (prefetches do not fault), computed as integers. */
+static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j, int far) {
+    const uintptr_t pf = (uintptr_t)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
     X8_UNROLL
     for (int l = 0; l < (int)((bsz / 4 + 63) / 64); l++)
-        _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+        _mm_prefetch((const char *)(pf + 64 * (size_t)l), _MM_HINT_T0);
+    if (far && j == 0)
+        for (size_t o = 0; o < bsz; o += 64)
+            _mm_prefetch((const char *)((uintptr_t)blk + X8_PF_FAR * bsz + o), _MM_HINT_T1);
 }
 
 /* bit s of each byte of v at bit 4 (the other bits are masked off after) */
@@ -107,7 +124,7 @@ static inline QATTR __m256i QN(x8_bit_to_4)(__m256i v, int s) {
  * tokens of xq (rows ldxq bytes apart) */
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
-             int64_t ldy, const int g, const int five) {
+             int64_t ldy, const int g, const int five, int far) {
     const int run = five ? 4 : 8; /* int16 products added before a flush (see above) */
     const __m256i m4 = _mm256_set1_epi8(15), b16 = _mm256_set1_epi8(16);
     __m256 acc[2][4];
@@ -134,7 +151,7 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
             isum[hh][t] = _mm256_setzero_si256();
         X8_UNROLL
         for (int j = 0; j < 4; j++) {
-            QN(x8_prefetch)(B, bsz, j);
+            QN(x8_prefetch)(B, bsz, j, far);
             X8_UNROLL
             for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
                 const int s = 2 * j + h;
@@ -228,9 +245,10 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_pass)(const struct mat *w, size_t bsz, int64_t nb, const uint8_t *x, size_t ldxq, float *y,
             int64_t ldy, int64_t rc, int64_t re, int64_t t, const int g, const int five) {
+    const int far = t == 0; /* the chunk's first pass reads it from memory; later ones from L2 */
     for (int64_t r = rc; r < re; r += X16_ROWS) {
         const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five);
+        QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five, far);
     }
 }
 
@@ -276,4 +294,5 @@ static QATTR void QN(matmul_q_q5_k_x16)(const struct mat *w, const void *restric
 
 #undef X8_FLUSH
 #undef X8_PF_AHEAD
+#undef X8_PF_FAR
 #undef X8_UNROLL
