@@ -27,22 +27,23 @@
  * barriers below stop both; the stack references per kernel are worth a look after any change
  * (objdump -d build/ops/ops_avx2.o).
  *
- * Prefetch: a quarter of the block two ahead into L1 per quarter, and on a chunk's first pass
- * (the one that streams the weights from memory; later token groups find them in L2) the
- * whole block X8_PF_FAR ahead into L2. The near prefetch alone left the hardware prefetcher
- * to run ahead of it, and a Q5_K x16 block, whose fifth bits the kernel reads first and from
- * the block's end, defeated that: single-token Q5_K streamed at 0.64-0.68 of a plain read of
- * the same 512 MB on the AVX2 host of round 12, 0.99-1.01 with the far prefetch (Q4_K x16:
- * 0.88-0.91, then 0.93-1.08; tests/bench/bench_stream.c against a read without prefetch).
- * On every later pass, or from L3 (bench_ops), the far prefetch only cost (Q5_K x16, n = 64:
- * 17.8 against 20.4 ms when it ran on every pass).
+ * Prefetch: on a chunk's first pass (the one that streams the weights from memory) the whole
+ * block X8_PF_FAR ahead goes into L2 at the block's start; on the later passes (token groups
+ * that find the chunk in L2) a quarter of the block two ahead goes into L1 per quarter. The
+ * near prefetch alone left the hardware prefetcher to run ahead of it, and a Q5_K x16 block,
+ * whose fifth bits the kernel reads first and from the block's end, defeated that: single-
+ * token Q5_K streamed at 0.64-0.68 of a plain read of the same 512 MB on the AVX2 host of
+ * round 12 (tests/bench/bench_stream.c, read without prefetch). Against a read that itself
+ * prefetches 16 KB ahead, 4 alternations: far and near together, Q4_K x16 0.79-0.80 and Q5_K
+ * x16 0.86-0.91; far alone on the first pass, 0.91-0.93 and 0.89-0.93. The far prefetch on
+ * every pass cost batched kernels from L3 15% (Q5_K x16, n = 64: 20.4 against 17.8 ms).
  *
  * Q6_K keeps its GGUF layout on AVX2: a loop of this shape measured slower than the row kernel
  * (its two extra code bits per byte cost more instructions per code vector without vpternlogd,
  * and a 16-value sub-block flushes every 2 code vectors). */
 
 #define X8_UNROLL   _Pragma("GCC unroll 8")
-#define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values (as the x16 kernels) */
+#define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values, on passes over L2 */
 #define X8_PF_FAR   8 /* blocks fetched ahead into L2 on a pass that streams from memory */
 
 /* the 4 activation bytes at p in every lane */
@@ -102,14 +103,16 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         }                                                                                          \
     } while (0)
 
-/* Quarter j of the block X8_PF_AHEAD blocks ahead into L1, and with far, at j = 0, the whole
- * block X8_PF_FAR blocks ahead into L2. Addresses past the matrix are hints to nowhere
- * (prefetches do not fault), computed as integers. */
+/* With far, at j = 0, the whole block X8_PF_FAR blocks ahead into L2; without, quarter j of
+ * the block X8_PF_AHEAD blocks ahead into L1 (see the top). Addresses past the matrix are
+ * hints to nowhere (prefetches do not fault), computed as integers. */
 static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j, int far) {
     const uintptr_t pf = (uintptr_t)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
-    X8_UNROLL
-    for (int l = 0; l < (int)((bsz / 4 + 63) / 64); l++)
-        _mm_prefetch((const char *)(pf + 64 * (size_t)l), _MM_HINT_T0);
+    if (!far) {
+        X8_UNROLL
+        for (int l = 0; l < (int)((bsz / 4 + 63) / 64); l++)
+            _mm_prefetch((const char *)(pf + 64 * (size_t)l), _MM_HINT_T0);
+    }
     if (far && j == 0)
         for (size_t o = 0; o < bsz; o += 64)
             _mm_prefetch((const char *)((uintptr_t)blk + X8_PF_FAR * bsz + o), _MM_HINT_T1);
