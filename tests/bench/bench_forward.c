@@ -29,6 +29,7 @@
 #include "ops/ops.h"
 #include "ops/threadpool.h"
 #include "tests/bench/bench_read.h"
+#include "tests/bench/bench_stats.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -46,19 +47,6 @@ static double now_s(void) {
 static int env_int(const char *name, int def) {
     const char *v = getenv(name);
     return v && *v ? atoi(v) : def;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    if (n <= 0) return 0.0;
-    double s[MAXR];
-    memcpy(s, v, (size_t)n * sizeof *v);
-    qsort(s, (size_t)n, sizeof *s, cmp_d);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
 /* ---- STREAM triad: a[i] = b[i] + s * c[i], rows split across the pool ---- */
@@ -349,9 +337,10 @@ int main(int argc, char **argv) {
             }
         }
         if (!nb) continue;
-        double mtg1 = median(tg1, nb), mtgb = median(tgb, nb), mpp = median(pp, nb);
-        double mgb = median(gb, nb), mtr = median(tr, nb), mfr = median(fr, nb);
-        double mrg = median(rg, nb), mrf = median(rf, nb);
+        double mtg1 = bench_median(tg1, nb), mtgb = bench_median(tgb, nb),
+               mpp = bench_median(pp, nb);
+        double mgb = bench_median(gb, nb), mtr = bench_median(tr, nb), mfr = bench_median(fr, nb);
+        double mrg = bench_median(rg, nb), mrf = bench_median(rf, nb);
         printf("bench_forward: model=%s weights_per_token=%.2fGB baton median of %d: "
                "decode_b1=%.3f tok/s decode_b%d=%.3f tok/s prefill%d=%.2f tok/s "
                "eff_gbps=%.1f triad_frac=%.3f triad_gbps_median=%.1f triad_frac_start=%.3f "
@@ -359,7 +348,7 @@ int main(int argc, char **argv) {
                path, (double)bytes * 1e-9, nb, mtg1, B, mtgb, prefill, mpp, mgb, mfr, mtr,
                triad > 0 ? mgb / triad : 0.0, mrg, mrf);
         if (nl) {
-            double ltg1 = median(ltg, nl), lpp1 = median(lpp, nl);
+            double ltg1 = bench_median(ltg, nl), lpp1 = bench_median(lpp, nl);
             printf("bench_forward: model=%s llama.cpp median of %d: tg%d=%.3f tok/s pp%d=%.2f "
                    "tok/s eff_gbps=%.1f | ratio baton/llama.cpp: decode_b1=%.2f decode_b%d=%.2f "
                    "(vs llama tg at batch 1) prefill=%.2f\n",

@@ -14,6 +14,7 @@
 #include "engine/gguf.h"
 #include "engine/loader.h"
 #include "engine/model.h"
+#include "tests/bench/bench_stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -176,16 +177,6 @@ static double run_dd(const struct range *r, uint64_t size) {
     return (double)((hi < size ? hi : size) - lo) / t * 1e-9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 #define MAX_REPS 15
 
 static void bench(const char *label, const struct range *r, uint64_t size, int reps) {
@@ -199,8 +190,8 @@ static void bench(const char *label, const struct range *r, uint64_t size, int r
         v[2][k] = run_pread(r);
         v[3][k] = run_dd(r, size);
     }
-    double ud = median(v[0], reps), ub = median(v[1], reps), pr = median(v[2], reps),
-           dd = median(v[3], reps);
+    double ud = bench_median(v[0], reps), ub = bench_median(v[1], reps),
+           pr = bench_median(v[2], reps), dd = bench_median(v[3], reps);
     printf("loader %s: uring+direct %.2f GB/s | uring %.2f | pread %.2f | dd %.2f (ratio %.2f) "
            "bytes_req=%" PRIu64 " bytes_read=%" PRIu64 " (direct) %" PRIu64
            " (buffered) file=%" PRIu64 " (%.1f%%) tensors=%d\n",

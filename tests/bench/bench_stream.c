@@ -20,6 +20,7 @@
 #include "ops/repack.h"
 #include "ops/threadpool.h"
 #include "tests/bench/bench_read.h"
+#include "tests/bench/bench_stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,16 +52,6 @@ static void kernel_job(void *ctx, int ith, int nth) {
         pool_slice(w->rows, ith, nth, repack_is_x16(w->dt) ? X16_ROWS : 8, &r0, &r1);
         if (r1 > r0) j->T->matmul_q[w->dt](w, j->xq, j->ldq, 1, j->y, w->rows, r0, r1);
     }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static double run_s(pool_t *pool, pool_fn fn, void *ctx) {
@@ -127,8 +118,9 @@ static int stream_type(pool_t *pool, enum dtype dt, size_t total, int runs, cons
     }
     printf("bench_stream: isa=%s dtype=%s threads=%d mb=%.0f kernel_gbps=%.1f read_gbps=%.1f "
            "frac=%.3f multi_gbps=%.1f multi_frac=%.3f\n",
-           ops->isa, dtype_name(j.w[0].dt), pool_size(pool), bytes / (1 << 20), median(kg, runs),
-           median(rg, runs), median(fr, runs), median(mg, runs), median(mf, runs));
+           ops->isa, dtype_name(j.w[0].dt), pool_size(pool), bytes / (1 << 20),
+           bench_median(kg, runs), bench_median(rg, runs), bench_median(fr, runs),
+           bench_median(mg, runs), bench_median(mf, runs));
     fflush(stdout);
     for (int m = 0; m < j.n_mats; m++)
         free(j.owned[m]);
