@@ -332,11 +332,11 @@ static inline QATTR __attribute__((always_inline)) void QN(k45_rows)(const uint8
 }
 /* Single token (g = 1): the block Q6_FAR blocks ahead (13 KB; rows are contiguous, so past
  * the row's end it is the next row's; past the matrix, a hint to nowhere, computed as an
- * integer) is prefetched into L2. The hardware prefetcher alone
- * kept one row's stream below the memory's pace: 512 MB of 12288 x 4096 Q6_K on 2 threads of
- * the AVX2 host of round 12 went from 0.93 of a plain read of the same bytes (no prefetch) to
- * 1.12-1.17 (tests/bench/bench_stream.c). Batches reuse each block for g tokens and keep the
- * plain loop; the 512-bit q6k_rows_z is left alone (its host could not be measured). */
+ * integer) is prefetched into L2. The hardware prefetcher alone kept one row's stream below
+ * the memory's pace: 512 MB of 12288 x 4096 Q6_K on 2 threads of the AVX2 host of round 12
+ * went from 0.89-0.98 of a plain read of the same bytes (no prefetch) to 1.12-1.17
+ * (tests/bench/bench_stream.c). Batches reuse each block for g tokens and keep the plain
+ * loop; the 512-bit q6k_rows_z is left alone (its host could not be measured). */
 #define Q6_FAR 64
 /* Q6_K: half h (128 values) has 64 bytes of low nibbles L0|L1 and 32 of high bit pairs H;
  * quarter j of the half takes low nibbles from L0, L1, L0>>4, L1>>4 and bits (H >> 2j) & 3.

@@ -29,11 +29,13 @@
  *
  * Prefetch: on a chunk's first pass (the one that streams the weights from memory) the whole
  * block X8_PF_FAR ahead goes into L2 at the block's start; on the later passes (token groups
- * that find the chunk in L2) a quarter of the block two ahead goes into L1 per quarter. The
- * near prefetch alone left the hardware prefetcher to run ahead of it, and a Q5_K x16 block,
- * whose fifth bits the kernel reads first and from the block's end, defeated that: single-
- * token Q5_K streamed at 0.64-0.68 of a plain read of the same 512 MB on the AVX2 host of
- * round 12 (tests/bench/bench_stream.c, read without prefetch). Against a read that itself
+ * that find the chunk in L2) a quarter of the block two ahead goes into L1 per quarter. With
+ * the near prefetch only, single-token Q5_K x16 streamed at 0.64-0.68 of a plain read of the
+ * same 512 MB on the AVX2 host of round 12 (tests/bench/bench_stream.c, read without
+ * prefetch), though from cache it computes faster than the GGUF row kernel, which streamed at
+ * 0.92: it was short of lines in flight, not of arithmetic (its fifth bits, read first for
+ * every sub-block, sit at the block's end; moving them to the front gave 0.76-0.83 but slowed
+ * batches, docs/performance.md round 12). Against a read that itself
  * prefetches 16 KB ahead, 4 alternations: far and near together, Q4_K x16 0.79-0.80 and Q5_K
  * x16 0.86-0.91; far alone on the first pass, 0.91-0.93 and 0.89-0.93. The far prefetch on
  * every pass cost batched kernels from L3 15% (Q5_K x16, n = 64: 20.4 against 17.8 ms).
