@@ -34,7 +34,6 @@ static int ROWS = 12288; /* BENCH_STREAM_ROWS */
 #define MAXRUNS 31
 
 struct stream_job {
-    const struct ops_table *T;
     struct mat w[MAXMATS];
     uint8_t *owned[MAXMATS]; /* w[m].data, writable (for the repack) and freed at the end */
     int n_mats;
@@ -50,7 +49,7 @@ static void kernel_job(void *ctx, int ith, int nth) {
         const struct mat *w = &j->w[m];
         int64_t r0, r1;
         pool_slice(w->rows, ith, nth, repack_is_x16(w->dt) ? X16_ROWS : 8, &r0, &r1);
-        if (r1 > r0) j->T->matmul_q[w->dt](w, j->xq, j->ldq, 1, j->y, w->rows, r0, r1);
+        if (r1 > r0) ops->matmul_q[w->dt](w, j->xq, j->ldq, 1, j->y, w->rows, r0, r1);
     }
 }
 
@@ -74,7 +73,7 @@ static double multi_s(pool_t *pool, struct stream_job *j, const float *x, void *
 static int stream_type(pool_t *pool, enum dtype dt, size_t total, int runs, const float *x) {
     static struct stream_job j; /* large (64 matrices) and reused */
     memset((void *)&j, 0, sizeof j);
-    j.T = ops;
+    int rc = -1;
     size_t rb = dtype_row_bytes(dt, COLS), mb = rb * ROWS;
     j.n_mats = (int)((total + mb - 1) / mb);
     if (j.n_mats > MAXMATS) j.n_mats = MAXMATS;
@@ -122,16 +121,15 @@ static int stream_type(pool_t *pool, enum dtype dt, size_t total, int runs, cons
            bench_median(kg, runs), bench_median(rg, runs), bench_median(fr, runs),
            bench_median(mg, runs), bench_median(mf, runs));
     fflush(stdout);
+    rc = 0;
+out:
     for (int m = 0; m < j.n_mats; m++)
         free(j.owned[m]);
     free(tile), free(xq), free(j.y), free(qbuf);
-    return 0;
+    return rc;
 oom:
     fprintf(stderr, "bench_stream: %s: out of memory\n", dtype_name(dt));
-    for (int m = 0; m < j.n_mats; m++)
-        free(j.owned[m]);
-    free(tile), free(xq), free(j.y), free(qbuf);
-    return -1;
+    goto out;
 }
 
 int main(void) {
@@ -152,7 +150,10 @@ int main(void) {
         return 1;
     }
     float *x = malloc(sizeof(float) * 8 * COLS);
-    if (!x) return 1;
+    if (!x) {
+        pool_close(pool);
+        return 1;
+    }
     uint32_t s = 12345;
     for (int i = 0; i < 8 * COLS; i++) {
         s = s * 1664525u + 1013904223u;
