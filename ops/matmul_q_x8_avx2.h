@@ -40,6 +40,13 @@
  * x16 0.86-0.91; far alone on the first pass, 0.91-0.93 and 0.89-0.93. The far prefetch on
  * every pass cost batched kernels from L3 15% (Q5_K x16, n = 64: 20.4 against 17.8 ms).
  *
+ * Batches of Q5_K (8 tokens or more) unpack each chunk once: the first token group also
+ * stores its code vectors, a byte per value, and the later groups load them (with a quarter
+ * two blocks ahead prefetched into L1) instead of merging the fifth bits again. bench_ops,
+ * one thread, 4096 x 4096 from L3, alternated with the build before: n = 64 16.4-16.5 ->
+ * 11.3-11.9 ms, n = 8 2.37 -> 2.00-2.07. The same for Q4_K (only a nibble split saved, twice
+ * the bytes from L2) was 0-45% slower, so Q4_K builds its codes on every pass.
+ *
  * Q6_K keeps its GGUF layout on AVX2: a loop of this shape measured slower than the row kernel
  * (its two extra code bits per byte cost more instructions per code vector without vpternlogd,
  * and a 16-value sub-block flushes every 2 code vectors). */
@@ -47,6 +54,19 @@
 #define X8_UNROLL   _Pragma("GCC unroll 8")
 #define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values, on passes over L2 */
 #define X8_PF_FAR   8 /* blocks fetched ahead into L2 on a pass that streams from memory */
+
+/* How a pass gets its code vectors: X8_BUILD from the weights; X8_SAVE from the weights, and
+ * stores them (with the block's d, dmin and scale table) to the chunk's unpacked copy;
+ * X8_LOAD from that copy. A batch's later token groups then skip the nibble split and the
+ * fifth-bit merge (see x8_matmul). */
+enum { X8_BUILD, X8_SAVE, X8_LOAD };
+/* one block of 16 rows unpacked: d and dmin (f16), the scales and mins (sm), and the 128
+ * code vectors in the order a pass reads them */
+struct x8_unpacked {
+    uint16_t d[X16_ROWS], dmin[X16_ROWS];
+    uint8_t sm[16][16];
+    uint8_t codes[4][2][8][2][32]; /* [j][h][b][row half]: the code bytes, one per value */
+};
 
 /* the 4 activation bytes at p in every lane */
 static inline QATTR __m256i QN(x8_bcast4)(const uint8_t *p) {
@@ -129,7 +149,8 @@ static inline QATTR __m256i QN(x8_bit_to_4)(__m256i v, int s) {
  * tokens of xq (rows ldxq bytes apart) */
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size_t ldxq, float *y,
-             int64_t ldy, const int g, const int five, int far) {
+             int64_t ldy, const int g, const int five, int far, const int mode,
+             struct x8_unpacked *un) {
     const int run = five ? 4 : 8; /* int16 products added before a flush (see above) */
     const __m256i m4 = _mm256_set1_epi8(15), b16 = _mm256_set1_epi8(16);
     __m256 acc[2][4];
@@ -144,8 +165,16 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
         const struct block_q5_k_x16 *B5 = (const struct block_q5_k_x16 *)(const void *)B;
         const uint8_t *xb = xq + (size_t)i * sizeof(struct block_q8_k);
         const uint8_t *xqs = xb + offsetof(struct block_q8_k, qs);
-        uint8_t sm[16][16] __attribute__((aligned(32)));
-        QN(x8_scales_mins)(B, sm);
+        struct x8_unpacked *U = un + i; /* X8_SAVE, X8_LOAD */
+        uint8_t sm_own[16][16] __attribute__((aligned(32)));
+        uint8_t(*sm)[16] = mode == X8_BUILD ? sm_own : U->sm;
+        if (mode != X8_LOAD) QN(x8_scales_mins)(B, sm);
+        if (mode == X8_SAVE) {
+            memcpy(U->d, B->d, sizeof U->d);
+            memcpy(U->dmin, B->dmin, sizeof U->dmin);
+        }
+        const uint16_t *dd = mode == X8_LOAD ? U->d : B->d;
+        const uint16_t *dmin = mode == X8_LOAD ? U->dmin : B->dmin;
         __m256i isum_mem[2][4] __attribute__((aligned(32))), P[2][4];
         __m256i(*isum)[4] = isum_mem;
         __asm__("" : "+r"(isum)); /* keep the sums in memory: registers go to P */
@@ -156,7 +185,12 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
             isum[hh][t] = _mm256_setzero_si256();
         X8_UNROLL
         for (int j = 0; j < 4; j++) {
-            QN(x8_prefetch)(B, bsz, j, far);
+            if (mode != X8_LOAD)
+                QN(x8_prefetch)(B, bsz, j, far);
+            else /* the copy is in L2: a quarter two blocks ahead into L1 */
+                X8_UNROLL
+            for (int l = 0; l < (int)sizeof U->codes[j] / 64; l++)
+                _mm_prefetch((const char *)U[2].codes[j] + 64 * l, _MM_HINT_T0);
             X8_UNROLL
             for (int h = 0; h < 2; h++) { /* sub-block s = 2j + h: low or high nibbles */
                 const int s = 2 * j + h;
@@ -169,6 +203,10 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
                     __m256i q[2];
                     X8_UNROLL
                     for (int hh = 0; hh < 2; hh++) {
+                        if (mode == X8_LOAD) {
+                            q[hh] = QN(load256)(U->codes[j][h][b][hh]);
+                            continue;
+                        }
                         __m256i w = QN(load256)(B->qs[j][b][8 * hh]);
                         q[hh] = h ? _mm256_and_si256(_mm256_srli_epi16(w, 4), m4)
                                   : _mm256_and_si256(w, m4);
@@ -176,6 +214,8 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
                             q[hh] = _mm256_or_si256(
                                 q[hh], _mm256_and_si256(
                                            QN(x8_bit_to_4)(QN(load256)(qh[b][8 * hh]), s), b16));
+                        if (mode == X8_SAVE)
+                            _mm256_store_si256((__m256i *)(void *)U->codes[j][h][b][hh], q[hh]);
                     }
                     /* one broadcast per token serves both halves: the codes of both
                      * are live (2 registers), not the 4 broadcasts */
@@ -225,10 +265,9 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
         }
         X8_UNROLL
         for (int hh = 0; hh < 2; hh++) {
-            __m256 D =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->d[8 * hh]));
+            __m256 D = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&dd[8 * hh]));
             __m256 DM =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&B->dmin[8 * hh]));
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)&dmin[8 * hh]));
             X8_UNROLL
             for (int t = 0; t < g; t++) {
                 __m256 yd = _mm256_set1_ps(q8k_d(xb + (size_t)t * ldxq));
@@ -246,14 +285,18 @@ QN(x8_group)(const uint8_t *grp, size_t bsz, int64_t nb, const uint8_t *xq, size
         _mm256_storeu_ps(y + t * ldy + 8 * hh, acc[hh][t]);
 }
 
-/* row groups [rc, re) of w against tokens [t, t + g) */
+/* row groups [rc, re) of w against tokens [t, t + g); un: the chunk's unpacked blocks (nb per
+ * group) when mode is X8_SAVE or X8_LOAD */
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_pass)(const struct mat *w, size_t bsz, int64_t nb, const uint8_t *x, size_t ldxq, float *y,
-            int64_t ldy, int64_t rc, int64_t re, int64_t t, const int g, const int five) {
+            int64_t ldy, int64_t rc, int64_t re, int64_t t, const int g, const int five,
+            const int mode, struct x8_unpacked *un) {
     const int far = t == 0; /* the chunk's first pass reads it from memory; later ones from L2 */
     for (int64_t r = rc; r < re; r += X16_ROWS) {
         const uint8_t *grp = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        QN(x8_group)(grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five, far);
+        QN(x8_group)
+        (grp, bsz, nb, x + (size_t)t * ldxq, ldxq, y + t * ldy + r, ldy, g, five, far, mode,
+         un + (r - rc) / X16_ROWS * nb);
     }
 }
 
@@ -261,29 +304,51 @@ QN(x8_pass)(const struct mat *w, size_t bsz, int64_t nb, const uint8_t *x, size_
  * Row groups go in chunks of about X8_CHUNK_BYTES of weights, which stay in L2 while every
  * token group passes over them. One group at a time, each group re-read all n tokens'
  * activations, from L3 once they outgrow L2 (n = 256 at 4096 columns: 1.2 MB per 16 rows).
- * The order does not change any result. */
-#define X8_CHUNK_BYTES (192 << 10)
+ * With X8_UNPACK_MIN_N tokens or more, the first token group also stores its code vectors
+ * (a byte per value) to a copy on the stack that the later groups read instead of the weights:
+ * a chunk then holds X8_UN_BLOCKS blocks. The order does not change any result. */
+#define X8_CHUNK_BYTES  (192 << 10)
+#define X8_UNPACK_MIN_N 8
+#define X8_UN_BLOCKS    56 /* 247 KB of unpacked blocks (with the activations, in L2) */
 static inline QATTR __attribute__((always_inline)) void
 QN(x8_matmul)(const struct mat *w, const uint8_t *x, size_t ldxq, int64_t n, float *y, int64_t ldy,
               int64_t r0, int64_t r1, const int five) {
     BT_ASSERT(r0 % X16_ROWS == 0 && r1 % X16_ROWS == 0); /* whole groups (repack.h) */
     const size_t bsz = five ? sizeof(struct block_q5_k_x16) : sizeof(struct block_q4_k_x16);
     const size_t gbytes = X16_ROWS * w->row_bytes;
-    const int64_t chunk = X16_ROWS * (gbytes < X8_CHUNK_BYTES ? X8_CHUNK_BYTES / gbytes : 1);
     int64_t nb = w->cols / QK_K;
+    const int unpack = five && n >= X8_UNPACK_MIN_N && nb <= X8_UN_BLOCKS;
+    struct x8_unpacked un[X8_UN_BLOCKS] __attribute__((aligned(32))); /* touched only if unpack */
+    const int64_t chunk =
+        X16_ROWS * (unpack ? X8_UN_BLOCKS / nb
+                           : (gbytes < X8_CHUNK_BYTES ? (int64_t)(X8_CHUNK_BYTES / gbytes) : 1));
     for (int64_t rc = r0; rc < r1; rc += chunk) {
         const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
         int64_t t = 0;
+        if (unpack) {
+            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, 0, 4, five, X8_SAVE, un);
+            for (t = 4; t + 4 <= n; t += 4)
+                QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 4, five, X8_LOAD, un);
+            if (n - t >= 2) {
+                QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 2, five, X8_LOAD, un);
+                t += 2;
+            }
+            if (n - t >= 1)
+                QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 1, five, X8_LOAD, un);
+            continue;
+        }
         for (; t + 4 <= n; t += 4)
-            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 4, five);
+            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 4, five, X8_BUILD, un);
         if (n - t >= 2) {
-            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 2, five);
+            QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 2, five, X8_BUILD, un);
             t += 2;
         }
-        if (n - t >= 1) QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 1, five);
+        if (n - t >= 1) QN(x8_pass)(w, bsz, nb, x, ldxq, y, ldy, rc, re, t, 1, five, X8_BUILD, un);
     }
 }
 #undef X8_CHUNK_BYTES
+#undef X8_UNPACK_MIN_N
+#undef X8_UN_BLOCKS
 
 static QATTR void QN(matmul_q_q4_k_x16)(const struct mat *w, const void *restrict xq, size_t ldxq,
                                         int64_t n, float *restrict y, int64_t ldy, int64_t r0,

@@ -727,9 +727,10 @@ void ops_check_matmul_x16(const struct ops_table *T, struct ops_check *c) {
         }
     }
     const int64_t shapes[][3] = {
-        {16, QK_K, 1},      {32, QK_K * 2, 2},  {48, QK_K * 3, 3}, {32, QK_K, 4},
-        {48, QK_K * 2, 5},  {32, QK_K * 2, 8},  {64, QK_K, 9},     {48, QK_K * 2, 15},
-        {32, QK_K * 5, 17}, {16, QK_K * 2, 70}, /* every token group: 8, 4, 2, 1 */
+        {16, QK_K, 1},        {32, QK_K * 2, 2},  {48, QK_K * 3, 3}, {32, QK_K, 4},
+        {48, QK_K * 2, 5},    {32, QK_K * 2, 8},  {64, QK_K, 9},     {48, QK_K * 2, 15},
+        {32, QK_K * 5, 17},   {16, QK_K * 2, 70}, /* every token group: 8, 4, 2, 1 */
+        {128, QK_K * 12, 11}, /* AVX2, 8 tokens or more: 4 groups of 16 rows per chunk */
     };
     for (int k = 0; k < 3; k++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
