@@ -511,6 +511,41 @@ static Baton__Envelope *crecv(struct coord *c) {
     return NULL;
 }
 
+static void send_welcome(struct coord *c, const char *peer) {
+    Baton__Envelope env;
+    Baton__Welcome wl;
+    msg_init(&env, 0);
+    baton__welcome__init(&wl);
+    wl.protocol_version = MSG_PROTOCOL_VERSION;
+    wl.heartbeat_ms = 1000;
+    env.body_case = BATON__ENVELOPE__BODY_WELCOME;
+    env.welcome = &wl;
+    csend(c, peer, &env);
+}
+
+/* LoadLayers [lo, hi) of the 8 layers of tiny-a, as stage `stage` of 2 */
+static void send_load(struct coord *c, const char *peer, uint64_t rid, Baton__ModelId *mid,
+                      uint32_t lo, uint32_t hi, uint32_t stage, const char *next) {
+    Baton__Envelope env;
+    Baton__LoadLayers L;
+    msg_init(&env, rid);
+    baton__load_layers__init(&L);
+    L.plan_id = 1;
+    L.model = mid;
+    L.n_layers = 8;
+    L.lo = lo;
+    L.hi = hi;
+    L.stage_index = stage;
+    L.n_stages = 2;
+    L.next_endpoint = (char *)(uintptr_t)next;
+    L.wire_dtype = BATON__WIRE_DTYPE__WIRE_F32;
+    L.max_seqs = 2;
+    L.max_ctx = 128;
+    env.body_case = BATON__ENVELOPE__BODY_LOAD_LAYERS;
+    env.load_layers = &L;
+    csend(c, peer, &env);
+}
+
 Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     const char *path = fixture_path(MODEL);
     struct coord c = {0};
@@ -567,32 +602,9 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     mid.size = id.size;
     mid.header_xxh3 = id.header_xxh3;
     for (int k = 0; k < 2; k++) {
-        Baton__Envelope env;
-        Baton__Welcome wl;
-        msg_init(&env, 0);
-        baton__welcome__init(&wl);
-        wl.protocol_version = MSG_PROTOCOL_VERSION;
-        wl.heartbeat_ms = 1000;
-        env.body_case = BATON__ENVELOPE__BODY_WELCOME;
-        env.welcome = &wl;
-        csend(&c, k ? "w1" : "w0", &env);
-        Baton__LoadLayers L;
-        msg_init(&env, 100 + (uint64_t)k);
-        baton__load_layers__init(&L);
-        L.plan_id = 1;
-        L.model = &mid;
-        L.n_layers = 8;
-        L.lo = k ? 4 : 0;
-        L.hi = k ? 8 : 4;
-        L.stage_index = (uint32_t)k;
-        L.n_stages = 2;
-        L.next_endpoint = (char *)(uintptr_t)(k ? "" : "tw-d1");
-        L.wire_dtype = BATON__WIRE_DTYPE__WIRE_F32;
-        L.max_seqs = 2;
-        L.max_ctx = 128;
-        env.body_case = BATON__ENVELOPE__BODY_LOAD_LAYERS;
-        env.load_layers = &L;
-        csend(&c, k ? "w1" : "w0", &env);
+        send_welcome(&c, k ? "w1" : "w0");
+        send_load(&c, k ? "w1" : "w0", 100 + (uint64_t)k, &mid, k ? 4 : 0, k ? 8 : 4, (uint32_t)k,
+                  k ? "" : "tw-d1");
     }
     for (int n = 0; n < 2; n++) {
         Baton__Envelope *env = crecv(&c);
@@ -714,6 +726,109 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     free((void *)(uintptr_t)c.file);
     rm_rf(dir);
     free(dir);
+}
+
+/* Next message on t that is not a heartbeat, turning w (which runs on this thread) between
+ * looks. */
+static Baton__Envelope *recv_turning(transport_t *t, worker_t *w, struct tx_msg *m) {
+    for (int64_t end = bt_now_ns() + 20000000000LL; bt_now_ns() < end;) {
+        worker_turn(w, 10);
+        bt_err e = {0};
+        int rc = transport_recv(t, 0, m, &e);
+        if (rc == BT_ETIMEDOUT || rc == BT_EPEERLOST) continue;
+        cr_assert_eq(rc, 0, "%s", e.msg);
+        Baton__Envelope *env = NULL;
+        cr_assert_eq(msg_unpack(m->data[0], m->len[0], NULL, &env, NULL, &e), 0, "%s", e.msg);
+        if (env->body_case != BATON__ENVELOPE__BODY_HEARTBEAT) return env;
+        msg_free(env, NULL);
+    }
+    cr_assert_fail("nothing received for 20 s");
+    return NULL;
+}
+
+/* A LoadLayers from the coordinator and mail from the next stage, waiting in the same turn:
+ * the Load closes the next-stage link and opens another, and the turn must not then read the
+ * closed one (a heap-use-after-free under ASan before fdac7cb, seen only in some runs of
+ * tests/e2e/test_recovery.sh). worker_turn makes it certain: both are queued before the
+ * worker looks. After each reload, a Forward still reaches the next stage. */
+Test(worker, reload_with_mail_from_the_next_stage, .init = setup, .timeout = 60) {
+    const char *path = fixture_path(MODEL);
+    struct model_ident id;
+    bt_err e = {0};
+    cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
+    struct coord c = {0};
+    transport_t *next = NULL;
+    struct transport_opts co = {
+        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "rn-coord"};
+    struct transport_opts no = {
+        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "rn-next"};
+    cr_assert_eq(transport_open(&c.t, &co, &e), 0, "%s", e.msg);
+    cr_assert_eq(transport_open(&next, &no, &e), 0, "%s", e.msg);
+    struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
+    struct worker_opts o = {.kind = TRANSPORT_INPROC,
+                            .join = "rn-coord",
+                            .bind = "rn-d0",
+                            .id = "w0",
+                            .model_path = path,
+                            .threads = 1,
+                            .caps = &caps};
+    worker_t *w = NULL;
+    cr_assert_eq(worker_open(&w, &o, &e), 0, "%s", e.msg);
+    Baton__Envelope *env = recv_turning(c.t, w, &c.m);
+    cr_assert_eq(env->body_case, BATON__ENVELOPE__BODY_HELLO, "%s", msg_body_name(env->body_case));
+    msg_free(env, NULL);
+    Baton__ModelId mid;
+    baton__model_id__init(&mid);
+    mid.name = id.name;
+    mid.size = id.size;
+    mid.header_xxh3 = id.header_xxh3;
+    send_welcome(&c, "w0");
+    int32_t prompt[64];
+    int np = read_ids("tiny-a/prompts/chat.ids", prompt, 64);
+    for (int round = 0; round < 3; round++) {
+        uint64_t rid = 100 + (uint64_t)round;
+        if (round) { /* the stage's previous link is up: mail on it, then the reload */
+            Baton__Envelope er;
+            Baton__Error err;
+            msg_init(&er, 0);
+            baton__error__init(&err);
+            err.code = (char *)(uintptr_t) "test";
+            err.message = (char *)(uintptr_t) "mail from the next stage";
+            er.body_case = BATON__ENVELOPE__BODY_ERROR;
+            er.error = &err;
+            uint8_t *buf;
+            size_t len;
+            cr_assert_eq(msg_pack(&er, &buf, &len, &e), 0, "%s", e.msg);
+            struct tx_frame f = {.data = buf, .len = len};
+            cr_assert_eq(transport_send(next, "w0", &f, 1, &e), 0, "%s", e.msg);
+            free(buf);
+        }
+        send_load(&c, "w0", rid, &mid, 0, 4, 0, "rn-next"); /* same layers: kept, relinked */
+        env = recv_turning(c.t, w, &c.m);
+        cr_assert_eq(env->body_case, BATON__ENVELOPE__BODY_LOAD_DONE, "%s: %s",
+                     msg_body_name(env->body_case),
+                     env->body_case == BATON__ENVELOPE__BODY_ERROR ? env->error->message : "");
+        cr_assert_eq(env->request_id, rid);
+        msg_free(env, NULL);
+        /* the new link carries the stage's output */
+        struct fwd_msg fm;
+        fwd_init(&fm, 1000 + (uint64_t)round, 7, 0, prompt, (uint32_t)np, 0);
+        Baton__Envelope fe;
+        msg_init(&fe, 1000 + (uint64_t)round);
+        fe.body_case = BATON__ENVELOPE__BODY_FORWARD;
+        fe.forward = &fm.f;
+        csend(&c, "w0", &fe);
+        struct tx_msg nm;
+        env = recv_turning(next, w, &nm);
+        cr_assert_eq(env->body_case, BATON__ENVELOPE__BODY_FORWARD, "%s",
+                     msg_body_name(env->body_case));
+        cr_assert_eq(env->forward->batch_id, 1000 + (uint64_t)round);
+        cr_assert_str_eq(nm.peer, "w0");
+        msg_free(env, NULL);
+    }
+    worker_close(w);
+    transport_close(next);
+    transport_close(c.t);
 }
 
 /* Next message of a given body on t within ms, skipping others (heartbeats, errors). */

@@ -75,6 +75,7 @@ struct worker {
     /* Hand-off between the comms thread (worker_run's: every transport) and the compute
      * thread (stage_forward and everything else touching the stage while serving). */
     pthread_t comms_tid, compute_tid;
+    int comms_started; /* the first worker_turn ran (comms_tid is set) */
     int compute_started;
     pthread_mutex_t mu;
     pthread_cond_t cv_job, cv_idle;
@@ -1154,41 +1155,50 @@ static void check_drain(worker_t *w) {
     }
 }
 
-int worker_run(worker_t *w, bt_err *e) {
-    (void)e;
-    w->comms_tid = pthread_self(); /* this thread owns every transport from now on */
+/* The first turn: this thread owns every transport from now on. */
+static void comms_start(worker_t *w) {
+    w->comms_tid = pthread_self();
+    w->comms_started = 1;
     set_state(w, BATON__WORKER_STATE__WS_CONNECTING, "start");
     w->hello_due = 1;
     w->hello_mark_ns = bt_now_ns(); /* wait for the coordinator's first ping */
+}
+
+void worker_turn(worker_t *w, int timeout_ms) {
+    if (!w->comms_started) comms_start(w);
     int64_t lost_ns = (int64_t)(w->o.lost_secs > 0 ? w->o.lost_secs : 30) * 1000000000;
-    while (!w->stop) {
-        transport_t *ts[3] = {w->coord, w->data, w->next};
-        int n = w->next ? 3 : 2;
-        unsigned next_gen = w->next_gen;
-        uint64_t ready = 0;
-        bt_err pe = {0};
-        int rc = transport_poll(ts, n, 200, &ready, &pe);
-        if (rc && rc != -EINTR) BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
-        for (int i = 0; i < n && !w->stop; i++) {
-            /* A Load drained from the coordinator above closes the next-stage link (and may
-             * open another): ts[2] then points at freed memory, and the new link waits for the
-             * next poll. */
-            if (i == 2 && w->next_gen != next_gen) break;
-            if (ready & (1ull << i)) drain_transport(w, ts[i], i);
-        }
-        flush_outbox(w);
-        int64_t now = bt_now_ns();
-        if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns)) coord_regained(w);
-        if (w->hello_due && coord_seen_since(w, w->hello_mark_ns)) {
-            w->hello_due = 0;
-            send_hello(w);
-        }
-        if (w->welcomed && !w->lost_since_ns && now - w->last_hb_ns > (int64_t)w->hb_ms * 1000000)
-            send_heartbeat(w, 0);
-        if (w->lost_since_ns && now - w->lost_since_ns > lost_ns)
-            reset_to_connecting(w, "coordinator lost");
-        check_drain(w);
+    transport_t *ts[3] = {w->coord, w->data, w->next};
+    int n = w->next ? 3 : 2;
+    unsigned next_gen = w->next_gen;
+    uint64_t ready = 0;
+    bt_err pe = {0};
+    int rc = transport_poll(ts, n, timeout_ms, &ready, &pe);
+    if (rc && rc != -EINTR) BT_LOG(WARN, "worker", "poll: %s", bt_errmsg(&pe, rc));
+    for (int i = 0; i < n && !w->stop; i++) {
+        /* A Load drained from the coordinator above closes the next-stage link (and may open
+         * another): ts[2] then points at freed memory, and the new link waits for the next
+         * turn (tests/test_worker.c, worker::reload_with_mail_from_the_next_stage). */
+        if (i == 2 && w->next_gen != next_gen) break;
+        if (ready & (1ull << i)) drain_transport(w, ts[i], i);
     }
+    flush_outbox(w);
+    int64_t now = bt_now_ns();
+    if (w->lost_since_ns && coord_seen_since(w, w->lost_since_ns)) coord_regained(w);
+    if (w->hello_due && coord_seen_since(w, w->hello_mark_ns)) {
+        w->hello_due = 0;
+        send_hello(w);
+    }
+    if (w->welcomed && !w->lost_since_ns && now - w->last_hb_ns > (int64_t)w->hb_ms * 1000000)
+        send_heartbeat(w, 0);
+    if (w->lost_since_ns && now - w->lost_since_ns > lost_ns)
+        reset_to_connecting(w, "coordinator lost");
+    check_drain(w);
+}
+
+int worker_run(worker_t *w, bt_err *e) {
+    (void)e;
+    while (!w->stop)
+        worker_turn(w, 200);
     BT_LOG(INFO, "worker", "stopping (state %s)", state_name(w->state));
     return 0;
 }

@@ -91,6 +91,13 @@ const char *worker_data_endpoint(const worker_t *w);
  * breaks beyond repair. */
 int worker_run(worker_t *w, bt_err *e);
 
+/* One turn of the loop worker_run repeats: waits up to timeout_ms for messages on any link,
+ * handles every message then waiting, then the timed duties (Hello, heartbeats, drain
+ * reports, a lost coordinator). The first turn makes the calling thread the one that owns the
+ * transports. Tests call it directly to queue messages on several links before the worker
+ * looks at any of them. */
+void worker_turn(worker_t *w, int timeout_ms);
+
 /* Makes worker_run return soon. Async-signal-safe and callable from any thread. */
 void worker_stop(worker_t *w);
 
