@@ -27,9 +27,14 @@
  * barriers below stop both; the stack references per kernel are worth a look after any change
  * (objdump -d build/ops/ops_avx2.o).
  *
- * Prefetch: on a chunk's first pass (the one that streams the weights from memory) the whole
- * block X8_PF_FAR ahead goes into L2 at the block's start; on the later passes (token groups
- * that find the chunk in L2) a quarter of the block two ahead goes into L1 per quarter. With
+ * Prefetch: on a chunk's first pass (the one that streams the weights from memory) quarter j
+ * of the block X8_PF_FAR ahead goes into L2 as quarter j of this block starts; on the later
+ * passes (token groups that find the chunk in L2) a quarter of the block two ahead goes into
+ * L1 per quarter. Round 13 spread the far prefetch this way: issued as one burst of the whole
+ * block (36 or 44 lines) at the block's start, single-token Q4_K x16 streamed at 0.90-0.95 and
+ * Q5_K x16 at 0.72-0.77 of the read (bench_stream, 3 alternations); spread, at 0.99-1.05 and
+ * 1.01-1.04, and the 9B decode step went from 5.28-5.57 to 5.98-6.27 tok/s (bench_forward,
+ * 3 alternated pairs). With
  * the near prefetch only, single-token Q5_K x16 streamed at 0.64-0.68 of a plain read of the
  * same 512 MB on the AVX2 host of round 12 (tests/bench/bench_stream.c, read without
  * prefetch), though from cache it computes faster than the GGUF row kernel, which streamed at
@@ -125,8 +130,8 @@ static inline QATTR __m256i QN(x8_pairs_u8)(const uint8_t *bytes16, int rh) {
         }                                                                                          \
     } while (0)
 
-/* With far, at j = 0, the whole block X8_PF_FAR blocks ahead into L2; without, quarter j of
- * the block X8_PF_AHEAD blocks ahead into L1 (see the top). Addresses past the matrix are
+/* With far, quarter j of the block X8_PF_FAR blocks ahead into L2; without, quarter j of the
+ * block X8_PF_AHEAD blocks ahead into L1 (see the top). Addresses past the matrix are
  * hints to nowhere (prefetches do not fault), computed as integers. */
 static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j, int far) {
     const uintptr_t pf = (uintptr_t)blk + X8_PF_AHEAD * bsz + (size_t)j * (bsz / 4);
@@ -135,8 +140,8 @@ static inline QATTR void QN(x8_prefetch)(const void *blk, size_t bsz, int j, int
         for (int l = 0; l < (int)((bsz / 4 + 63) / 64); l++)
             _mm_prefetch((const char *)(pf + 64 * (size_t)l), _MM_HINT_T0);
     }
-    if (far && j == 0)
-        for (size_t o = 0; o < bsz; o += 64)
+    if (far) /* quarter j of the block X8_PF_FAR ahead */
+        for (size_t o = (size_t)j * (bsz / 4); o < (size_t)(j + 1) * (bsz / 4); o += 64)
             _mm_prefetch((const char *)((uintptr_t)blk + X8_PF_FAR * bsz + o), _MM_HINT_T1);
 }
 
