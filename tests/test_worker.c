@@ -511,6 +511,16 @@ static Baton__Envelope *crecv(struct coord *c) {
     return NULL;
 }
 
+/* The ModelId message naming a model (its strings stay id's) */
+static Baton__ModelId model_id_msg(const struct model_ident *id) {
+    Baton__ModelId mid;
+    baton__model_id__init(&mid);
+    mid.name = (char *)(uintptr_t)id->name;
+    mid.size = id->size;
+    mid.header_xxh3 = id->header_xxh3;
+    return mid;
+}
+
 static void send_welcome(struct coord *c, const char *peer) {
     Baton__Envelope env;
     Baton__Welcome wl;
@@ -596,11 +606,7 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
         seen |= 1 << k;
         msg_free(env, NULL);
     }
-    Baton__ModelId mid;
-    baton__model_id__init(&mid);
-    mid.name = id.name;
-    mid.size = id.size;
-    mid.header_xxh3 = id.header_xxh3;
+    Baton__ModelId mid = model_id_msg(&id);
     for (int k = 0; k < 2; k++) {
         send_welcome(&c, k ? "w1" : "w0");
         send_load(&c, k ? "w1" : "w0", 100 + (uint64_t)k, &mid, k ? 4 : 0, k ? 8 : 4, (uint32_t)k,
@@ -777,11 +783,7 @@ Test(worker, reload_with_mail_from_the_next_stage, .init = setup, .timeout = 60)
     Baton__Envelope *env = recv_turning(c.t, w, &c.m);
     cr_assert_eq(env->body_case, BATON__ENVELOPE__BODY_HELLO, "%s", msg_body_name(env->body_case));
     msg_free(env, NULL);
-    Baton__ModelId mid;
-    baton__model_id__init(&mid);
-    mid.name = id.name;
-    mid.size = id.size;
-    mid.header_xxh3 = id.header_xxh3;
+    Baton__ModelId mid = model_id_msg(&id);
     send_welcome(&c, "w0");
     int32_t prompt[64];
     int np = read_ids("tiny-a/prompts/chat.ids", prompt, 64);
@@ -889,11 +891,7 @@ Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
     struct tx_frame f = {.data = buf, .len = len};
     cr_assert_eq(transport_send(c1, "wr", &f, 1, &e), 0, "%s", e.msg);
     free(buf);
-    Baton__ModelId mid;
-    baton__model_id__init(&mid);
-    mid.name = id.name;
-    mid.size = id.size;
-    mid.header_xxh3 = id.header_xxh3;
+    Baton__ModelId mid = model_id_msg(&id);
     Baton__LoadLayers L;
     msg_init(&env, 5);
     baton__load_layers__init(&L);
