@@ -30,20 +30,17 @@
  * Prefetch: on a chunk's first pass (the one that streams the weights from memory) quarter j
  * of the block X8_PF_FAR ahead goes into L2 as quarter j of this block starts; on the later
  * passes (token groups that find the chunk in L2) a quarter of the block two ahead goes into
- * L1 per quarter. Round 13 spread the far prefetch this way: issued as one burst of the whole
- * block (36 or 44 lines) at the block's start, single-token Q4_K x16 streamed at 0.90-0.95 and
- * Q5_K x16 at 0.72-0.77 of the read (bench_stream, 3 alternations); spread, at 0.99-1.05 and
- * 1.01-1.04, and the 9B decode step went from 5.28-5.57 to 5.98-6.27 tok/s (bench_forward,
- * 3 alternated pairs). With
- * the near prefetch only, single-token Q5_K x16 streamed at 0.64-0.68 of a plain read of the
- * same 512 MB on the AVX2 host of round 12 (tests/bench/bench_stream.c, read without
- * prefetch), though from cache it computes faster than the GGUF row kernel, which streamed at
- * 0.92: it was short of lines in flight, not of arithmetic (its fifth bits, read first for
- * every sub-block, sit at the block's end; moving them to the front gave 0.76-0.83 but slowed
- * batches, docs/performance.md round 12). Against a read that itself
- * prefetches 16 KB ahead, 4 alternations: far and near together, Q4_K x16 0.79-0.80 and Q5_K
- * x16 0.86-0.91; far alone on the first pass, 0.91-0.93 and 0.89-0.93. The far prefetch on
- * every pass cost batched kernels from L3 15% (Q5_K x16, n = 64: 20.4 against 17.8 ms).
+ * L1 per quarter. What was measured (single token, bench_stream: 512 MB, 2 threads, kernel
+ * over a plain read of the same bytes; docs/performance.md rounds 12 and 13):
+ *  - the near prefetch alone: Q5_K x16 0.64-0.68 (read without prefetch), though from cache
+ *    it computes faster than the GGUF row kernel, which streamed at 0.92: short of lines in
+ *    flight, not of arithmetic (moving its fifth bits before the codes gave 0.76-0.83 but
+ *    slowed batches);
+ *  - the whole block X8_PF_FAR ahead in one burst at the block's start, on the first pass
+ *    only (on every pass it cost batches from L3 15%): against a read that itself prefetches,
+ *    Q4_K x16 0.90-0.95 and Q5_K x16 0.72-0.77 (round 13's builds; 0.87-0.97 in round 12);
+ *  - spread a quarter per quarter, as now: 0.99-1.05 and 1.01-1.04, and the 9B decode step
+ *    went from 5.28-5.57 to 5.98-6.27 tok/s (bench_forward, 3 alternated pairs).
  *
  * Batches of Q5_K (8 tokens or more) unpack each chunk once: the first token group also
  * stores its code vectors, a byte per value, and the later groups load them (with a quarter
@@ -52,9 +49,11 @@
  * 11.3-11.9 ms, n = 8 2.37 -> 2.00-2.07. The same for Q4_K (only a nibble split saved, twice
  * the bytes from L2) was 0-45% slower, so Q4_K builds its codes on every pass.
  *
- * Q6_K keeps its GGUF layout on AVX2: a loop of this shape measured slower than the row kernel
- * (its two extra code bits per byte cost more instructions per code vector without vpternlogd,
- * and a 16-value sub-block flushes every 2 code vectors). */
+ * Q6_K keeps its GGUF layout on AVX2. Its two extra code bits cost more instructions per code
+ * vector without vpternlogd, and a 16-value sub-block flushes every 2 code vectors. A Q6_K
+ * x16 loop of this shape with the unpacked copy (round 13) was 1.29x faster than the row
+ * kernel at n = 64 but no faster at n = 8, and single tokens streamed at 0.93-0.94 of the read
+ * against the row kernel's 0.97-1.04: it would have cost decode more than it gave. */
 
 #define X8_UNROLL   _Pragma("GCC unroll 8")
 #define X8_PF_AHEAD 2 /* blocks fetched ahead, a quarter per 64 values, on passes over L2 */
