@@ -511,6 +511,18 @@ static Baton__Envelope *crecv(struct coord *c) {
     return NULL;
 }
 
+/* An INPROC server bound on `name`, as the tests' coordinator or next stage */
+static transport_t *inproc_server(const char *name, int heartbeat_ms) {
+    struct transport_opts so = {.kind = TRANSPORT_INPROC,
+                                .role = TRANSPORT_SERVER,
+                                .endpoint = name,
+                                .heartbeat_ms = heartbeat_ms};
+    transport_t *t = NULL;
+    bt_err e = {0};
+    cr_assert_eq(transport_open(&t, &so, &e), 0, "%s: %s", name, e.msg);
+    return t;
+}
+
 /* The ModelId message naming a model (its strings stay id's) */
 static Baton__ModelId model_id_msg(const struct model_ident *id) {
     Baton__ModelId mid;
@@ -563,9 +575,7 @@ Test(worker, two_workers_inproc, .init = setup, .timeout = 60) {
     struct model_ident id;
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
-    struct transport_opts so = {
-        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "tw-coord"};
-    cr_assert_eq(transport_open(&c.t, &so, &e), 0, "%s", e.msg);
+    c.t = inproc_server("tw-coord", 0);
     char *dir = make_tmpdir();
     struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
     /* w0 has the file; w1 streams it from the coordinator into its cache. */
@@ -763,13 +773,8 @@ Test(worker, reload_with_mail_from_the_next_stage, .init = setup, .timeout = 60)
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
     struct coord c = {0};
-    transport_t *next = NULL;
-    struct transport_opts co = {
-        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "rn-coord"};
-    struct transport_opts no = {
-        .kind = TRANSPORT_INPROC, .role = TRANSPORT_SERVER, .endpoint = "rn-next"};
-    cr_assert_eq(transport_open(&c.t, &co, &e), 0, "%s", e.msg);
-    cr_assert_eq(transport_open(&next, &no, &e), 0, "%s", e.msg);
+    c.t = inproc_server("rn-coord", 0);
+    transport_t *next = inproc_server("rn-next", 0);
     struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
     struct worker_opts o = {.kind = TRANSPORT_INPROC,
                             .join = "rn-coord",
@@ -855,12 +860,7 @@ Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
     struct model_ident id;
     bt_err e = {0};
     cr_assert_eq(caps_model_ident(&id, path, &e), 0, "%s", e.msg);
-    struct transport_opts so = {.kind = TRANSPORT_INPROC,
-                                .role = TRANSPORT_SERVER,
-                                .endpoint = "tr-coord",
-                                .heartbeat_ms = 100};
-    transport_t *c1 = NULL, *c2 = NULL;
-    cr_assert_eq(transport_open(&c1, &so, &e), 0, "%s", e.msg);
+    transport_t *c1 = inproc_server("tr-coord", 100), *c2 = NULL;
     struct worker_caps caps = {.ram_bytes = 1ull << 30, .cores = 2, .isa = "ref"};
     struct worker_opts o = {.kind = TRANSPORT_INPROC,
                             .join = "tr-coord",
@@ -914,7 +914,7 @@ Test(worker, coordinator_restart, .init = setup, .timeout = 30) {
     transport_close(c1);
     /* Past the liveness window (300 ms) and lost_secs (1 s): then a new coordinator. */
     usleep(1600 * 1000);
-    cr_assert_eq(transport_open(&c2, &so, &e), 0, "%s", e.msg);
+    c2 = inproc_server("tr-coord", 100);
     h = wait_body(c2, BATON__ENVELOPE__BODY_HELLO, 5000);
     cr_assert(h, "no hello to the new coordinator");
     cr_assert_str_eq(h->hello->worker_id, "wr");
